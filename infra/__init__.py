@@ -1,0 +1,1 @@
+"""What runs on the operator's machine: provisioning, local testbed, grader, doctor."""

@@ -1,0 +1,66 @@
+"""`python -m infra COMMAND`: one entry point; each command lives in its own module.
+
+A command module defines `register(subparsers, common)`: it adds its parser (with
+`parents=[common]` where it talks to AWS) and sets `func`, which takes the parsed
+arguments and returns an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from infra.config import DEFAULT_STACK
+from infra.errors import UserError
+
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def common_options() -> argparse.ArgumentParser:
+    """Options shared by every command that talks to an AWS backend."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("stack and backend")
+    group.add_argument(
+        "--stack",
+        default=DEFAULT_STACK,
+        help=f"stack name, used in every tag and resource name (default: {DEFAULT_STACK})",
+    )
+    group.add_argument(
+        "--region",
+        default=None,
+        help="AWS region (default: AWS_REGION / AWS_DEFAULT_REGION / your profile's region)",
+    )
+    group.add_argument(
+        "--backend",
+        choices=("aws", "localstack"),
+        default="aws",
+        help="aws: the standard credential chain, honouring AWS_ENDPOINT_URL (moto server too); "
+        "localstack: localstack-client's endpoints (default: aws)",
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m infra",
+        description="Deploy, test locally, grade and diagnose the seed app behind a load balancer.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = common_options()
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub, common)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,127 @@
+"""boto3 clients for real AWS, LocalStack or a moto server, chosen by configuration only.
+
+- backend "aws": boto3's own credential chain and environment (AWS_PROFILE, AWS_REGION,
+  AWS_ENDPOINT_URL, ...). Pointing AWS_ENDPOINT_URL at a moto server needs nothing else.
+- backend "localstack": the endpoint comes from localstack-client (LOCALSTACK_HOST).
+- moto in process (`mock_aws`) needs no branch at all: it intercepts the same clients.
+
+With SEEDLB_LOOPBACK_ONLY=1 (set by the tests and the local testbed) any endpoint that is
+not on 127.0.0.0/8 or localhost is refused before a single request is sent.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from urllib.parse import urlparse
+
+import boto3
+from botocore.config import Config
+
+from infra.errors import UserError
+
+# Throttling and transient errors are retried by botocore itself, with backoff.
+RETRY_CONFIG = Config(
+    retries={"mode": "adaptive", "max_attempts": 10},
+    connect_timeout=5,
+    read_timeout=60,
+)
+
+LOOPBACK_ONLY_ENV = "SEEDLB_LOOPBACK_ONLY"
+
+
+def _is_loopback_host(host: str | None) -> bool:
+    if host in (None, ""):
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the AWS API calls go."""
+
+    region: str | None
+    endpoint_url: str | None  # None: AWS itself
+    backend: str = "aws"
+
+    @property
+    def is_emulator(self) -> bool:
+        """True for moto and LocalStack: the endpoint is not an AWS host.
+
+        Code that only makes sense on real AWS (the deployer's public IP, instance
+        metadata) must check this and never run against an emulator.
+        """
+        if self.endpoint_url is None:
+            return False
+        host = urlparse(self.endpoint_url).hostname or ""
+        return not host.endswith(".amazonaws.com")
+
+    def describe(self) -> str:
+        where = self.endpoint_url or "AWS"
+        return f"{self.backend} backend, region {self.region or '(unset)'}, endpoint {where}"
+
+
+def resolve_target(backend: str = "aws", region: str | None = None) -> Target:
+    """Work out the endpoint and region from the backend name and the environment."""
+    if backend == "localstack":
+        from localstack_client.config import get_service_endpoint
+
+        endpoint = get_service_endpoint("ec2")
+    elif backend == "aws":
+        endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
+    else:
+        raise UserError(f"unknown backend {backend!r}: use aws or localstack")
+    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region is None:
+        region = boto3.session.Session().region_name
+    target = Target(region=region, endpoint_url=endpoint, backend=backend)
+    _refuse_if_not_loopback(target)
+    return target
+
+
+def _refuse_if_not_loopback(target: Target) -> None:
+    if os.environ.get(LOOPBACK_ONLY_ENV) != "1":
+        return
+    host = urlparse(target.endpoint_url).hostname if target.endpoint_url else None
+    if not _is_loopback_host(host):
+        raise UserError(
+            f"{LOOPBACK_ONLY_ENV}=1 but the AWS endpoint is {target.endpoint_url or 'real AWS'}: "
+            "refusing to send any request off this machine. Set AWS_ENDPOINT_URL to a local "
+            "emulator (moto server or LocalStack on 127.0.0.1)."
+        )
+
+
+class Clients:
+    """One boto3 session and the clients every module shares, all aimed at one Target."""
+
+    def __init__(self, target: Target):
+        self.target = target
+        self.session = boto3.session.Session(region_name=target.region)
+
+    def client(self, service: str):
+        return self.session.client(
+            service, endpoint_url=self.target.endpoint_url, config=RETRY_CONFIG
+        )
+
+    @cached_property
+    def ec2(self):
+        return self.client("ec2")
+
+    @cached_property
+    def elbv2(self):
+        return self.client("elbv2")
+
+    @cached_property
+    def ssm(self):
+        return self.client("ssm")
+
+    @cached_property
+    def sts(self):
+        return self.client("sts")
