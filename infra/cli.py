@@ -14,7 +14,9 @@ import sys
 from infra.config import DEFAULT_STACK
 from infra.errors import UserError
 
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    # one line per command module; keep this list in the order of `--help`
+)
 
 
 def common_options() -> argparse.ArgumentParser:
