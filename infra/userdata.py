@@ -30,7 +30,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 APP_SOURCE = REPO_ROOT / "app"
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "user_data.sh"
 
-USER_DATA_LIMIT = 16384  # bytes, raw, before base64 (EC2 RunInstances)
+# "16 KB, in raw form, before it is base64-encoded". RunInstances checks the base64 text
+# against 21847 characters, which admits at most 16383 raw bytes: the limit is exclusive.
+USER_DATA_LIMIT = 16384
 DEFAULT_SEED_FILE = "/var/lib/seed-lb/seed"
 DEFAULT_APP_HOME = "/opt/seed-lb"
 
@@ -56,14 +58,14 @@ class UserDataSize:
 
     @property
     def fits(self) -> bool:
-        return self.size <= self.limit
+        return self.size < self.limit
 
     @property
     def headroom(self) -> int:
-        return self.limit - self.size
+        return self.limit - 1 - self.size
 
     def describe(self) -> str:
-        return f"user data is {self.size} bytes of {self.limit} allowed"
+        return f"user data is {self.size} bytes; EC2 accepts less than {self.limit}"
 
 
 def user_data_size(script: str) -> UserDataSize:
@@ -76,7 +78,7 @@ def ensure_fits(script: str) -> UserDataSize:
     measured = user_data_size(script)
     if not measured.fits:
         raise UserError(
-            f"{measured.describe()}: EC2 refuses user data over 16 KB. Shrink app/ "
+            f"{measured.describe()} (16 KB, before base64). Shrink app/ "
             "(only *.py and requirements.txt are shipped) or move code out of it."
         )
     return measured
