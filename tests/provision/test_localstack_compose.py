@@ -1,0 +1,146 @@
+"""LocalStack: the compose file (parsed, as no Docker engine runs here) and the LocalStack
+code path, with a real moto server standing in at LocalStack's endpoint."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+from moto.server import ThreadedMotoServer
+
+from infra.clients import Clients, resolve_target
+from infra.errors import UserError
+
+COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.localstack.yml"
+
+# repository:tag with a full x.y.z version; `latest`, a bare major or no tag are refused.
+PINNED_IMAGE = re.compile(r"^localstack/localstack(-pro)?:(\d+)\.(\d+)\.(\d+)$")
+REQUIRED_SERVICES = {"ec2", "elbv2", "ssm", "sts", "iam"}
+
+
+@pytest.fixture(scope="module")
+def localstack() -> dict:
+    document = yaml.safe_load(COMPOSE.read_text())
+    assert list(document["services"]) == ["localstack"]
+    return document["services"]["localstack"]
+
+
+def environment(service: dict) -> dict[str, str]:
+    """Compose allows a list of KEY=VALUE or a mapping; read either."""
+    env = service["environment"]
+    if isinstance(env, dict):
+        return {key: str(value) for key, value in env.items()}
+    return dict(item.split("=", 1) for item in env)
+
+
+def test_image_is_pinned(localstack):
+    image = localstack["image"]
+    assert PINNED_IMAGE.match(image), f"{image!r} is not pinned to an x.y.z tag"
+    assert "latest" not in image
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "localstack/localstack",
+        "localstack/localstack:latest",
+        "localstack/localstack:4",
+        "localstack/localstack:4.14",
+        "localstack/localstack:stable",
+        "localstack/localstack:${TAG}",
+        "someone/localstack:4.14.0",
+    ],
+)
+def test_pin_check_refuses_floating_tags(image):
+    assert not PINNED_IMAGE.match(image)
+
+
+def test_ports_are_the_gateway_and_service_range_on_loopback(localstack):
+    ports = [str(p) for p in localstack["ports"]]
+    assert "127.0.0.1:4566:4566" in ports
+    assert "127.0.0.1:4510-4559:4510-4559" in ports
+    assert all(p.startswith("127.0.0.1:") for p in ports), "publish on loopback only"
+
+
+def test_auth_token_passes_through_from_the_shell(localstack):
+    env = environment(localstack)
+    # The value is taken from the caller's environment, empty if unset; never a literal.
+    assert env["LOCALSTACK_AUTH_TOKEN"] == "${LOCALSTACK_AUTH_TOKEN:-}"
+
+
+def test_services_debug_and_vm_manager(localstack):
+    env = environment(localstack)
+    assert REQUIRED_SERVICES <= set(env["SERVICES"].split(","))
+    assert re.fullmatch(r"\$\{DEBUG:-[01]\}|[01]", env["DEBUG"])
+    assert env["EC2_VM_MANAGER"] == "mock"
+
+
+def test_no_docker_socket_by_default(localstack):
+    volumes = [str(v) for v in localstack.get("volumes", [])]
+    assert not [v for v in volumes if "docker.sock" in v]
+
+
+def test_healthcheck_asks_the_gateway(localstack):
+    check = localstack["healthcheck"]
+    assert check["test"][0] in ("CMD", "CMD-SHELL")
+    assert "http://localhost:4566/_localstack/health" in " ".join(check["test"])
+    assert int(check["retries"]) >= 1
+    assert str(check["interval"]).endswith("s")
+
+
+# --- the LocalStack code path, against a moto server at "LocalStack's" endpoint -----------
+
+
+@pytest.fixture
+def fake_localstack(free_port, monkeypatch):
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port, verbose=False)
+    server.start()
+    # localstack-client prefers AWS_ENDPOINT_URL over LOCALSTACK_HOST: keep it out.
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("LOCALSTACK_HOST", f"127.0.0.1:{free_port}")
+    try:
+        yield f"http://127.0.0.1:{free_port}"
+    finally:
+        server.stop()
+
+
+@pytest.mark.integration
+def test_localstack_target_reaches_the_endpoint(fake_localstack):
+    target = resolve_target("localstack", "us-east-1")
+    assert target.endpoint_url == fake_localstack
+    assert target.backend == "localstack" and target.is_emulator
+    assert target.region == "us-east-1"
+
+    clients = Clients(target)
+    vpc_id = clients.ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
+    described = clients.ec2.describe_vpcs(VpcIds=[vpc_id])["Vpcs"]
+    assert [v["CidrBlock"] for v in described] == ["10.42.0.0/16"]
+
+    tg = clients.elbv2.create_target_group(
+        Name="seed-lb-ls-test", Protocol="HTTP", Port=5000, VpcId=vpc_id, TargetType="instance"
+    )["TargetGroups"][0]
+    groups = clients.elbv2.describe_target_groups(Names=["seed-lb-ls-test"])["TargetGroups"]
+    assert [(g["TargetGroupArn"], g["VpcId"]) for g in groups] == [(tg["TargetGroupArn"], vpc_id)]
+    assert clients.sts.get_caller_identity()["Account"]
+
+    # The calls went over HTTP to that server, not to an in-process mock: a plain client
+    # aimed at the same endpoint sees the same VPC.
+    plain = boto3.client("ec2", region_name="us-east-1", endpoint_url=fake_localstack)
+    assert vpc_id in [v["VpcId"] for v in plain.describe_vpcs()["Vpcs"]]
+
+
+def test_localstack_host_off_this_machine_is_refused(monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("LOCALSTACK_HOST", "localstack.example.com:4566")
+    with pytest.raises(UserError, match="refusing"):
+        resolve_target("localstack", "us-east-1")
+
+
+def test_localstack_default_endpoint_is_the_compose_port(monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("LOCALSTACK_HOST", raising=False)
+    target = resolve_target("localstack", "us-east-1")
+    assert target.endpoint_url == "http://localhost:4566"  # the port compose publishes
