@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 PROJECT = "seed-lb"
 DEFAULT_STACK = "seed-lb"
@@ -31,3 +32,68 @@ def stack_filters(stack: str) -> list[dict]:
         {"Name": f"tag:{TAG_PROJECT}", "Values": [PROJECT]},
         {"Name": f"tag:{TAG_STACK}", "Values": [stack]},
     ]
+
+
+# --- Provisioning settings (infra/stack.py) ---------------------------------------------
+
+# Amazon Linux 2023's public SSM parameter: always the current AMI of the region.
+AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+# Free-tier types, in order of preference; the first one that both AZs offer wins.
+FREE_TIER_TYPES = ("t3.micro", "t2.micro")
+
+
+@dataclass
+class Settings:
+    """The knobs of one stack. Defaults build the seed's setup; tests shrink the waits."""
+
+    stack: str = DEFAULT_STACK
+    instance_count: int = 2
+    instance_type: str | None = None  # None: t3.micro or t2.micro, whichever the AZs offer
+    app_port: int = APP_PORT
+    listener_port: int = LISTENER_PORT
+    # Health check tuned so that targets turn healthy in ~10 s, not AWS's default 2.5 min.
+    health_check_path: str = HEALTH_CHECK_PATH
+    health_check_interval: int = 5
+    health_check_timeout: int = 3
+    healthy_threshold: int = 2
+    unhealthy_threshold: int = 2
+    health_check_matcher: str = "200"
+    # Who may reach port 5000 directly: "me" (the deployer's IP, looked up on real AWS only),
+    # "any" (0.0.0.0/0), or an explicit CIDR.
+    public_access: str = "me"
+    key_name: str | None = None  # SSH (22) is opened, from the deployer's IP, only with a key
+    use_default_vpc: bool = False
+    vpc_cidr: str = "10.42.0.0/16"
+    state_dir: str = STATE_DIR
+    user_data: str | None = None  # None: infra.userdata renders it
+    # Waiter pacing: AWS's own defaults are 15 s; emulators answer at once.
+    waiter_delay: float = 5.0
+    waiter_timeout: float = 900.0
+    # Bounded retries for what no waiter covers (SG DependencyViolation, TG ResourceInUse).
+    dependency_retry_delay: float = 5.0
+    dependency_retry_budget: float = 600.0
+    wait_for_healthy: bool = True
+
+    @property
+    def lb_name(self) -> str:
+        return f"{self.stack}-alb"
+
+    @property
+    def tg_name(self) -> str:
+        return f"{self.stack}-tg"
+
+    def name(self, role: str) -> str:
+        """The Name tag of a resource with this role, e.g. seed-lb-vpc."""
+        return f"{self.stack}-{role}"
+
+    @classmethod
+    def fast(cls, **overrides) -> Settings:
+        """Settings for emulators (moto, LocalStack): waits poll every few milliseconds."""
+        base = {
+            "waiter_delay": 0.05,
+            "waiter_timeout": 60.0,
+            "dependency_retry_delay": 0.01,
+            "dependency_retry_budget": 5.0,
+        }
+        base.update(overrides)
+        return cls(**base)
