@@ -1,0 +1,221 @@
+"""What the user typed as a load balancer or instance address, made into host and port.
+
+The real grader takes the bare DNS name of the load balancer and speaks plain HTTP on
+port 80 (the seed's FAQ 3: with `http://` or a port in the address it got a 501). So we
+accept every spelling people paste, say what we changed, and warn where the real grader
+would not do what we do.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from infra.config import APP_PORT, LISTENER_PORT
+from infra.errors import UserError
+
+ELB_SUFFIX = ".elb.amazonaws.com"
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
+_HOSTNAME_RE = re.compile(rf"^{_LABEL}(\.{_LABEL})*\.?$")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+
+    @property
+    def netloc(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == 80 else f"{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.netloc}/"
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass
+class Address:
+    """A parsed address: the endpoint, plus what was normalized and what to warn about."""
+
+    endpoint: Endpoint
+    given: str
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def host(self) -> str:
+        return self.endpoint.host
+
+    @property
+    def port(self) -> int:
+        return self.endpoint.port
+
+    @property
+    def is_elb_name(self) -> bool:
+        return self.host.lower().endswith(ELB_SUFFIX)
+
+
+def _split(text: str, default_port: int, what: str) -> tuple[str, str, int, bool, str]:
+    """-> (scheme, host, port, port_given, path) or UserError."""
+    raw = text.strip()
+    if not raw:
+        example = f"my-lb-123.us-east-1{ELB_SUFFIX}"
+        raise UserError(f"empty {what}: give a DNS name or IP, e.g. {example}")
+    if any(c.isspace() for c in raw):
+        raise UserError(f"{what} {text!r} contains spaces: give one DNS name or IP")
+    scheme = ""
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", raw)
+    if match:
+        scheme = match.group(1).lower()
+        if scheme not in ("http", "https"):
+            raise UserError(f"{what} {text!r}: scheme {scheme}:// is not HTTP; give the DNS name")
+        raw = raw[match.end():]
+    try:
+        parts = urlsplit("//" + raw)
+        port = parts.port
+        host = parts.hostname
+    except ValueError as exc:
+        raise UserError(f"{what} {text!r}: bad port ({exc}); use host or host:port") from None
+    if not host:
+        raise UserError(f"{what} {text!r} has no host name; give a DNS name or IP")
+    if not _valid_host(host):
+        raise UserError(f"{what} {text!r}: {host!r} is not a DNS name or IP address")
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    return scheme, host.lower(), port if port is not None else default_port, port is not None, path
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return bool(_HOSTNAME_RE.match(host)) and len(host) <= 253
+
+
+def parse_address(text: str) -> Address:
+    """The load balancer's address as the grader will use it: host, and port 80 by default."""
+    scheme, host, port, port_given, path = _split(text, LISTENER_PORT, "address")
+    address = Address(Endpoint(host.rstrip("."), port), given=text)
+    notes, warnings = address.notes, address.warnings
+    if scheme == "http":
+        notes.append(
+            "removed 'http://': the grader takes the bare DNS name "
+            "(FAQ 3: with http:// in the address it got 501 Not Implemented)"
+        )
+    elif scheme == "https":
+        notes.append(
+            "'https://' given, but the assignment's listener is plain HTTP and the grader "
+            f"speaks plain HTTP: checking http://{address.endpoint.netloc}/ instead"
+        )
+    if path not in ("", "/"):
+        notes.append(f"ignored the path {path!r}: the grader only uses '/'")
+    elif path == "/":
+        notes.append("removed the trailing '/'")
+    if port_given and port == LISTENER_PORT:
+        notes.append(
+            f"removed ':{LISTENER_PORT}': it is the default, and the grader's address "
+            "has no port (FAQ 3)"
+        )
+    elif port_given and address.is_elb_name:
+        warnings.append(
+            f"port {port} on a load balancer name: the real grader connects to port "
+            f"{LISTENER_PORT} and never adds a port (FAQ 3); the listener must be on "
+            f"{LISTENER_PORT}"
+        )
+    if host.lower().startswith("internal-") and address.is_elb_name:
+        warnings.append(
+            "the name starts with 'internal-': this is an internal load balancer, which the "
+            "grader cannot reach over the internet; recreate it with scheme internet-facing"
+        )
+    return address
+
+
+def parse_instances(text: str, default_port: int = APP_PORT) -> list[Endpoint]:
+    """`ip1,ip2` (each on :5000) or `host:port,...` -> endpoints, in order, without repeats."""
+    endpoints: list[Endpoint] = []
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        _, host, port, _, _ = _split(item, default_port, "instance address")
+        endpoint = Endpoint(host, port)
+        if endpoint not in endpoints:
+            endpoints.append(endpoint)
+    if not endpoints:
+        raise UserError(f"--instances {text!r} names no instance; use ip1,ip2 or host:port,...")
+    return endpoints
+
+
+@dataclass
+class StateMatch:
+    path: Path
+    instances: list[Endpoint]
+    skipped: list[str]  # instances listed without a reachable address
+
+
+def instances_from_state(
+    address: Address, state_dir: str | Path, stack: str | None = None
+) -> StateMatch | None:
+    """The instances of the stack whose state file names this load balancer, else None.
+
+    A file matches only when its `lb_dns` is this address (then each instance's public IP on
+    the app port) or its `grade_endpoints.lb` is (then `grade_endpoints.instances`). We never
+    guess addresses: no match, no instances.
+    """
+    directory = Path(state_dir)
+    if not directory.is_dir():
+        return None
+    files = sorted(directory.glob("*.json"))
+    if stack:  # the named stack's file first, when several stacks are deployed
+        files.sort(key=lambda p: p.stem != stack)
+    for path in files:
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(state, dict):
+            continue
+        match = _match_state(address, state, path)
+        if match is not None:
+            return match
+    return None
+
+
+def _same(address: Address, text: object, default_port: int) -> bool:
+    if not isinstance(text, str) or not text.strip():
+        return False
+    try:
+        scheme, host, port, _, _ = _split(text, default_port, "state address")
+    except UserError:
+        return False
+    return Endpoint(host.rstrip("."), port) == address.endpoint
+
+
+def _match_state(address: Address, state: dict, path: Path) -> StateMatch | None:
+    endpoints = state.get("grade_endpoints")
+    if isinstance(endpoints, dict) and _same(address, endpoints.get("lb"), LISTENER_PORT):
+        listed = [i for i in endpoints.get("instances") or [] if isinstance(i, str)]
+        instances = parse_instances(",".join(listed)) if listed else []
+        return StateMatch(path, instances, [])
+    listener_port = state.get("listener_port") or LISTENER_PORT
+    if _same(address, state.get("lb_dns"), int(listener_port)):
+        app_port = int(state.get("app_port") or APP_PORT)
+        instances, skipped = [], []
+        for inst in state.get("instances") or []:
+            if not isinstance(inst, dict):
+                continue
+            ip = inst.get("public_ip")
+            if ip:
+                instances.append(Endpoint(str(ip), app_port))
+            else:
+                skipped.append(str(inst.get("id") or "?"))
+        return StateMatch(path, instances, skipped)
+    return None

@@ -1,0 +1,161 @@
+"""Real HTTP servers on loopback for the grader: a correct seed app, one per FAQ pitfall,
+and Caddy as the load balancer in front of them."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+from infra.address import Endpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+CADDY = ROOT / ".venv" / "bin" / "caddy"
+TIMEOUT = 0.5  # the grader's per-request timeout in these tests: loopback answers in ms
+
+
+# -- servers --------------------------------------------------------------------------------
+
+@pytest.fixture
+def serve():
+    """serve(app) -> Endpoint: a threaded werkzeug server on a free loopback port."""
+    servers = []
+
+    def start(app) -> Endpoint:
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        return Endpoint("127.0.0.1", server.server_port)
+
+    yield start
+    for server, thread in servers:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.fixture
+def silent_server():
+    """Accepts connections, reads, never answers: a hung app."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held, stop = [], threading.Event()
+
+    def accept():
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+                held.append(conn)
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield Endpoint("127.0.0.1", listener.getsockname()[1])
+    stop.set()
+    thread.join(5)
+    for conn in held:
+        conn.close()
+    listener.close()
+
+
+@pytest.fixture
+def blackhole():
+    """A port whose SYNs are dropped, as behind a security group: a listener with a full
+    accept queue that never accepts (Linux then drops new SYNs, so connect times out)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    address = listener.getsockname()
+    fillers = []
+    for _ in range(4):  # fill the queue; later connects would block
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(address)
+        fillers.append(s)
+    time.sleep(0.05)
+    yield Endpoint("127.0.0.1", address[1])
+    for s in fillers:
+        s.close()
+    listener.close()
+
+
+@pytest.fixture
+def closed_port(free_port):
+    return Endpoint("127.0.0.1", free_port)
+
+
+@pytest.fixture
+def caddy(tmp_path, free_port):
+    """caddy(upstreams) -> Endpoint: a real Caddy reverse proxy, round robin over them."""
+    procs = []
+
+    def start(upstreams: list[Endpoint], policy: str = "round_robin") -> Endpoint:
+        port = free_port if not procs else _free_port()
+        config = {
+            "admin": {"disabled": True, "config": {"persist": False}},
+            "logging": {"logs": {"default": {"level": "ERROR"}}},
+            "apps": {"http": {"servers": {"lb": {
+                "listen": [f"127.0.0.1:{port}"],
+                "automatic_https": {"disable": True},
+                "routes": [{"handle": [{
+                    "handler": "reverse_proxy",
+                    "upstreams": [{"dial": str(u)} for u in upstreams],
+                    "load_balancing": {"selection_policy": {"policy": policy}},
+                }]}],
+            }}}},
+        }
+        path = tmp_path / f"caddy-{port}.json"
+        path.write_text(json.dumps(config))
+        env = dict(os.environ, HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "cfg"),
+                   XDG_DATA_HOME=str(tmp_path / "data"))
+        log = open(tmp_path / f"caddy-{port}.log", "wb")  # noqa: SIM115 - closed below
+        proc = subprocess.Popen([str(CADDY), "run", "--config", str(path)], env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+        procs.append((proc, log))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"caddy exited: {(tmp_path / log.name).read_text()[-2000:]}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return Endpoint("127.0.0.1", port)
+            time.sleep(0.02)
+        raise RuntimeError("caddy did not start listening within 10 s")
+
+    yield start
+    for proc, log in procs:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def lb_of(serve, caddy):
+    """lb_of(factory, n=2, named=True) -> (lb, [backends]): n copies of an app behind Caddy."""
+
+    def start(factory, n: int = 2, named: bool = True):
+        backends = [serve(factory(f"i-{k}" if named else None)) for k in range(n)]
+        return caddy(backends), backends
+
+    return start
