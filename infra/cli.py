@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     # one line per command module; keep this list in the order of `--help`
     "infra.stack_cli",
     "infra.grade",
+    "infra.bench",
 )
 
 
