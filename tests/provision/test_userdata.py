@@ -2,7 +2,7 @@
 
 The script itself never runs here (it would install packages and call the metadata
 service). What it carries is checked for real: shellcheck on the rendered text, the
-archive decoded with the same `base64`/`tar` the instance uses, the systemd unit through
+archive unpacked by the script's own Python snippet, the systemd unit through
 `systemd-analyze verify`, and the extracted app started as a real gunicorn process.
 """
 
@@ -40,7 +40,8 @@ SHELLCHECK = REPO / ".venv" / "bin" / "shellcheck"
 CUSTOM = {"app_port": 8123, "seed_file": "/srv/seedy/state/seed.txt", "stack": "blue-2"}
 
 ARCHIVE_RE = re.compile(r"<<'SEEDLB_APP_ARCHIVE'\n(.*?)\nSEEDLB_APP_ARCHIVE\n", re.S)
-DIGEST_RE = re.compile(r'echo "([0-9a-f]{64})  \$archive" \| sha256sum --check')
+DIGEST_RE = re.compile(r'python3\.11 -c "\$UNPACK" ([0-9a-f]{64}) "\$APP_HOME" <<')
+UNPACK_RE = re.compile(r"^readonly UNPACK='\n(.*?)\n'$", re.S | re.M)
 UNIT_RE = re.compile(r"<<UNIT\n(.*?)\nUNIT\n", re.S)
 
 
@@ -56,7 +57,11 @@ def repo_app_files() -> dict[str, bytes]:
 def embedded_archive(script: str) -> bytes:
     match = ARCHIVE_RE.search(script)
     assert match, "no SEEDLB_APP_ARCHIVE heredoc in the script"
-    return base64.b64decode(match.group(1), validate=False)
+    return base64.b85decode("".join(match.group(1).split()))
+
+
+def open_tar(data: bytes) -> tarfile.TarFile:
+    return tarfile.open(fileobj=io.BytesIO(data), mode="r:bz2")
 
 
 def unit_of(script: str) -> str:
@@ -108,6 +113,8 @@ def test_default_script_installs_python_and_logs(default_script):
     assert '-r "$APP_HOME/app/requirements.txt"' in " ".join(logical_lines(default_script))
     assert "readonly APP_PORT=5000\n" in default_script
     assert "readonly STATE_DIR=/var/lib/seed-lb\n" in default_script
+    # Python 3.11 is installed before the script uses it to unpack the app.
+    assert default_script.index("dnf install") < default_script.index('python3.11 -c "$UNPACK"')
 
 
 def test_other_port_paths_and_stack(custom_script, default_script):
@@ -221,7 +228,9 @@ def test_shellcheck_passes(kwargs, tmp_path):
 
 def test_shellcheck_would_catch_a_mistake(tmp_path, default_script):
     # The check above can fail: the same binary flags an unquoted expansion.
-    broken = default_script.replace('rm -f "$archive"', "rm -f $archive")
+    broken = default_script.replace(
+        '"X-aws-ec2-metadata-token: $imds_token"', "X-aws-ec2-metadata-token:$imds_token"
+    )
     assert broken != default_script
     script_path = tmp_path / "broken.sh"
     script_path.write_text(broken)
@@ -237,7 +246,7 @@ def test_archive_holds_exactly_the_apps_files(tmp_path, default_script):
     digest = DIGEST_RE.search(default_script)
     assert digest and hashlib.sha256(archive).hexdigest() == digest.group(1)
 
-    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+    with open_tar(archive) as tar:
         members = tar.getmembers()
         tar.extractall(tmp_path, filter="data")
     expected = repo_app_files()
@@ -248,26 +257,40 @@ def test_archive_holds_exactly_the_apps_files(tmp_path, default_script):
     assert "app/__main__.py" in expected and "app/__init__.py" in expected
 
 
-def test_archive_decodes_with_the_instance_tools(tmp_path, default_script):
-    """The same `base64 -d` and GNU `tar -xz` the script uses, without running the script."""
-    payload = ARCHIVE_RE.search(default_script).group(1) + "\n"
-    archive = tmp_path / "app.tgz"
-    subprocess.run(
-        ["base64", "-d"], input=payload.encode(), stdout=archive.open("wb"), check=True
-    )
-    out = tmp_path / "out"
-    out.mkdir()
-    result = subprocess.run(
-        ["tar", "-xzf", str(archive), "-C", str(out), "--no-same-owner"],
+def run_unpack(script: str, payload: str, digest: str, dest: Path):
+    """The script's own unpack program, fed as the script feeds it (without the script)."""
+    program = UNPACK_RE.search(script)
+    assert program, "no UNPACK program in the script"
+    return subprocess.run(
+        [sys.executable, "-c", program.group(1), digest, str(dest)],
+        input=payload,
         capture_output=True,
         text=True,
-        check=True,
+        timeout=60,
     )
-    assert result.stderr == ""  # no "implausibly old time stamp" or other warnings
+
+
+def test_archive_unpacks_with_the_scripts_own_program(tmp_path, default_script):
+    payload = ARCHIVE_RE.search(default_script).group(1) + "\n"
+    digest = DIGEST_RE.search(default_script).group(1)
+    result = run_unpack(default_script, payload, digest, tmp_path)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
     extracted = {
-        p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()
+        p.relative_to(tmp_path).as_posix(): p.read_bytes()
+        for p in tmp_path.rglob("*")
+        if p.is_file()
     }
     assert extracted == repo_app_files()
+
+
+def test_corrupt_archive_is_refused(tmp_path, default_script):
+    payload = ARCHIVE_RE.search(default_script).group(1)
+    flipped = ("1" if payload[40] != "1" else "2").join((payload[:40], payload[41:]))
+    digest = DIGEST_RE.search(default_script).group(1)
+    result = run_unpack(default_script, flipped, digest, tmp_path)
+    assert result.returncode != 0
+    assert "corrupt" in result.stderr
+    assert not list(tmp_path.iterdir())
 
 
 def test_pycache_and_other_files_are_left_out(tmp_path):
@@ -278,7 +301,7 @@ def test_pycache_and_other_files_are_left_out(tmp_path):
     (src / "notes.md").write_text("not shipped\n")
     (src / "sub").mkdir()
     (src / "sub" / "extra.py").write_text("X = 1\n")
-    with tarfile.open(fileobj=io.BytesIO(app_archive(src)), mode="r:gz") as tar:
+    with open_tar(app_archive(src)) as tar:
         names = tar.getnames()
     assert "app/sub/extra.py" in names
     assert not [n for n in names if "__pycache__" in n or n.endswith((".md", ".pyc"))]
@@ -383,9 +406,7 @@ def test_extracted_app_serves(tmp_path, free_port, default_script):
     """Start the app as the unit would (`python -m app`), from the extracted archive only."""
     home = tmp_path / "opt"
     home.mkdir()
-    with tarfile.open(
-        fileobj=io.BytesIO(embedded_archive(default_script)), mode="r:gz"
-    ) as tar:
+    with open_tar(embedded_archive(default_script)) as tar:
         tar.extractall(home, filter="data")
     seed_file = tmp_path / "state" / "seed"
     seed_file.parent.mkdir()
