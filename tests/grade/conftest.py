@@ -30,7 +30,7 @@ def serve():
 
     def start(app) -> Endpoint:
         server = make_server("127.0.0.1", 0, app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
         thread.start()
         servers.append((server, thread))
         return Endpoint("127.0.0.1", server.server_port)
@@ -91,17 +91,18 @@ def blackhole():
 
 
 @pytest.fixture
-def closed_port(free_port):
-    return Endpoint("127.0.0.1", free_port)
+def closed_port():
+    """A loopback port nothing listens on (bound, read back, released)."""
+    return Endpoint("127.0.0.1", _free_port())
 
 
 @pytest.fixture
-def caddy(tmp_path, free_port):
+def caddy(tmp_path):
     """caddy(upstreams) -> Endpoint: a real Caddy reverse proxy, round robin over them."""
     procs = []
 
     def start(upstreams: list[Endpoint], policy: str = "round_robin") -> Endpoint:
-        port = free_port if not procs else _free_port()
+        port = _free_port()
         config = {
             "admin": {"disabled": True, "config": {"persist": False}},
             "logging": {"logs": {"default": {"level": "ERROR"}}},
