@@ -125,6 +125,17 @@ def _base85_lines(data: bytes) -> str:
     return "\n".join(text[i : i + ARCHIVE_LINE] for i in range(0, len(text), ARCHIVE_LINE))
 
 
+def _without_comments(template: str) -> str:
+    """Drop comment lines after the two-line header: ~1 KB that the app needs more.
+
+    The template keeps them. Only whole lines starting with '#' go, and the template has
+    none inside its heredocs (the archive is substituted afterwards, so a base85 line
+    starting with '#' is never touched).
+    """
+    lines = template.splitlines(keepends=True)
+    return "".join(lines[:2] + [ln for ln in lines[2:] if not ln.lstrip().startswith("#")])
+
+
 def _check_inputs(app_port: int, seed_file: str, stack: str, app_home: str, user: str) -> None:
     if isinstance(app_port, bool) or not isinstance(app_port, int) or not 1 <= app_port <= 65535:
         raise UserError(f"app port {app_port!r} is not a TCP port: use 1-65535")
@@ -172,7 +183,7 @@ def render_user_data(
         "APP_SHA256": hashlib.sha256(archive).hexdigest(),
         "APP_ARCHIVE": _base85_lines(archive),
     }
-    script = TEMPLATE.read_text(encoding="utf-8")
+    script = _without_comments(TEMPLATE.read_text(encoding="utf-8"))
     for key, value in values.items():
         # The values land in shell code, an unquoted heredoc and a systemd unit; the checks
         # above admit only characters that need no quoting in any of them.

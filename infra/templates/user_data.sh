@@ -1,8 +1,11 @@
 #!/bin/bash
-# seed-lb boot script for Amazon Linux 2023 (stack @@STACK@@), rendered by infra/userdata.py.
-# cloud-init runs it once, as root, on the first boot. It installs Python 3.11, unpacks the
-# app carried below (the instance needs no access to the repository), and runs the app as
-# a systemd service on port @@APP_PORT@@ with the same command the tests use.
+# seed-lb boot script, stack @@STACK@@: infra/templates/user_data.sh, comments left out.
+#
+# Comment lines after line 2 are dropped when rendered (bytes count under the 16 KB cap).
+# For Amazon Linux 2023: cloud-init runs it once, as root, on the first boot. It installs
+# Python 3.11, unpacks the app carried below (the instance needs no access to the
+# repository) and runs it as a systemd service on port @@APP_PORT@@, with the same command
+# the tests use.
 set -Eeuo pipefail
 
 # A log file for `sudo cat`, and the console for `aws ec2 get-console-output`.

@@ -117,6 +117,16 @@ def test_default_script_installs_python_and_logs(default_script):
     assert default_script.index("dnf install") < default_script.index('python3.11 -c "$UNPACK"')
 
 
+def test_comments_stay_in_the_template_only(default_script):
+    code = [line for line in logical_lines(default_script) if line.lstrip().startswith("#")]
+    assert code == [
+        "#!/bin/bash",
+        "# seed-lb boot script, stack seed-lb: infra/templates/user_data.sh, comments left out.",
+    ]
+    template = userdata.TEMPLATE.read_text()
+    assert len([ln for ln in template.splitlines() if ln.startswith("#")]) > 10
+
+
 def test_other_port_paths_and_stack(custom_script, default_script):
     assert custom_script != default_script
     unit = unit_of(custom_script)
