@@ -17,6 +17,7 @@ from infra.errors import UserError
 COMMAND_MODULES: tuple[str, ...] = (
     # one line per command module; keep this list in the order of `--help`
     "infra.stack_cli",
+    "infra.local",
     "infra.grade",
     "infra.bench",
 )

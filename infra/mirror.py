@@ -68,8 +68,9 @@ def find_instance_ids(ec2, stack: str) -> list[str]:
     for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
         for reservation in page["Reservations"]:
             for inst in reservation["Instances"]:
-                launch_index = inst.get("AmiLaunchIndex", 0)
-                found.append((inst["LaunchTime"], launch_index, inst["InstanceId"]))
+                # By Name (app-1, app-2: stable across runs), then launch order.
+                name = _tag_map(inst.get("Tags", [])).get("Name", "")
+                found.append((name, inst["LaunchTime"], inst["InstanceId"]))
     return [iid for *_, iid in sorted(found)]
 
 

@@ -23,6 +23,9 @@ from pathlib import Path
 
 from infra.errors import UserError
 
+# Where `python -m app` and `python -m infra` resolve: the checkout this module belongs to.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
 
 @dataclass(frozen=True)
 class ProcessRecord:
@@ -85,7 +88,12 @@ class ProcessGroup:
 
     # --- starting -----------------------------------------------------------------------
     def start(
-        self, name: str, argv: list[str], *, env: dict[str, str] | None = None
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: str | Path | None = None,
     ) -> tuple[subprocess.Popen, ProcessRecord]:
         """Start `argv` in a new session (its own process group), output into logs/<name>.log.
 
@@ -105,7 +113,7 @@ class ProcessGroup:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                cwd=os.getcwd(),
+                cwd=cwd or PROJECT_ROOT,
             )
         record = ProcessRecord(name, proc.pid, _start_token(proc.pid), list(argv), str(log))
         self._write(record)
@@ -133,34 +141,48 @@ class ProcessGroup:
     # --- stopping -----------------------------------------------------------------------
     def stop(self, name: str, timeout: float = 5.0) -> bool:
         """Stop one recorded process (and its group); True if something was running."""
-        record = self.record(name)
-        if record is None:
-            return False
-        was_running = stop_record(record, timeout)
+        return bool(self.stop_many([name], timeout))
+
+    def signal_many(self, names: list[str]) -> list[ProcessRecord]:
+        """Ask the named processes to stop, without waiting; returns those that were running."""
+        running = []
+        for name in names:
+            record = self.record(name)
+            if record is None:
+                continue
+            if is_ours(record):
+                _signal_group(record.pid, stop_signal(name))
+                running.append(record)
+            else:
+                self._forget(name)
+        return running
+
+    def wait_stopped(self, records: list[ProcessRecord], timeout: float = 5.0) -> list[str]:
+        """Wait for signalled processes to go; SIGKILL whatever lingers. Returns their names."""
+        wait_until(lambda: not any(alive(r.pid) for r in records), timeout)
+        for record in records:
+            # Also the stragglers of its group (gunicorn workers) when the leader is gone.
+            _signal_group(record.pid, signal.SIGKILL)
+        wait_until(lambda: not any(alive(r.pid) for r in records), 2.0)
+        for record in records:
+            self._forget(record.name)
+        return [r.name for r in records]
+
+    def stop_many(self, names: list[str], timeout: float = 5.0) -> list[str]:
+        """Stop the named processes in parallel; returns those that were running."""
+        return self.wait_stopped(self.signal_many(names), timeout)
+
+    def stop_all(self, timeout: float = 5.0) -> list[str]:
+        return self.stop_many([r.name for r in self.records()], timeout)
+
+    def _forget(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             (self.pid_dir / f"{name}.json").unlink()
-        return was_running
-
-    def stop_all(self, order: list[str] | None = None, timeout: float = 5.0) -> list[str]:
-        """Stop every recorded process, those named in `order` first. Returns what was stopped."""
-        names = [r.name for r in self.records()]
-        ordered = [n for n in (order or []) if n in names] + [
-            n for n in names if n not in (order or [])
-        ]
-        return [n for n in ordered if self.stop(n, timeout)]
 
 
-def stop_record(record: ProcessRecord, timeout: float = 5.0) -> bool:
-    """SIGTERM the process group of a recorded process, SIGKILL it if it lingers."""
-    if not is_ours(record):
-        return False
-    _signal_group(record.pid, signal.SIGTERM)
-    if wait_until(lambda: not alive(record.pid), timeout):
-        _signal_group(record.pid, signal.SIGKILL)  # stragglers in its group (gunicorn workers)
-        return True
-    _signal_group(record.pid, signal.SIGKILL)
-    wait_until(lambda: not alive(record.pid), 2.0)
-    return True
+def stop_signal(name: str) -> int:
+    # gunicorn's SIGTERM waits for open keep-alive connections; SIGINT is its quick shutdown.
+    return signal.SIGINT if name.startswith("app-") else signal.SIGTERM
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -114,7 +114,7 @@ def build_config(
         "logging": {
             "logs": {
                 "default": {
-                    "writer": {"output": "file", "filename": str(runtime_dir / "logs/caddy.log")},
+                    "writer": {"output": "file", "filename": str(server_log(runtime_dir))},
                     "encoder": {"format": "json"},
                     "level": "INFO",
                     "exclude": ["events"],
@@ -140,6 +140,10 @@ def build_config(
             }
         },
     }
+
+
+def server_log(runtime_dir: Path) -> Path:
+    return Path(runtime_dir).resolve() / "logs" / "caddy-server.log"
 
 
 def health_log(runtime_dir: Path) -> Path:
@@ -180,7 +184,7 @@ class Caddy:
             state = f"exited with code {proc.returncode}" if proc.poll() is not None else "hung"
             raise UserError(
                 f"Caddy {state} at start-up; the last lines of its output ({record.log}):\n"
-                f"{log_tail(record.log)}\n{log_tail(self.runtime_dir / 'logs/caddy.log', 5)}"
+                f"{log_tail(record.log)}\n{log_tail(server_log(self.runtime_dir), 5)}"
             )
 
     def responds(self) -> bool:
