@@ -159,6 +159,7 @@ class StateMatch:
     path: Path
     instances: list[Endpoint]
     skipped: list[str]  # instances listed without a reachable address
+    state: dict = field(default_factory=dict)  # the whole file: lb_dns, endpoint_url, region
 
 
 def instances_from_state(
@@ -204,7 +205,7 @@ def _match_state(address: Address, state: dict, path: Path) -> StateMatch | None
     if isinstance(endpoints, dict) and _same(address, endpoints.get("lb"), LISTENER_PORT):
         listed = [i for i in endpoints.get("instances") or [] if isinstance(i, str)]
         instances = parse_instances(",".join(listed)) if listed else []
-        return StateMatch(path, instances, [])
+        return StateMatch(path, instances, [], state)
     listener_port = state.get("listener_port") or LISTENER_PORT
     if _same(address, state.get("lb_dns"), int(listener_port)):
         app_port = int(state.get("app_port") or APP_PORT)
@@ -217,5 +218,5 @@ def _match_state(address: Address, state: dict, path: Path) -> StateMatch | None
                 instances.append(Endpoint(str(ip), app_port))
             else:
                 skipped.append(str(inst.get("id") or "?"))
-        return StateMatch(path, instances, skipped)
+        return StateMatch(path, instances, skipped, state)
     return None

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import random
 import socket
 import sys
@@ -777,22 +778,20 @@ def run_command(args) -> int:
         raise UserError("--timeout must be between 0 and 60 seconds")
     address = parse_address(args.address)
     source = ""
+    match = instances_from_state(address, args.state_dir, args.stack)
     if args.instances is not None:
         instances = parse_instances(args.instances) if args.instances.strip() else []
         source = "from --instances" if instances else ""
     else:
-        match = instances_from_state(address, args.state_dir, args.stack)
         instances = match.instances if match else []
         if match:
             source = f"from {match.path}"
             if match.skipped:
                 source += f"; without a public IP: {', '.join(match.skipped)}"
-        else:
-            source = ""
     report = grade(address, instances, timeout=args.timeout)
     report.instances_source = source
     if args.aws and any(s in (502, 503, 504) for s in report.lb_statuses):
-        report.check(2).details += _target_health(args, address.host)
+        report.check(2).details += _target_health(args, address, match.state if match else {})
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -801,17 +800,28 @@ def run_command(args) -> int:
     return 0 if report.passed else 1
 
 
-def _target_health(args, lb_dns: str) -> list[str]:
-    """The doctor's view of the targets (AWS's reason codes), when it provides one."""
+def _target_health(args, address: Address, state: dict) -> list[str]:
+    """The doctor's view of the targets (AWS's reason codes), when it provides one.
+
+    A local address (the testbed's 127.0.0.1:8080) stands for the load balancer its state
+    file names: that file gives the DNS name, and the emulator's endpoint and region.
+    """
     try:
         doctor = importlib.import_module("infra.doctor")
         lines = getattr(doctor, "target_health_lines", None)
         if lines is None:
             return ["--aws: infra.doctor has no target_health_lines yet"]
-        from infra.clients import Clients, resolve_target
+        from infra import clients as aws
 
-        return ["AWS: " + line for line in lines(Clients(resolve_target(args.backend,
-                                                                        args.region)), lb_dns)]
+        lb_dns = str(state.get("lb_dns") or address.host)
+        region = args.region or state.get("region")
+        if state.get("endpoint_url") and not os.environ.get("AWS_ENDPOINT_URL"):
+            target = aws.Target(region=region, endpoint_url=state["endpoint_url"],
+                                backend=args.backend)
+            aws._refuse_if_not_loopback(target)  # the same guard resolve_target applies
+        else:
+            target = aws.resolve_target(args.backend, region)
+        return ["AWS: " + line for line in lines(aws.Clients(target), lb_dns)]
     except UserError as exc:
         return [f"--aws: {exc}"]
     except Exception as exc:  # noqa: BLE001 - a diagnosis aid must never break the grade

@@ -160,3 +160,41 @@ def lb_of(serve, caddy):
         return caddy(backends), backends
 
     return start
+
+
+@pytest.fixture
+def real_app(tmp_path):
+    """real_app(name) -> Endpoint: the project's own `python -m app` (gunicorn), running."""
+    procs = []
+
+    def start(name: str) -> Endpoint:
+        port = _free_port()
+        env = dict(os.environ, INSTANCE_ID=name, PYTHONPATH=str(ROOT))
+        env.pop("SEED_FILE", None)
+        log = open(tmp_path / f"app-{name}.log", "wb")  # noqa: SIM115 - closed below
+        proc = subprocess.Popen(
+            [str(ROOT / ".venv" / "bin" / "python"), "-m", "app", "--host", "127.0.0.1",
+             "--port", str(port), "--workers", "1", "--threads", "2", "--no-access-log"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        procs.append((proc, log))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"app exited: {(tmp_path / f'app-{name}.log').read_text()}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return Endpoint("127.0.0.1", port)
+            time.sleep(0.05)
+        raise RuntimeError("the app did not listen within 20 s")
+
+    yield start
+    for proc, _ in procs:
+        proc.terminate()
+    for proc, log in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+        log.close()
