@@ -21,11 +21,17 @@ PINNED_IMAGE = re.compile(r"^localstack/localstack(-pro)?:(\d+)\.(\d+)\.(\d+)$")
 REQUIRED_SERVICES = {"ec2", "elbv2", "ssm", "sts", "iam"}
 
 
-@pytest.fixture(scope="module")
-def localstack() -> dict:
-    document = yaml.safe_load(COMPOSE.read_text())
-    assert list(document["services"]) == ["localstack"]
-    return document["services"]["localstack"]
+def compose_services() -> dict[str, dict]:
+    return yaml.safe_load(COMPOSE.read_text())["services"]
+
+
+SERVICE_NAMES = sorted(compose_services())
+
+
+@pytest.fixture(scope="module", params=SERVICE_NAMES)
+def localstack(request) -> dict:
+    """Each LocalStack service (free and licensed), with the shared block merged in."""
+    return compose_services()[request.param]
 
 
 def environment(service: dict) -> dict[str, str]:
@@ -34,6 +40,19 @@ def environment(service: dict) -> dict[str, str]:
     if isinstance(env, dict):
         return {key: str(value) for key, value in env.items()}
     return dict(item.split("=", 1) for item in env)
+
+
+def test_one_service_by_default_the_licensed_one_on_request():
+    services = compose_services()
+    assert SERVICE_NAMES == ["localstack", "localstack-pro"]
+    # `docker compose up` starts only services without a profile: the free image.
+    assert [name for name, svc in services.items() if not svc.get("profiles")] == ["localstack"]
+    assert services["localstack"]["image"].startswith("localstack/localstack:")
+    assert services["localstack-pro"]["profiles"] == ["pro"]
+    assert services["localstack-pro"]["image"].startswith("localstack/localstack-pro:")
+    # Same version for both, so switching changes the licence, not the emulator.
+    tags = {svc["image"].split(":")[1] for svc in services.values()}
+    assert len(tags) == 1
 
 
 def test_image_is_pinned(localstack):
