@@ -101,7 +101,7 @@ def caddy(tmp_path):
     """caddy(upstreams) -> Endpoint: a real Caddy reverse proxy, round robin over them."""
     procs = []
 
-    def start(upstreams: list[Endpoint], policy: str = "round_robin") -> Endpoint:
+    def start(upstreams: list[Endpoint], policy: str | dict = "round_robin") -> Endpoint:
         port = _free_port()
         config = {
             "admin": {"disabled": True, "config": {"persist": False}},
@@ -112,7 +112,8 @@ def caddy(tmp_path):
                 "routes": [{"handle": [{
                     "handler": "reverse_proxy",
                     "upstreams": [{"dial": str(u)} for u in upstreams],
-                    "load_balancing": {"selection_policy": {"policy": policy}},
+                    "load_balancing": {"selection_policy": policy if isinstance(policy, dict)
+                                       else {"policy": policy}},
                 }]}],
             }}}},
         }

@@ -181,3 +181,20 @@ def test_request_budget_is_a_hard_cap(lb_of):
     report = run(lb, max_requests=9)
     assert report.requests == 9
     assert not report.passed
+
+
+def test_sticky_cookie_does_not_pin_the_grader(serve, caddy):
+    # Caddy's cookie policy stands in for ALB stickiness: whoever sends the cookie back
+    # stays on one instance. The grader, like requests.get(), keeps no cookies.
+    backends = [serve(apps.correct(f"i-{k}")) for k in range(2)]
+    lb = caddy(backends, {"policy": "cookie", "fallback": {"policy": "round_robin"}})
+    report = run(lb, backends)
+    assert report.passed, report.render()
+
+
+def test_random_balancing_with_served_by_passes(lb_of, serve, caddy):
+    # Caddy's default policy is random: covering both instances needs the header's feedback
+    backends = [serve(apps.correct(f"i-{k}")) for k in range(2)]
+    for _ in range(3):
+        report = run(caddy(backends, "random"), backends)
+        assert report.passed, report.render()
