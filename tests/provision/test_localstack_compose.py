@@ -3,7 +3,12 @@ code path, with a real moto server standing in at LocalStack's endpoint."""
 
 from __future__ import annotations
 
+import base64
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import boto3
@@ -14,7 +19,8 @@ from moto.server import ThreadedMotoServer
 from infra.clients import Clients, resolve_target
 from infra.errors import UserError
 
-COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.localstack.yml"
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE = REPO / "docker-compose.localstack.yml"
 
 # repository:tag with a full x.y.z version; `latest`, a bare major or no tag are refused.
 PINNED_IMAGE = re.compile(r"^localstack/localstack(-pro)?:(\d+)\.(\d+)\.(\d+)$")
@@ -163,3 +169,38 @@ def test_localstack_default_endpoint_is_the_compose_port(monkeypatch):
     monkeypatch.delenv("LOCALSTACK_HOST", raising=False)
     target = resolve_target("localstack", "us-east-1")
     assert target.endpoint_url == "http://localhost:4566"  # the port compose publishes
+
+
+@pytest.mark.integration
+def test_deploy_through_the_localstack_backend_delivers_the_user_data(fake_localstack, tmp_path):
+    """`python -m infra deploy --backend localstack`, the command behind
+    `make deploy-localstack`, against the stand-in: every instance gets the rendered boot
+    script, byte for byte, and destroy leaves nothing behind."""
+    from infra.userdata import render_user_data
+
+    stack = "lsud"
+    env = {k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "infra", *args, "--backend", "localstack", "--stack", stack,
+             "--state-dir", str(tmp_path)],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
+        )
+
+    deployed = cli("deploy", "--no-wait-healthy")
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    state = json.loads((tmp_path / f"{stack}.json").read_text())
+    assert state["endpoint_url"] == fake_localstack
+
+    ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=fake_localstack)
+    expected = render_user_data(app_port=state["app_port"], stack=stack)
+    assert len(state["instances"]) >= 1
+    for instance in state["instances"]:
+        attr = ec2.describe_instance_attribute(InstanceId=instance["id"], Attribute="userData")
+        assert base64.b64decode(attr["UserData"]["Value"]).decode() == expected
+
+    destroyed = cli("destroy")
+    assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
+    left = ec2.describe_vpcs(Filters=[{"Name": "tag:Stack", "Values": [stack]}])["Vpcs"]
+    assert left == []
