@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "infra.stack_cli",
     "infra.local",
     "infra.grade",
+    "infra.doctor",
     "infra.bench",
 )
 
