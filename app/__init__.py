@@ -18,9 +18,10 @@ import os
 import socket
 
 from flask import Flask, Response, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.wsgi import LimitedStream
 
-from .parsing import BadSeed, parse_seed
+from .parsing import BadSeed, parse_form_field, parse_seed
 from .seed_store import SeedStore, SeedStoreError
 
 MAX_BODY = 64 * 1024  # a seed of 4300 digits in JSON is ~4.3 KB; 64 KiB is plenty
@@ -37,6 +38,18 @@ def _error(message: str, status: int) -> Response:
     response = jsonify(error=message)
     response.status_code = status
     return response
+
+
+def _drain(stream, budget: int = 16 * MAX_BODY) -> None:
+    # Read (up to 1 MiB of) the body before answering 413. Otherwise a client that sends its
+    # whole body before reading gets a reset instead of the 413, and gunicorn, which drains
+    # at most 64 KiB itself, closes a connection it has just announced as keep-alive (a
+    # load balancer reusing it would answer 502).
+    while budget > 0:
+        chunk = stream.read(min(budget, 65536))
+        if not chunk:
+            return
+        budget -= len(chunk)
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -61,13 +74,31 @@ def create_app(config: dict | None = None) -> Flask:
 
     @app.post("/")
     def set_seed():
-        # Read the raw bytes whatever the Content-Type says (request.form is never touched,
-        # so a form content type cannot swallow the JSON). Over MAX_CONTENT_LENGTH -> 413.
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        length = request.content_length
+        if limit is not None and length is not None and length > limit:
+            _drain(LimitedStream(request.input_stream, length))
+            raise RequestEntityTooLarge()
+        if request.mimetype == "multipart/form-data":  # curl -F num=100
+            try:
+                return _store(parse_form_field(request.form.getlist("num")))
+            except BadSeed as err:
+                return _error(str(err), 400)
+        # Every other body is read as raw bytes whatever its Content-Type (request.form is
+        # never touched, so a form content type cannot swallow the JSON).
         raw = request.get_data(cache=False)
+        if length is None and limit is not None and len(raw) >= limit:
+            # A chunked body has no Content-Length to check up front, and Werkzeug quietly
+            # stops reading it at the limit: refuse it rather than parse a truncated body.
+            _drain(request.input_stream)  # the server ends a chunked stream at its end
+            raise RequestEntityTooLarge()
         try:
             value = parse_seed(raw)
         except BadSeed as err:
             return _error(str(err), 400)
+        return _store(value)
+
+    def _store(value: int) -> Response:
         try:
             return _plain(store.set(value))
         except SeedStoreError as err:

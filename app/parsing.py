@@ -3,7 +3,8 @@
 Graders send the same `{"num": 100}` in several ways: `requests.post(url, json=...)`
 (application/json), `data=json.dumps(...)` (form content type, or none at all), bytes with
 text/plain, and plain forms (`num=100`). So the Content-Type is ignored: the body is read as
-JSON first, and as a url-encoded form only when it is not JSON.
+JSON first, and as a url-encoded form only when it is not JSON. (Only multipart/form-data,
+`curl -F num=100`, is told by its Content-Type; the app hands its field to parse_form_field.)
 
 Accepted values of `num`:
 - JSON integers of any sign, up to MAX_DIGITS digits;
@@ -122,7 +123,11 @@ def _from_form(text: str) -> int:
                           max_num_fields=100)
     except ValueError:
         raise BadSeed(f"the body is neither JSON nor a form; {EXPECTED}") from None
-    values = fields.get("num")
+    return parse_form_field(fields.get("num", []))
+
+
+def parse_form_field(values: list[str]) -> int:
+    """The seed from a form's `num` values (url-encoded or multipart), or BadSeed."""
     if not values:
         raise BadSeed(f"the form has no num field; {EXPECTED} or the form num=100")
     if len(values) > 1:

@@ -1,0 +1,329 @@
+"""The real production server: `python -m app` (gunicorn, several workers) on a loopback port."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from app import MAX_BODY
+from app.parsing import MAX_DIGITS
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+INSTANCE_ID = "i-0serverundertest"
+# Apache/NCSA combined log format: host ident user [time] "request" status bytes "ref" "agent"
+COMBINED = re.compile(
+    r'^\S+ \S+ \S+ \[[^\]]+\] "[A-Z]+ \S+ HTTP/1\.[01]" \d{3} \S+ "[^"]*" "[^"]*"$')
+
+
+def _session() -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False  # no proxy from the environment: loopback only
+    return session
+
+
+def fresh_get(url: str) -> requests.Response:
+    """GET on a new connection, which the kernel may hand to any gunicorn worker."""
+    with _session() as session:
+        return session.get(url, timeout=10, headers={"Connection": "close"})
+
+
+class Server:
+    """A `python -m app` subprocess; its stdout (access log) and stderr go to files."""
+
+    def __init__(self, tmp_path: Path, port: int, *args: str, env: dict | None = None):
+        self.url = f"http://127.0.0.1:{port}"
+        self.stdout_path = tmp_path / f"stdout-{port}.log"
+        self.stderr_path = tmp_path / f"stderr-{port}.log"
+        full_env = {**os.environ, "INSTANCE_ID": INSTANCE_ID, **(env or {})}
+        if "SEED_FILE" not in (env or {}):
+            full_env.pop("SEED_FILE", None)  # memory only unless a test asks for a file
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "app", "--port", str(port), *args],
+                cwd=REPO, env=full_env, stdout=out, stderr=err, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 20.0) -> Server:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.stderr}")
+            try:
+                if fresh_get(self.url + "/health").status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"server not ready after {timeout}s:\n{self.stderr}")
+
+    def stop(self) -> int:
+        """SIGTERM (graceful), then SIGQUIT (quick), then SIGKILL to the server's own group."""
+        for sig, grace in ((signal.SIGTERM, 12), (signal.SIGQUIT, 5), (signal.SIGKILL, 5)):
+            if self.proc.poll() is not None:
+                break
+            if sig == signal.SIGKILL:
+                os.killpg(self.proc.pid, sig)  # the master and its workers, by the group id
+            else:
+                self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                continue
+        return self.proc.returncode
+
+    def wait_workers(self, count: int, timeout: float = 20.0) -> list[int]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pids = self.worker_pids()
+            if len(pids) == count:
+                return pids
+            time.sleep(0.1)
+        raise AssertionError(f"expected {count} workers, have {self.worker_pids()}")
+
+    def worker_pids(self) -> list[int]:
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        return [int(pid) for pid in children.split()]
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    started: list[Server] = []
+
+    def start(port: int, *args: str, env: dict | None = None, wait: bool = True) -> Server:
+        server = Server(tmp_path, port, *args, env=env)
+        started.append(server)
+        return server.wait_ready() if wait else server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def server(start_server, free_port, tmp_path):
+    return start_server(free_port, "--workers", "2", "--threads", "4",
+                        env={"SEED_FILE": str(tmp_path / "seed")})
+
+
+def test_port_flag_alone_answers_zero(start_server, free_port):
+    # The issue's "done when": `python -m app --port 5000` answers `curl localhost:5000/` with 0.
+    server = start_server(free_port)
+    response = fresh_get(server.url + "/")
+    assert response.status_code == 200
+    assert response.text == "0"
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert response.headers["X-Served-By"] == INSTANCE_ID
+    assert response.headers["Server"] == "gunicorn"  # the production server, not Werkzeug's
+
+
+def test_concurrent_posts_and_gets_stay_consistent(server):
+    # Values of very different lengths, so that a torn read would show as a value nobody sent.
+    lengths = [1, 2, 9, 50, 700, 2500, MAX_DIGITS]
+    values_by_thread = {t: [str(t + 1) * n if n > 1 else str(t + 1) for n in lengths]
+                        for t in range(8)}
+    posted = {v for vs in values_by_thread.values() for v in vs}
+    allowed = posted | {"0"}
+    problems: list[str] = []
+    seen: set[str] = set()
+    lock = threading.Lock()
+
+    def check(response: requests.Response, what: str) -> None:
+        if response.status_code >= 500 or response.headers.get("X-Served-By") != INSTANCE_ID:
+            with lock:
+                problems.append(f"{what}: {response.status_code} {response.text[:80]}")
+
+    def poster(thread: int) -> None:
+        with _session() as session:
+            for round_ in range(6):
+                for value in values_by_thread[thread]:
+                    response = session.post(server.url + "/", json={"num": int(value)},
+                                            timeout=10)
+                    check(response, "POST")
+                    if response.text != value:
+                        problems.append(f"POST {value[:20]} returned {response.text[:20]}")
+                    if round_ % 2:
+                        check(session.get(server.url + "/", timeout=10), "GET")
+
+    def getter(_: int) -> None:
+        with _session() as session:
+            for i in range(120):
+                response = (session.get(server.url + "/", timeout=10) if i % 3
+                            else fresh_get(server.url + "/"))
+                check(response, "GET")
+                with lock:
+                    seen.add(response.text)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        futures = [pool.submit(poster, t) for t in values_by_thread]
+        futures += [pool.submit(getter, g) for g in range(8)]
+        for future in futures:
+            future.result()
+
+    assert problems == []
+    torn = seen - allowed
+    assert not torn, f"GET returned values nobody posted: {[v[:30] for v in torn]}"
+    assert len(seen) > 1  # the getters really overlapped the posters
+
+    # After the last POST has returned, every GET (any worker, any thread) returns it.
+    final = "-" + "8" * 1234
+    assert _session().post(server.url + "/", data=f'{{"num": {final}}}').text == final
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        bodies = list(pool.map(lambda _: fresh_get(server.url + "/").text, range(64)))
+    assert set(bodies) == {final}
+
+
+def test_read_your_write_across_connections(server):
+    # POST on one kept-alive connection, GET on new ones: with two workers these are often
+    # served by different processes, which must agree.
+    with _session() as writer:
+        for i in range(40):
+            value = (-1) ** i * (i * 7919) ** (1 + i % 5)
+            assert writer.post(server.url + "/", json={"num": value}).text == str(value)
+            assert fresh_get(server.url + "/").text == str(value)
+
+
+def test_killed_workers_come_back_with_the_same_seed(server):
+    _session().post(server.url + "/", json={"num": 4242})
+    old = server.wait_workers(2)
+    for pid in old:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        new = server.worker_pids()
+        if len(new) == 2 and not set(new) & set(old):
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"gunicorn did not replace its workers: {old} -> {server.worker_pids()}")
+    server.wait_ready()
+    assert {fresh_get(server.url + "/").text for _ in range(10)} == {"4242"}
+
+
+def test_seed_file_survives_a_server_restart(start_server, free_port, tmp_path):
+    env = {"SEED_FILE": str(tmp_path / "seed")}
+    first = start_server(free_port, env=env)
+    assert _session().post(first.url + "/", json={"num": -31}).status_code == 200
+    assert first.stop() == 0
+    second = start_server(free_port, env=env)
+    assert fresh_get(second.url + "/").text == "-31"
+    assert "restored -31" in second.stderr
+
+
+def test_corrupt_seed_file_starts_at_zero(start_server, free_port, tmp_path):
+    seed_file = tmp_path / "seed"
+    seed_file.write_bytes(b"\x00\x00garbage")
+    server = start_server(free_port, env={"SEED_FILE": str(seed_file)})
+    assert fresh_get(server.url + "/").text == "0"
+    assert fresh_get(server.url + "/health").status_code == 200
+    assert server.stderr.count("is corrupt") == 1  # once, in the master, not per worker
+
+
+def test_access_log_one_combined_line_per_request(server):
+    with _session() as session:
+        session.get(server.url + "/")
+        session.post(server.url + "/", json={"num": 1})
+        session.post(server.url + "/", data=b"bad")
+        session.delete(server.url + "/")
+    server.stop()
+    lines = [line for line in server.stdout.splitlines() if '"GET /health' not in line]
+    assert len(lines) == 4, server.stdout
+    assert all(COMBINED.match(line) for line in lines), lines
+    assert [line.split('"')[2].split()[0] for line in lines] == ["200", "200", "400", "405"]
+    assert "Traceback" not in server.stderr
+
+
+def test_limits_on_the_real_server(server):
+    with _session() as session:
+        big = b'{"num": 1}' + b" " * MAX_BODY
+        assert session.post(server.url + "/", data=big).status_code == 413
+        # chunked (a generator body has no Content-Length)
+        chunks = (b" " * 4096 for _ in range(MAX_BODY // 4096 + 2))
+        assert session.post(server.url + "/", data=chunks).status_code == 413
+        small = iter([b'{"num": ', b"77}"])
+        assert session.post(server.url + "/", data=small).text == "77"
+        response = session.put(server.url + "/", json={"num": 1})
+        assert response.status_code == 405 and "POST" in response.headers["Allow"]
+        assert response.headers["X-Served-By"] == INSTANCE_ID
+        assert session.get(server.url + "/").text == "77"
+
+
+def test_413_keeps_the_connection_usable(server):
+    # A 413 announced as keep-alive must not be followed by a close: a load balancer that
+    # reuses the connection would turn the next request into a 502.
+    with _session() as session:
+        for _ in range(3):
+            response = session.post(server.url + "/", data=b" " * (3 * MAX_BODY))
+            assert response.status_code == 413
+            assert session.get(server.url + "/").status_code == 200
+
+
+def test_workers_and_threads_from_environment(start_server, free_port):
+    server = start_server(free_port, env={"APP_WORKERS": "3", "APP_THREADS": "2"})
+    server.wait_workers(3)
+
+
+def test_help_explains_options_and_environment():
+    result = subprocess.run([sys.executable, "-m", "app", "--help"], cwd=REPO,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    for word in ("--host", "--port", "--workers", "--threads", "INSTANCE_ID", "SEED_FILE"):
+        assert word in result.stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--port", "70000"], "not a TCP port"),
+    (["--workers", "0"], "at least 1"),
+    (["--threads", "many"], "not a whole number"),
+])
+def test_bad_arguments_are_one_line_errors(args, message):
+    result = subprocess.run([sys.executable, "-m", "app", *args], cwd=REPO,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_flask_run_still_works(tmp_path, free_port):
+    env = {**os.environ, "INSTANCE_ID": INSTANCE_ID}
+    env.pop("SEED_FILE", None)
+    with open(tmp_path / "flask.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", "app", "run", "--port", str(free_port)],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{free_port}/"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                response = _session().post(url, data='{"num": 5}', timeout=5)
+                break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        assert response.text == "5"
+        assert fresh_get(url).text == "5"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
