@@ -1,8 +1,9 @@
 """`python -m infra bench` (`make bench`): the project's figures, measured in one run.
 
 Steps, one after another so they do not compete for the cores:
-  load       wrk against (a) flask run, (b) python -m app, (d) Caddy's static response
-  testbed    the local testbed: (c) wrk through Caddy to two instances, then the failover drill
+  load       wrk against (a) flask run, (b) python -m app, (c) the local testbed (Caddy and
+             two instances) and (d) Caddy's static response, taking turns for a few rounds
+  failover   on the same testbed: kill an instance under a steady load, start it again
   badinput   malformed requests against one python -m app: 5xx seen, seed changed
   provision  Stack.deploy()/destroy() against a moto server: wall time and API calls
 A step whose piece is missing (no wrk, no testbed) is reported as skipped; the run goes on.
@@ -14,11 +15,13 @@ from __future__ import annotations
 import argparse
 import shlex
 import shutil
+import signal
 import sys
 import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,18 +31,21 @@ from infra.bench_load import (
     LoadSettings,
     SetupResult,
     app_server,
-    measure,
-    measure_local_servers,
+    caddy_static_server,
+    display_command,
+    flask_dev_server,
+    run_rounds,
 )
 from infra.bench_machine import describe_machine, load_average
 from infra.bench_procs import LOOPBACK, free_port
 from infra.bench_provision import run_provisioning
 from infra.bench_report import BenchRun, Section, console_summary, plot, render_markdown
+from infra.bench_testbed import RunningTestbed, TestbedMissing, failover_drill, running_testbed
 from infra.bench_wrk import find_wrk, wrk_version
 from infra.console import Progress
 from infra.errors import UserError
 
-STEPS = ("load", "testbed", "badinput", "provision")
+STEPS = ("load", "failover", "badinput", "provision")
 DOC_NAME = "benchmarks.md"
 PLOT_NAME = "benchmarks.png"
 
@@ -77,6 +83,9 @@ def register(subparsers, common) -> None:
                         help="wrk connections (default: %(default)s)")
     parser.add_argument("--threads", type=_positive, default=2, metavar="N",
                         help="wrk threads (default: %(default)s)")
+    parser.add_argument("--rounds", type=_positive, default=3, metavar="N",
+                        help="rounds of wrk per setup, taking turns; the median counts "
+                        "(default: %(default)s)")
     parser.add_argument("--examples", type=_positive, default=300, metavar="N",
                         help="hypothesis examples for the bad-input step (default: %(default)s)")
     parser.add_argument("--only", action="append", choices=STEPS, metavar="STEP",
@@ -99,13 +108,18 @@ def _positive(text: str) -> int:
     return value
 
 
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt  # `kill <pid>` cleans up like Ctrl-C: every `with` stops its server
+
+
 def run(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     progress = Progress()
     steps = args.only or list(STEPS)
     wrk = find_wrk()
     caddy = _find_caddy()
     settings = LoadSettings(duration_s=args.duration, connections=args.connections,
-                            threads=args.threads)
+                            threads=args.threads, rounds=args.rounds)
     generator = f"wrk {wrk_version(wrk)}" if wrk else "none (wrk not found)"
     bench = BenchRun(
         date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -117,14 +131,18 @@ def run(args: argparse.Namespace) -> int:
     )
     progress(f"bench: steps {', '.join(steps)}; load generator: {generator}; "
              f"load average {bench.load_before}")
-    with tempfile.TemporaryDirectory(prefix="seedlb-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="seedlb-bench-") as tmp, ExitStack() as exits:
         work = Path(tmp)
+        testbed: list[RunningTestbed] = []  # filled by the step that starts it
+        if "load" in steps or "failover" in steps:
+            _step(bench, "testbed up", progress,
+                  lambda: testbed.append(_start_testbed(exits, work, progress)))
         if "load" in steps:
-            _step(bench, "load (a, b, d)", progress,
-                  lambda: _load_step(bench, wrk, caddy, work, settings, progress))
-        if "testbed" in steps:
-            _step(bench, "testbed (c) + failover", progress,
-                  lambda: _testbed_step(bench, wrk, work, settings, progress))
+            _step(bench, "throughput", progress,
+                  lambda: _load_step(bench, wrk, caddy, work, settings, testbed, progress))
+        if "failover" in steps:
+            _step(bench, "failover", progress, lambda: _failover_step(bench, testbed, progress))
+        exits.close()  # the testbed goes down before the steps that need the cores
         if "badinput" in steps:
             _step(bench, "bad input", progress,
                   lambda: _bad_input_step(bench, work, args.examples, progress))
@@ -142,18 +160,18 @@ def run(args: argparse.Namespace) -> int:
     return 0 if all(s.status != "failed" for s in bench.sections) else 1
 
 
-def _step(bench: BenchRun, name: str, progress: Progress, body: Callable[[], str | None]):
+def _step(bench: BenchRun, name: str, progress: Progress, body: Callable[[], object]) -> None:
     """Run one step; a Skip or an error is recorded, and the run goes on."""
     section = Section(name)
     started = time.monotonic()
     progress(f"{name}: start")
     try:
-        section.note = body() or ""
+        body()
     except Skip as why:
         section.status, section.note = "skipped", str(why)
     except KeyboardInterrupt:
         raise
-    except Exception as exc:  # noqa: BLE001 - one broken step must not hide the others
+    except Exception as exc:  # one broken step must not hide the others' figures
         section.status, section.note = "failed", f"{type(exc).__name__}: {exc}"
         if not isinstance(exc, UserError):
             traceback.print_exc(file=sys.stderr)
@@ -163,19 +181,52 @@ def _step(bench: BenchRun, name: str, progress: Progress, body: Callable[[], str
              + (f" - {section.note}" if section.note else ""))
 
 
-def _load_step(bench, wrk, caddy, work, settings, progress) -> str | None:
+def _start_testbed(exits: ExitStack, work: Path, progress: Progress) -> RunningTestbed:
+    try:
+        return exits.enter_context(running_testbed(work, progress))
+    except TestbedMissing as exc:
+        raise Skip(str(exc)) from None
+
+
+def _load_step(bench, wrk, caddy, work, settings, testbed, progress) -> None:
+    for key, (_short, label) in SETUPS.items():
+        bench.setups[key] = SetupResult(key, label)
     if wrk is None:
-        for key in ("a", "b", "d"):
-            bench.setups[key] = SetupResult(key, SETUPS[key][1], "", skipped="wrk not found")
+        for setup in bench.setups.values():
+            setup.skipped = "wrk not found"
         raise Skip("wrk is not on PATH: install it (Debian: apt-get install wrk)")
-    bench.setups.update(measure_local_servers(wrk, caddy, work, settings, progress))
-    return None
+    urls: dict[str, str] = {}
+    with ExitStack() as servers:
+        starters = {"a": flask_dev_server, "b": app_server}
+        if caddy is not None:
+            starters["d"] = lambda w, p: caddy_static_server(caddy, w, p)
+        else:
+            bench.setups["d"].skipped = "caddy not found"
+        for key in ("a", "b", "c", "d"):
+            if key == "c":
+                if testbed:
+                    urls["c"] = testbed[0].lb_url
+                    bench.setups["c"].command = "python -m infra local up (2 instances)"
+                else:
+                    bench.setups["c"].skipped = "the testbed is not running"
+                continue
+            if key not in starters:
+                continue
+            port = free_port()
+            server = servers.enter_context(starters[key](work, port))
+            urls[key] = f"http://{LOOPBACK}:{port}/"
+            server.wait_http(urls[key])
+            bench.setups[key].command = display_command(server.argv)
+            if key == "d":
+                bench.setups[key].command += '  # Caddyfile: respond "0" 200, admin off'
+            progress(f"  ({key}) {SETUPS[key][0]} up on {urls[key]}")
+        run_rounds(wrk, urls, bench.setups, settings, progress)
 
 
-def _testbed_step(bench, wrk, work, settings, progress) -> str | None:
-    from infra.bench_testbed import run_testbed_step  # the testbed is its own part
-
-    return run_testbed_step(bench, wrk, work, settings, progress, measure)
+def _failover_step(bench, testbed, progress) -> None:
+    if not testbed:
+        raise Skip("the testbed is not running")
+    bench.failover = failover_drill(testbed[0], progress)
 
 
 def _bad_input_step(bench, work, examples, progress) -> str | None:
@@ -206,8 +257,8 @@ def _find_caddy() -> str | None:
 
 
 def _command_line(args: argparse.Namespace) -> str:
-    if not args.only and args.duration == 10 and args.connections == 32 and \
-            args.threads == 2 and args.examples == 300:
+    if not args.only and (args.duration, args.connections, args.threads, args.rounds,
+                          args.examples) == (10, 32, 2, 3, 300):
         return "make bench"
     return "python -m infra " + shlex.join(sys.argv[1:])
 

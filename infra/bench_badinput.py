@@ -37,7 +37,10 @@ class Probe:
 
     @property
     def sets_seed(self) -> bool:
-        return self.raw is None and self.method == "POST" and self.path.split("?")[0] == "/"
+        """A request that may change the seed if it is accepted: POST to /."""
+        if self.raw is not None:
+            return self.raw.startswith(b"POST / ")
+        return self.method == "POST" and self.path.split("?")[0] == "/"
 
 
 @dataclass

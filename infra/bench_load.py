@@ -1,22 +1,25 @@
-"""Throughput and latency: the same `GET /` under wrk, in four setups, one after another.
+"""Throughput and latency: the same `GET /` under wrk, in four setups.
 
 (a) the seed's way, `flask --app app run` (werkzeug's development server);
 (b) `python -m app`, one instance (gunicorn);
-(c) the local testbed: Caddy in front of two `python -m app` instances (measured by the
-    caller, which owns the testbed; see infra/bench.py);
+(c) the local testbed: Caddy in front of two `python -m app` instances (started by
+    infra/bench_testbed.py, which hands its URL in);
 (d) Caddy answering by itself with a static response: the most this machine can do.
 
-Only one setup runs at a time, so they do not compete for the two cores.
+All four servers are up at once but only one is loaded at a time (idle servers cost
+nothing). The setups take turns for a few rounds, a b c d a b c d ..., so that a burst of
+other work on the machine lands on every setup alike; each setup's figure is its median
+round. Before each round the machine's idle CPU is sampled, to show how quiet it was.
 """
 
 from __future__ import annotations
 
 import shlex
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from infra.bench_procs import LOOPBACK, ServerProcess, free_port, python_argv
+from infra.bench_procs import LOOPBACK, ServerProcess, python_argv
 from infra.bench_wrk import WrkResult, run_wrk
 from infra.console import Progress
 
@@ -27,20 +30,37 @@ class LoadSettings:
     connections: int = 32
     threads: int = 2
     warmup_s: int = 1
+    rounds: int = 3
 
 
 @dataclass
 class SetupResult:
     key: str
     label: str
-    command: str
-    result: WrkResult | None = None
+    command: str = ""
+    rounds: list[WrkResult] = field(default_factory=list)
+    idle_before: list[float] = field(default_factory=list)  # % idle CPU before each round
     skipped: str | None = None
+
+    @property
+    def result(self) -> WrkResult | None:
+        """The median round by requests/s (the lower middle one for an even count)."""
+        if not self.rounds:
+            return None
+        ordered = sorted(self.rounds, key=lambda r: r.requests_per_sec)
+        return ordered[(len(ordered) - 1) // 2]
+
+    @property
+    def spread(self) -> tuple[float, float] | None:
+        if not self.rounds:
+            return None
+        rps = [r.requests_per_sec for r in self.rounds]
+        return min(rps), max(rps)
 
 
 SETUPS = {
-    "a": ("flask run", "flask --app app run  (werkzeug development server)"),
-    "b": ("python -m app", "python -m app  (gunicorn, one instance)"),
+    "a": ("flask run", "flask --app app run (werkzeug development server)"),
+    "b": ("python -m app", "python -m app (gunicorn, one instance)"),
     "c": ("Caddy + 2 instances", "local testbed: Caddy -> 2 x python -m app"),
     "d": ("Caddy static", "Caddy static_response (the ceiling)"),
 }
@@ -84,55 +104,51 @@ def caddy_static_server(caddy: str, work: Path, port: int) -> ServerProcess:
     return ServerProcess("caddy-static", argv, work, env=env)
 
 
-def measure(wrk: str, url: str, settings: LoadSettings, progress: Progress,
-            label: str) -> WrkResult:
-    if settings.warmup_s:
-        run_wrk(wrk, url, duration_s=settings.warmup_s, connections=settings.connections,
-                threads=settings.threads)
-    progress(f"  wrk {settings.duration_s}s, {settings.connections} connections -> {label}")
-    result = run_wrk(wrk, url, duration_s=settings.duration_s,
-                     connections=settings.connections, threads=settings.threads)
-    progress(f"  {label}: {result.requests_per_sec:,.0f} req/s, p50 {result.p50_ms:.2f} ms, "
-             f"p99 {result.p99_ms:.2f} ms, errors {result.errors}")
-    return result
-
-
-def measure_server(key: str, server: ServerProcess, port: int, wrk: str,
-                   settings: LoadSettings, progress: Progress) -> SetupResult:
-    """Start one server, wait until it answers, load it, stop it."""
-    short, label = SETUPS[key]
-    url = f"http://{LOOPBACK}:{port}/"
-    started = time.monotonic()
-    with server:
-        server.wait_http(url)
-        progress(f"  ({key}) {short} is up on {url} after {time.monotonic() - started:.1f}s")
-        result = measure(wrk, url, settings, progress, f"({key}) {short}")
-    return SetupResult(key, label, display_command(server.argv), result)
-
-
 def display_command(argv: list[str]) -> str:
-    """The command as a person would type it: `python`, `caddy`, not .venv paths."""
+    """The command as a person would type it: `python`, `caddy`, no .venv or temp paths."""
     head = Path(argv[0]).name
     head = "python" if head.startswith("python") else head
-    return shlex.join([head, *argv[1:]])
+    rest = [Path(a).name if a.startswith("/") else a for a in argv[1:]]
+    return shlex.join([head, *rest])
 
 
-def measure_local_servers(wrk: str, caddy: str | None, work: Path, settings: LoadSettings,
-                          progress: Progress) -> dict[str, SetupResult]:
-    """Setups (a), (b) and (d): each server started here, alone, on a free port."""
-    results: dict[str, SetupResult] = {}
-    port = free_port()
-    results["a"] = measure_server("a", flask_dev_server(work, port), port, wrk, settings,
-                                  progress)
-    port = free_port()
-    results["b"] = measure_server("b", app_server(work, port), port, wrk, settings, progress)
-    if caddy is None:
-        results["d"] = SetupResult("d", SETUPS["d"][1], "", skipped="caddy not found")
-    else:
-        port = free_port()
-        results["d"] = measure_server("d", caddy_static_server(caddy, work, port), port, wrk,
-                                      settings, progress)
-    return results
+def cpu_idle_percent(sample_s: float = 0.5) -> float:
+    """Share of CPU time idle over `sample_s`, all cores, from /proc/stat (-1 if unknown)."""
+
+    def read() -> tuple[int, int] | None:
+        try:
+            fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        except (OSError, IndexError):
+            return None
+        values = [int(v) for v in fields]
+        return values[3] + values[4], sum(values)  # idle + iowait, total
+
+    first = read()
+    time.sleep(sample_s)
+    second = read()
+    if first is None or second is None or second[1] == first[1]:
+        return -1.0
+    return 100.0 * (second[0] - first[0]) / (second[1] - first[1])
+
+
+def run_rounds(wrk: str, urls: dict[str, str], results: dict[str, SetupResult],
+               settings: LoadSettings, progress: Progress) -> None:
+    """wrk against each URL in turn, `settings.rounds` times; warm each one up first."""
+    for url in urls.values():
+        if settings.warmup_s:
+            run_wrk(wrk, url, duration_s=settings.warmup_s, connections=settings.connections,
+                    threads=settings.threads)
+    for n in range(1, settings.rounds + 1):
+        for key, url in urls.items():
+            idle = cpu_idle_percent()
+            result = run_wrk(wrk, url, duration_s=settings.duration_s,
+                             connections=settings.connections, threads=settings.threads)
+            results[key].rounds.append(result)
+            results[key].idle_before.append(idle)
+            progress(f"  round {n}/{settings.rounds} ({key}) {SETUPS[key][0]}: "
+                     f"{result.requests_per_sec:,.0f} req/s, p50 {result.p50_ms:.2f} ms, "
+                     f"p99 {result.p99_ms:.2f} ms, errors {result.errors} "
+                     f"(CPU idle before: {idle:.0f}%)")
 
 
 def ratio(results: dict[str, SetupResult], num: str, den: str) -> float | None:

@@ -47,19 +47,28 @@ def _num(value: float | None, fmt: str = "{:.2f}") -> str:
 
 
 def throughput_table(setups: dict[str, SetupResult]) -> list[str]:
-    lines = ["| setup | requests/s | p50 (ms) | p99 (ms) | requests | errors |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| setup | requests/s | range over rounds | p50 (ms) | p99 (ms) | errors "
+             "| CPU idle before |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for key in SETUPS:
         setup = setups.get(key)
         label = f"({key}) {SETUPS[key][1]}"
         if setup is None or setup.result is None:
             why = setup.skipped if setup is not None and setup.skipped else "not run"
-            lines.append(f"| {label} | skipped: {why} | | | | |")
+            lines.append(f"| {label} | skipped: {why} | | | | | |")
             continue
-        r = setup.result
-        lines.append(f"| {label} | {r.requests_per_sec:,.0f} | {r.p50_ms:.2f} | "
-                     f"{r.p99_ms:.2f} | {r.requests:,} | {r.errors} |")
+        r, (low, high) = setup.result, setup.spread
+        idle = [i for i in setup.idle_before if i >= 0]
+        idle_text = f"{min(idle):.0f}-{max(idle):.0f}%" if idle else "-"
+        errors = sum(x.errors for x in setup.rounds)
+        lines.append(f"| {label} | {r.requests_per_sec:,.0f} | {low:,.0f}-{high:,.0f} | "
+                     f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {errors} | {idle_text} |")
     return lines
+
+
+def commands_lines(setups: dict[str, SetupResult]) -> list[str]:
+    return [f"- ({k}) `{setups[k].command}`" for k in SETUPS
+            if setups.get(k) is not None and setups[k].command]
 
 
 def ratio_lines(setups: dict[str, SetupResult]) -> list[str]:
@@ -153,16 +162,25 @@ def render_markdown(run: BenchRun, plot_name: str = "benchmarks.png") -> str:
         "## Machine",
         "",
         "| | |", "|---|---|", *machine,
-        f"| Load average (1/5/15 min) before / after | {run.load_before} / {run.load_after} |",
+        f"| Load average (1, 5, 15 min) at the start | {run.load_before} |",
+        f"| Load average (1, 5, 15 min) at the end | {run.load_after} |",
         "",
         "## Throughput and latency",
         "",
         f"Load generator: **{run.generator}**, `GET /` for {s.duration_s} s with "
         f"{s.connections} connections on {s.threads} threads (`wrk -t{s.threads} "
         f"-c{s.connections} -d{s.duration_s}s --latency URL`), after a {s.warmup_s} s warm-up. "
-        "One setup at a time; wrk shares the two cores with the servers it measures.",
+        f"The setups take turns, one loaded at a time, for {s.rounds} rounds (a b c d a b c d "
+        "...); each row is the median round by requests/s, with that round's latencies. "
+        "wrk shares the cores with the servers it measures. *CPU idle before* is the idle "
+        "share of all cores in the half second before each round: what other work on the "
+        "machine left.",
         "",
         *throughput_table(run.setups),
+        "",
+        "Servers:",
+        "",
+        *commands_lines(run.setups),
         "",
         *ratio_lines(run.setups),
         "",
