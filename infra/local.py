@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,7 @@ RUNTIME_ROOT = ".local"
 META_FILE = "testbed.json"
 APP_READY_TIMEOUT = 20.0
 SUPERVISOR = "supervisor"
+SUPERVISOR_TIMEOUT = 15.0
 
 
 def app_process_name(instance_id: str) -> str:
@@ -146,6 +148,7 @@ class Testbed:
         region: str = DEFAULT_REGION,
         progress: Callable[[str], None] | None = None,
         mode: str = "up",
+        app_env: dict[str, str] | None = None,
     ):
         self.stack = stack
         self.lb_port = lb_port
@@ -157,6 +160,7 @@ class Testbed:
         self.region = region
         self.progress = progress or _quiet
         self.mode = mode
+        self.app_env = dict(app_env or {})  # extra environment for the app (APP_WORKERS=...)
         self.processes = ProcessGroup(self.runtime_dir)
         self.meta_path = self.runtime_dir / META_FILE
         self._clients: Clients | None = None
@@ -199,7 +203,8 @@ class Testbed:
         return Settings.fast(stack=self.stack, state_dir=str(self.state_dir))
 
     def read_stack(self) -> StackView:
-        with emulator_environment(self.endpoint_url, self.region):
+        meta = self._require_meta()
+        with emulator_environment(meta.endpoint, meta.region):
             return read_stack(self.clients(), self.stack)
 
     # --- up ------------------------------------------------------------------------------
@@ -231,11 +236,17 @@ class Testbed:
         meta.save(self.meta_path)
         self._clients = None
 
+        # moto builds each service's backend on its first call (EC2's takes seconds on a busy
+        # 2-core box): let it do that while this process loads the provisioning code.
+        warm = threading.Thread(target=_warm_up, args=(meta.endpoint, self.region), daemon=True)
+        warm.start()
         self.progress(f"provisioning stack {self.stack} at {meta.endpoint} with infra.stack")
         from infra.stack import Stack  # the provisioning code, unchanged
 
         with emulator_environment(meta.endpoint, self.region):
-            state = Stack(self.clients(), self.settings(), progress=self._sub_progress).deploy()
+            stack = Stack(self.clients(), self.settings(), progress=self._sub_progress)
+            warm.join()
+            state = stack.deploy()
         meta.state_file = str(self._state_file(state))
         meta.save(self.meta_path)
 
@@ -243,6 +254,7 @@ class Testbed:
         self._check_view(view)
         meta.instances = self._assign_addresses(view)
         meta.save(self.meta_path)
+        supervisor = self._start_supervisor(meta)  # starts up while the apps do
 
         for instance_id, address in meta.instances.items():
             host, port = address.rsplit(":", 1)
@@ -271,7 +283,7 @@ class Testbed:
             f"every {view.health.interval}s"
         )
         proxy.Caddy(meta.admin, self.runtime_dir).start(self.processes, caddy_binary, config)
-        self._start_supervisor(meta)
+        self._wait_supervisor(supervisor)
         self._write_grade_endpoints(meta)
 
     def _sub_progress(self, message: str) -> None:
@@ -312,7 +324,8 @@ class Testbed:
     def _spawn_app(self, instance_id: str, address: str):
         host, port = address.rsplit(":", 1)
         self._seed_file(instance_id).parent.mkdir(parents=True, exist_ok=True)
-        env = child_env(INSTANCE_ID=instance_id, SEED_FILE=str(self._seed_file(instance_id)))
+        env = child_env(**self.app_env)
+        env.update(INSTANCE_ID=instance_id, SEED_FILE=str(self._seed_file(instance_id)))
         # The production command, as the user data runs it on an instance.
         argv = [sys.executable, "-m", "app", "--host", host, "--port", port]
         proc, _record = self.processes.start(app_process_name(instance_id), argv, env=env)
@@ -347,12 +360,26 @@ class Testbed:
 
     def _start_supervisor(self, meta: Meta) -> None:
         argv = [
-            sys.executable, "-m", "infra", "local", "supervise",
+            sys.executable, "-m", "infra.supervisor",
             "--stack", self.stack, "--runtime-dir", str(self.runtime_dir),
         ]  # fmt: skip
         env = child_env(**motoserver.FAKE_CREDENTIALS)
         env.update(AWS_ENDPOINT_URL=meta.endpoint, AWS_REGION=self.region)
-        self.processes.start(SUPERVISOR, argv, env=env)
+        proc, _record = self.processes.start(SUPERVISOR, argv, env=env)
+        return proc
+
+    def _wait_supervisor(self, proc) -> None:
+        """The proxy must follow the control plane: its first sync must have happened."""
+        status = self.runtime_dir / "supervisor.json"
+        wait_until(lambda: proc.poll() is not None or status.exists(), SUPERVISOR_TIMEOUT, 0.05)
+        if not status.exists():
+            record = self.processes.record(SUPERVISOR)
+            log = record.log if record else "?"
+            raise UserError(
+                f"the supervisor that keeps Caddy in step with the control plane "
+                f"{'exited' if proc.poll() is not None else 'did not sync'} at start-up; "
+                f"its log ({log}):\n{log_tail(log)}"
+            )
 
     def _write_grade_endpoints(self, meta: Meta) -> None:
         """So that `make grade LB=<lb>` can check each local instance too."""
@@ -397,6 +424,9 @@ class Testbed:
     def _reset_runtime_dir(self) -> None:
         for sub in ("logs", "seeds", "caddy-data", "caddy-config"):
             _remove_tree(self.runtime_dir / sub)
+        for name in ("supervisor.json", "caddy.json"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.runtime_dir / name).unlink()
         self.runtime_dir.mkdir(parents=True, exist_ok=True)
 
     # --- down ----------------------------------------------------------------------------
@@ -511,6 +541,13 @@ class Testbed:
             "caddy": caddy_view,  # Caddy's active health checks: the real thing
             "supervisor": _read_json(self.runtime_dir / "supervisor.json"),
         }
+
+
+def _warm_up(endpoint: str, region: str) -> None:
+    with contextlib.suppress(Exception):  # only an optimisation: deploy reports real errors
+        clients = emulator_clients(endpoint, region)
+        clients.ec2.describe_availability_zones()
+        clients.elbv2.describe_load_balancers()
 
 
 def health_ok(address: str, timeout: float = 1.0) -> bool:
@@ -666,12 +703,6 @@ def cmd_test(args) -> int:
     return run(lambda progress: _testbed(args, "test", progress))
 
 
-def cmd_supervise(args) -> int:
-    from infra import supervisor
-
-    return supervisor.run(_testbed(args))
-
-
 def register(subparsers, common) -> None:
     import argparse
 
@@ -703,7 +734,6 @@ def register(subparsers, common) -> None:
         ("status", cmd_status, "processes, ports and target health"),
         ("down", cmd_down, "stop everything and delete the stack in moto"),
         ("test", cmd_test, "up, grade, failover drill, down (make test-local)"),
-        ("supervise", cmd_supervise, "(internal) keep Caddy in step with the control plane"),
     ]:
         sub.add_parser(name, parents=[options], help=text, description=text).set_defaults(
             func=func)

@@ -139,7 +139,7 @@ class ProcessGroup:
         return next((r for r in self.records() if r.name == name), None)
 
     # --- stopping -----------------------------------------------------------------------
-    def stop(self, name: str, timeout: float = 5.0) -> bool:
+    def stop(self, name: str, timeout: float = 3.0) -> bool:
         """Stop one recorded process (and its group); True if something was running."""
         return bool(self.stop_many([name], timeout))
 
@@ -151,13 +151,15 @@ class ProcessGroup:
             if record is None:
                 continue
             if is_ours(record):
-                _signal_group(record.pid, stop_signal(name))
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    # The leader only: it stops its own children (the group gets SIGKILL later).
+                    os.kill(record.pid, stop_signal(name))
                 running.append(record)
             else:
                 self._forget(name)
         return running
 
-    def wait_stopped(self, records: list[ProcessRecord], timeout: float = 5.0) -> list[str]:
+    def wait_stopped(self, records: list[ProcessRecord], timeout: float = 3.0) -> list[str]:
         """Wait for signalled processes to go; SIGKILL whatever lingers. Returns their names."""
         wait_until(lambda: not any(alive(r.pid) for r in records), timeout)
         for record in records:
@@ -168,11 +170,11 @@ class ProcessGroup:
             self._forget(record.name)
         return [r.name for r in records]
 
-    def stop_many(self, names: list[str], timeout: float = 5.0) -> list[str]:
+    def stop_many(self, names: list[str], timeout: float = 3.0) -> list[str]:
         """Stop the named processes in parallel; returns those that were running."""
         return self.wait_stopped(self.signal_many(names), timeout)
 
-    def stop_all(self, timeout: float = 5.0) -> list[str]:
+    def stop_all(self, timeout: float = 3.0) -> list[str]:
         return self.stop_many([r.name for r in self.records()], timeout)
 
     def _forget(self, name: str) -> None:
@@ -181,8 +183,14 @@ class ProcessGroup:
 
 
 def stop_signal(name: str) -> int:
-    # gunicorn's SIGTERM waits for open keep-alive connections; SIGINT is its quick shutdown.
-    return signal.SIGINT if name.startswith("app-") else signal.SIGTERM
+    # gunicorn: SIGQUIT to the master is its quick shutdown (SIGTERM waits for keep-alive
+    # connections to close); the master then stops its workers.
+    if name.startswith("app-"):
+        return signal.SIGQUIT
+    # moto's state is in memory and thrown away anyway; its SIGTERM handler takes a second.
+    if name == "moto":
+        return signal.SIGKILL
+    return signal.SIGTERM
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -2,13 +2,16 @@
 stack back from moto and, when the registered targets, the listener or the health check
 changed, pushes a new config through Caddy's admin API (no restart).
 
-Runs as `python -m infra local supervise` in the background, started by the testbed; it
-exits by itself when the testbed's runtime file goes away or moto stops answering.
+Runs as `python -m infra.supervisor` in the background, started by the testbed (on its own,
+not through the CLI, so that it depends on nothing else); it exits by itself when the
+testbed's runtime file goes away or moto stops answering.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +35,9 @@ def run(testbed, poll: float = POLL_SECONDS) -> int:
         if meta is None:
             _log("the testbed's runtime file is gone: exiting")
             return 0
+        if not meta.admin:  # the testbed has not started Caddy yet
+            time.sleep(poll / 4)
+            continue
         caddy = proxy.Caddy(meta.admin, testbed.runtime_dir)
         try:
             view = testbed.read_stack()
@@ -65,3 +71,23 @@ def _write_status(path: Path, view, config: dict) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(status))
     tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m infra.supervisor",
+        description="keep a local testbed's Caddy in step with its control plane (internal)",
+    )
+    parser.add_argument("--stack", required=True)
+    parser.add_argument("--runtime-dir", required=True)
+    args = parser.parse_args(argv)
+    from infra.local import Testbed
+
+    try:
+        return run(Testbed(args.stack, runtime_dir=args.runtime_dir))
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

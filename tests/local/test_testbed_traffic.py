@@ -1,0 +1,160 @@
+"""The running testbed behaves like the ALB it mirrors: round robin over the registered
+targets, health-check failover and recovery, and it follows the control plane."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import requests
+from botocore.config import Config
+
+from infra import proxy
+from infra.drill import run_drill
+from infra.mirror import find_instance_ids
+from infra.processes import listening, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def served_by(lb: str, n: int) -> list[str]:
+    return [requests.get(f"http://{lb}/", timeout=3).headers.get("X-Served-By") for _ in range(n)]
+
+
+def test_instances_are_the_control_planes(testbed):
+    """One app process per instance that moto reports for the stack's tags, nothing else."""
+    ids = find_instance_ids(testbed.clients().ec2, testbed.stack)
+    assert len(ids) == 2
+    assert sorted(testbed.instances) == sorted(ids)
+    for address in testbed.instances.values():
+        host, port = address.rsplit(":", 1)
+        assert host.startswith(testbed.first_address.rsplit(".", 1)[0])
+        assert listening(host, int(port))
+
+
+def test_round_robin_reaches_both_instances(testbed):
+    answers = served_by(testbed.lb_address, 10)
+    counts = Counter(answers)
+    assert set(counts) == set(testbed.instances)
+    assert max(counts.values()) - min(counts.values()) <= 1, counts
+    # Round robin: no instance answers twice in a row.
+    assert all(a != b for a, b in zip(answers, answers[1:], strict=False)), answers
+
+
+def test_caddy_is_configured_from_the_target_group(testbed):
+    view = testbed.read_stack()
+    config = proxy.Caddy(testbed.meta.admin, testbed.runtime_dir).config()
+    handler = config["apps"]["http"]["servers"][proxy.SERVER]["routes"][0]["handle"][0]
+    active = handler["health_checks"]["active"]
+    assert active["uri"] == view.health.path == "/health"
+    assert active["interval"] == f"{view.health.interval}s"
+    assert active["fails"] == view.health.unhealthy
+    assert active["passes"] == view.health.healthy
+    assert handler["load_balancing"]["selection_policy"]["policy"] == "round_robin"
+    assert sorted(proxy.upstreams_of(config)) == sorted(testbed.instances.values())
+
+
+def test_deregistered_target_leaves_the_rotation_and_comes_back(testbed):
+    view = testbed.read_stack()
+    elbv2 = testbed.clients().elbv2
+    victim, other = view.instance_ids
+    elbv2.deregister_targets(TargetGroupArn=view.target_group_arn, Targets=[{"Id": victim}])
+    try:
+        assert wait_until(lambda: set(served_by(testbed.lb_address, 4)) == {other}, 6.0, 0.2)
+        assert set(served_by(testbed.lb_address, 10)) == {other}
+    finally:
+        elbv2.register_targets(
+            TargetGroupArn=view.target_group_arn,
+            Targets=[{"Id": victim, "Port": view.target_port}],
+        )
+    assert wait_until(
+        lambda: set(served_by(testbed.lb_address, 4)) == {victim, other}, 6.0, 0.2
+    )
+
+
+def test_health_check_changes_in_the_target_group_reach_caddy(testbed):
+    """A faster health check, set in moto as an operator would, makes the tests below quick.
+
+    1 s is below AWS's minimum of 5 s: botocore would refuse it before sending, moto accepts it.
+    """
+    view = testbed.read_stack()
+    fast = testbed.clients().session.client(
+        "elbv2",
+        endpoint_url=testbed.endpoint_url,
+        config=Config(parameter_validation=False),
+    )
+    fast.modify_target_group(
+        TargetGroupArn=view.target_group_arn,
+        HealthCheckIntervalSeconds=1,
+        HealthCheckTimeoutSeconds=1,
+        HealthyThresholdCount=2,
+        UnhealthyThresholdCount=2,
+    )
+    caddy = proxy.Caddy(testbed.meta.admin, testbed.runtime_dir)
+
+    def interval():
+        config = caddy.config() or {}
+        handler = config["apps"]["http"]["servers"][proxy.SERVER]["routes"][0]["handle"][0]
+        return handler.get("health_checks", {}).get("active", {}).get("interval")
+
+    assert wait_until(lambda: interval() == "1s", 6.0, 0.2)
+
+
+def test_failover_and_recovery(testbed):
+    """Crash one instance under load: Caddy marks it down within the health check window,
+    the other keeps answering, and it comes back with its seed."""
+    time.sleep(1.5)  # let the 1 s health check settle after the reload
+    result = run_drill(testbed)
+    assert result.passed, result.summary()
+    assert result.detected_after is not None and result.detected_after <= result.window
+    assert result.rejoined_after is not None
+    assert result.failed_after_detection == 0
+    assert result.seed_intact
+    health = proxy.Caddy(testbed.meta.admin, testbed.runtime_dir).health(
+        list(testbed.instances.values())
+    )
+    assert set(health.values()) == {"healthy"}
+
+
+def test_kill_instance_takes_it_out_of_rotation(testbed):
+    victim, other = list(testbed.instances)
+    testbed.kill_instance(victim)
+    try:
+        # 2 failed checks at 1 s intervals, then only the other instance answers.
+        assert wait_until(lambda: set(served_by(testbed.lb_address, 4)) == {other}, 6.0, 0.2)
+        status = testbed.status()
+        assert status["caddy"][victim] == "unhealthy"
+        assert status["control_plane"][victim] == "healthy"  # moto never probes
+    finally:
+        testbed.start_instance(victim)
+    assert wait_until(
+        lambda: set(served_by(testbed.lb_address, 4)) == {victim, other}, 6.0, 0.2
+    )
+
+
+def test_teardown_leaves_no_process_and_no_port(testbed):
+    meta = testbed.meta
+    records = testbed.processes.records()
+    addresses = [meta.lb, meta.admin, meta.endpoint.removeprefix("http://"),
+                 *meta.instances.values()]
+    assert len(records) == 5  # moto, caddy, supervisor, two apps
+    report = testbed.down()
+    assert report["destroyed"]
+    assert sorted(report["stopped"]) == sorted(r.name for r in records)
+    assert testbed.processes.records() == []
+    for record in records:
+        assert not (Path(f"/proc/{record.pid}").exists() and _is_process(record.pid))
+    for address in addresses:
+        host, port = address.rsplit(":", 1)
+        assert not listening(host, int(port)), address
+    assert not (testbed.state_dir / f"{testbed.stack}.json").exists()
+    assert testbed.meta is None
+    assert testbed.down()["stopped"] == []  # idempotent
+
+
+def _is_process(pid: int) -> bool:
+    from infra.processes import alive
+
+    return alive(pid)
