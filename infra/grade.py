@@ -829,12 +829,13 @@ def _target_health(args, address: Address, state: dict) -> list[str]:
         lb_dns = str(state.get("lb_dns") or address.host)
         region = args.region or state.get("region")
         if state.get("endpoint_url") and not os.environ.get("AWS_ENDPOINT_URL"):
-            target = aws.Target(region=region, endpoint_url=state["endpoint_url"],
-                                backend=args.backend)
-            aws._refuse_if_not_loopback(target)  # the same guard resolve_target applies
+            # the emulator the state file was deployed into, with the testbed's fake keys
+            from infra.local import emulator_clients
+
+            clients = emulator_clients(state["endpoint_url"], region or "us-east-1")
         else:
-            target = aws.resolve_target(args.backend, region)
-        return ["AWS: " + line for line in lines(aws.Clients(target), lb_dns)]
+            clients = aws.Clients(aws.resolve_target(args.backend, region))
+        return ["AWS: " + line for line in lines(clients, lb_dns)]
     except UserError as exc:
         return [f"--aws: {exc}"]
     except Exception as exc:  # noqa: BLE001 - a diagnosis aid must never break the grade

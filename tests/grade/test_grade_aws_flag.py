@@ -53,7 +53,7 @@ def test_aws_flag_adds_target_health_on_503(moto_lb, serve, tmp_path, monkeypatc
     monkeypatch.delenv("SEEDLB_LOOPBACK_ONLY")
     local_lb = serve(apps.status_app(503))
     state_dir = _state(tmp_path, moto_lb, local_lb)
-    code = main(["grade", str(local_lb), "--aws", "--json", "--timeout", "0.5",
+    code = main(["grade", str(local_lb), "--aws", "--json", "--timeout", "3",
                  "--state-dir", str(state_dir)])
     report = json.loads(capsys.readouterr().out)
     assert code == 1
@@ -68,7 +68,7 @@ def test_without_aws_flag_aws_is_never_asked(serve, tmp_path, capsys):
     local_lb = serve(apps.status_app(503))
     state_dir = _state(tmp_path, "x.us-east-1.elb.amazonaws.com", local_lb)
     # no mock_aws here: any AWS call would fail; the loopback guard would also refuse it
-    code = main(["grade", str(local_lb), "--json", "--timeout", "0.5",
+    code = main(["grade", str(local_lb), "--json", "--timeout", "3",
                  "--state-dir", str(state_dir)])
     report = json.loads(capsys.readouterr().out)
     assert code == 1

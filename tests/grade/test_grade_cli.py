@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def grade_cli(*args, cwd=ROOT):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "infra", "grade", *args, "--timeout", "1"],
+    proc = subprocess.run([sys.executable, "-m", "infra", "grade", *args, "--timeout", "3"],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
     return proc, time.monotonic() - started
 

@@ -12,11 +12,12 @@ import pytest
 from infra.grade import MAX_REQUESTS, grade
 
 pytestmark = pytest.mark.integration
-TIMEOUT = 0.5
+TIMEOUT = 0.5  # for the cases that wait out a timeout
+HEALTHY_TIMEOUT = 3.0  # costs nothing when servers answer; the 2-core box is often loaded
 
 
-def run(lb, instances=None, **kw):
-    return grade(str(lb), [str(i) for i in instances or []], timeout=TIMEOUT,
+def run(lb, instances=None, timeout=HEALTHY_TIMEOUT, **kw):
+    return grade(str(lb), [str(i) for i in instances or []], timeout=timeout,
                  rng=random.Random(7), **kw)
 
 
@@ -34,7 +35,7 @@ def test_correct_two_instances_behind_caddy_pass(lb_of):
     assert report.render().splitlines()[-1] == "PASS"
     assert report.requests <= MAX_REQUESTS
     assert f"{report.requests} requests" in report.render()
-    assert took < 3
+    assert took < 5  # a few seconds, even on the loaded 2-core box
     assert "i-0" in report.check(5).reason and "i-1" in report.check(5).reason
     # check 4 says each instance took each update
     assert any("i-0, i-1" in d for d in report.check(4).details)
@@ -135,7 +136,7 @@ def test_501_points_at_faq_3(serve):
 
 def test_never_answers_is_a_read_timeout_and_stays_bounded(silent_server):
     started = time.monotonic()
-    report = run(silent_server)
+    report = run(silent_server, timeout=TIMEOUT)
     took = time.monotonic() - started
     assert failed(report) == {2: "read-timeout"}, report.render()
     assert report.check(1).status == "PASS"
@@ -152,7 +153,7 @@ def test_closed_port_is_refused_no_listener(closed_port):
 
 def test_dropped_syns_are_a_connect_timeout_security_group(blackhole):
     started = time.monotonic()
-    report = run(blackhole)
+    report = run(blackhole, timeout=TIMEOUT)
     assert failed(report) == {1: "connect-timeout"}, report.render()
     assert "security group" in report.check(1).reason
     assert "FAQ 5" in report.check(1).fix
