@@ -67,6 +67,9 @@ def build_seed_stack(ec2, elbv2, *, suffix: str = "", ami: str | None = None) ->
         s.subnet_ids.append(ec2.create_subnet(
             VpcId=s.vpc_id, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=zone,
         )["Subnet"]["SubnetId"])
+        # the console's "Auto-assign public IP": students ssh in on the public address
+        ec2.modify_subnet_attribute(SubnetId=s.subnet_ids[-1],
+                                    MapPublicIpOnLaunch={"Value": True})
     s.igw_id = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
     ec2.attach_internet_gateway(InternetGatewayId=s.igw_id, VpcId=s.vpc_id)
     # Subnet 0 gets its own public route table (explicit association); subnet 1 relies on
