@@ -330,7 +330,7 @@ class _Grading:
 
     # -- sending --------------------------------------------------------------------------
     def lb(self, method: str, style: str | None = None, num: int | None = None) -> Exchange:
-        if self.stopped:
+        if self.stopped or self.client.remaining() <= self.reserve():
             raise BudgetExhausted
         ex = self.client.send(method, self.address.endpoint, "lb", style, num)
         self.log.append(ex)
@@ -361,18 +361,24 @@ class _Grading:
     def run(self) -> None:
         if self.check_connect():
             try:
-                self.probe_get()
+                self.lb_gets(2)  # checks 2 and 3; a second GET may meet the other instance
                 if self.any_get_200():
                     self.probe_spread()
                     for style, offset in (("json", 100), ("data", 200)):
                         self.probe_style(style, self.base + offset)
                     self.probe_form_if_json_fails()
             except BudgetExhausted:
-                pass
+                capped = not self.stopped
+            else:
+                capped = False
             self.judge_status()
             self.judge_body()
             self.judge_post()
             self.judge_spread()
+            if capped:
+                self.checks[3].details.append(
+                    f"stopped at the cap of {self.client.budget} requests "
+                    f"({len(self.instances)} kept for the instances)")
         self.check_instances()
 
     def check_connect(self) -> bool:
@@ -428,9 +434,6 @@ class _Grading:
     def skip_lb(self, why: str) -> None:
         for c in self.checks[1:5]:
             c.set(SKIP, f"not run: {why} (check 1)")
-
-    def probe_get(self) -> None:
-        self.lb_gets(2)
 
     def any_get_200(self) -> bool:
         return any(e.status == 200 for e in self.log if e.method == "GET")

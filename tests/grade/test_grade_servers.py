@@ -177,11 +177,13 @@ def test_instance_with_a_body_pitfall(lb_of, serve):
     assert failed(report) == {6: "instance-json-quoted"}, report.render()
 
 
-def test_request_budget_is_a_hard_cap(lb_of):
-    lb, _ = lb_of(apps.correct)
-    report = run(lb, max_requests=9)
-    assert report.requests == 9
+def test_request_budget_is_a_hard_cap_and_keeps_the_instances_share(lb_of):
+    lb, backends = lb_of(apps.correct)
+    report = run(lb, backends, max_requests=12)
+    assert report.requests == 12
     assert not report.passed
+    assert any("cap of 12 requests" in d for d in report.check(4).details)
+    assert len(report.check(6).details) == 2  # both instances were still asked
 
 
 def test_sticky_cookie_does_not_pin_the_grader(serve, caddy):
