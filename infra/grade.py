@@ -153,8 +153,10 @@ class Report:
         import textwrap
 
         lines = [f"grading {self.address.endpoint.url}  (given: {self.address.given!r})"]
-        lines += [f"  note: {n}" for n in self.address.notes]
-        lines += [f"  warning: {w}" for w in self.address.warnings]
+        for label, texts in (("note", self.address.notes), ("warning", self.address.warnings)):
+            for text in texts:
+                lines += textwrap.wrap(f"{label}: {text}", 100, initial_indent="  ",
+                                       subsequent_indent="    ")
         if self.instances:
             source = f" ({self.instances_source})" if self.instances_source else ""
             lines.append(f"  instances: {', '.join(map(str, self.instances))}{source}")

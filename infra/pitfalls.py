@@ -140,7 +140,8 @@ STATUS_FINDINGS: dict[int, Finding] = {
     500: Finding(
         "http-500",
         "500 Internal Server Error: the app itself raised an exception",
-        "read the app's log on the instance; a common cause is parsing the body (FAQ 6)",
+        "read the app's log on the instance; common causes: returning an int from the view "
+        "(Flask raises TypeError: return str(seed)), and parsing the body (FAQ 6)",
     ),
     404: Finding(
         "http-404",
