@@ -201,3 +201,18 @@ def test_random_balancing_with_served_by_passes(lb_of, serve, caddy):
     for _ in range(3):
         report = run(caddy(backends, "random"), backends)
         assert report.passed, report.render()
+
+
+@pytest.mark.parametrize("named", [True, False])
+def test_one_instance_ignoring_posts_is_named(serve, caddy, named):
+    good = serve(apps.correct("i-good" if named else None))
+    deaf = serve(apps.ignores_post_app("i-deaf" if named else None))
+    report = run(caddy([good, deaf]))
+    assert failed(report) == {4: "post-not-applied"}, report.render()
+    assert report.check(5).status == "PASS"  # both answer, with different numbers
+    if named:
+        assert "i-deaf answered 2xx and still return" in report.check(4).reason
+        assert "i-good" not in report.check(4).reason.split("return")[0]
+    else:
+        assert "or an instance never got it" in report.check(4).reason
+    assert report.requests <= 60
