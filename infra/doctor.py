@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
+from urllib.parse import urlparse
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -45,6 +47,7 @@ def diagnose(clients: Clients, stack: str | None = None, lb: str | None = None, 
     """
     if probe is None:
         probe = not clients.target.is_emulator and os.environ.get(LOOPBACK_ONLY_ENV) != "1"
+    _emulator_must_answer(clients)
     with _aws_errors_as_user_errors(clients):
         found, how = lb_lookup.find(clients, stack=stack, lb=lb)
         return Examination(clients, found, how, stack=None if lb else stack, probe=probe).run()
@@ -57,6 +60,7 @@ def target_health_lines(clients: Clients, lb_dns: str) -> list[str]:
     unreachable API: it returns one line that says so instead.
     """
     try:
+        _emulator_must_answer(clients)
         with _aws_errors_as_user_errors(clients):
             lb = lb_lookup.by_dns(clients, lb_dns)
             groups = _load_balancer_target_groups(clients, lb)
@@ -75,6 +79,20 @@ def target_health_lines(clients: Clients, lb_dns: str) -> list[str]:
             return lines
     except UserError as exc:
         return [f"target health unavailable: {exc}"]
+
+
+def _emulator_must_answer(clients: Clients) -> None:
+    """A stopped emulator would cost botocore's ten retries (half a minute): ask once."""
+    if not clients.target.is_emulator:
+        return
+    url = urlparse(clients.target.endpoint_url)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=2).close()
+    except OSError as exc:
+        raise UserError(f"cannot reach the AWS API at {clients.target.endpoint_url} "
+                        f"({exc.strerror or exc}): is the emulator (moto server, LocalStack) "
+                        "running, and is AWS_ENDPOINT_URL right?") from exc
 
 
 class _aws_errors_as_user_errors:

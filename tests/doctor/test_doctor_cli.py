@@ -1,0 +1,117 @@
+"""`python -m infra doctor` as a user runs it: a real subprocess against a moto server on a
+loopback port (AWS_ENDPOINT_URL), and a stack freshly deployed by infra.stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+from doctor_seed import REGION, any_ami, build_seed_stack
+from moto import mock_aws
+from moto.server import ThreadedMotoServer
+
+from infra.clients import Clients, Target
+from infra.config import Settings
+from infra.doctor import diagnose
+from infra.findings import ERROR, WARNING
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def server_seed(moto_endpoint):
+    """The hand-built stack, in the moto server (through its HTTP endpoint)."""
+    session = boto3.session.Session(region_name=REGION)
+    ec2 = session.client("ec2", endpoint_url=moto_endpoint)
+    elbv2 = session.client("elbv2", endpoint_url=moto_endpoint)
+    return build_seed_stack(ec2, elbv2, suffix="-cli", ami=any_ami(ec2))
+
+
+def doctor(endpoint: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "AWS_ENDPOINT_URL": endpoint}
+    return subprocess.run([sys.executable, "-m", "infra", "doctor", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.integration
+def test_cli_healthy_then_broken_then_json(moto_endpoint, server_seed):
+    s = server_seed
+    ok = doctor(moto_endpoint, "--lb", s.lb_dns)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "LB_FOUND" in ok.stdout and "doctor: OK - 0 error(s), 0 warning(s)" in ok.stdout
+
+    s.ec2.revoke_security_group_ingress(GroupId=s.lb_sg, IpPermissions=[{
+        "IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+    try:
+        broken = doctor(moto_endpoint, "--lb", s.lb_name)
+        assert broken.returncode == 1, broken.stdout + broken.stderr
+        assert "ERROR   LB_SG_NO_HTTP" in broken.stdout and "fix: " in broken.stdout
+        assert broken.stdout.strip().endswith("doctor: FAIL - 1 error(s), 0 warning(s)")
+
+        as_json = doctor(moto_endpoint, "--lb", s.lb_name, "--json")
+        assert as_json.returncode == 1
+        report = json.loads(as_json.stdout)
+        assert report["ok"] is False
+        [finding] = [f for f in report["findings"] if f["severity"] == ERROR]
+        assert finding["code"] == "LB_SG_NO_HTTP" and finding["fix"] and finding["message"]
+    finally:
+        s.ec2.authorize_security_group_ingress(GroupId=s.lb_sg, IpPermissions=[{
+            "IpProtocol": "tcp", "FromPort": 80, "ToPort": 80,
+            "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+
+
+@pytest.mark.integration
+def test_cli_not_found_is_one_clear_line(moto_endpoint, server_seed):
+    result = doctor(moto_endpoint, "--stack", "nothing-here")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: no load balancer tagged")
+    assert "Traceback" not in result.stderr and "--lb" in result.stderr
+
+
+@pytest.mark.integration
+def test_cli_unreachable_endpoint_is_one_clear_line(free_port):
+    result = doctor(f"http://127.0.0.1:{free_port}", "--lb", "any-alb")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: cannot reach the AWS API")
+    assert "Traceback" not in result.stderr
+
+
+# -- a stack deployed by this project's own provisioning code ------------------------------
+
+
+def test_freshly_deployed_stack_has_no_error(tmp_path):
+    from infra.stack import Stack
+
+    with mock_aws():
+        clients = Clients(Target(REGION, None))
+        # explicit public CIDR: in-process moto looks like real AWS, and no test may look up
+        # the deployer's public IP
+        settings = Settings.fast(stack="doc-deployed", public_access="203.0.113.7/32",
+                                 state_dir=str(tmp_path))
+        state = Stack(clients, settings, progress=lambda _msg: None).deploy()
+        findings = diagnose(clients, stack="doc-deployed")
+        assert [f for f in findings if f.severity in (ERROR, WARNING)] == []
+        found = next(f for f in findings if f.code == "LB_FOUND")
+        assert state["lb_dns"] in found.message and "by tags" in found.message
+        # and by the DNS name the deploy printed, as `make doctor LB=...` would
+        assert not [f for f in diagnose(clients, lb=state["lb_dns"]) if f.severity == ERROR]
