@@ -38,3 +38,18 @@ def testbed(tmp_path_factory):
         yield bed
     finally:
         bed.down()
+
+
+@pytest.fixture
+def new_testbed(tmp_path):
+    """A factory of testbeds in this test's tmp dir; whatever a test leaves is torn down."""
+    made: list[Testbed] = []
+
+    def factory(**overrides) -> Testbed:
+        bed = make_testbed(tmp_path, **overrides)
+        made.append(bed)
+        return bed
+
+    yield factory
+    for bed in made:
+        bed.down()
