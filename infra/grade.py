@@ -22,286 +22,40 @@ whole run (MAX_REQUESTS).
 from __future__ import annotations
 
 import argparse
-import http.cookiejar
 import importlib
 import json
 import os
 import random
 import socket
 import sys
-import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 import requests
 
 from infra.address import Address, Endpoint, instances_from_state, parse_address, parse_instances
 from infra.config import STATE_DIR
 from infra.errors import UserError
+from infra.grade_report import FAIL, PASS, SKIP, Check, Report
+from infra.http_probe import SERVED_BY, BudgetExhausted, Exchange, ProbeClient
 from infra.pitfalls import (
     FORM_READER,
+    TRANSPORT_FINDINGS,
     Finding,
     classify_body,
     explain_post_failure,
     explain_status,
-    lenient_value,
     show_body,
 )
 
+__all__ = ["MAX_REQUESTS", "Check", "Report", "grade", "register"]
+
 MAX_REQUESTS = 60  # the grader is a client of somebody's server: never more than this
-MAX_BODY = 64 * 1024
-SERVED_BY = "X-Served-By"
-PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 STYLE_LABEL = {
     "json": "json={'num': N}",
     "data": "data=json.dumps({'num': N}) (no Content-Type)",
     "form": "form-encoded num=N",
-}
-
-
-@dataclass
-class Exchange:
-    """One request and what came back (or why nothing did)."""
-
-    method: str
-    target: str  # "lb" or an instance's host:port
-    style: str | None = None
-    sent: int | None = None
-    status: int | None = None
-    body: str = ""
-    content_type: str = ""
-    served_by: str | None = None
-    error: str | None = None  # connect-timeout, read-timeout, refused, reset, dns, ...
-    detail: str = ""
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.status is not None and 200 <= self.status < 300
-
-    @property
-    def value(self) -> int | None:
-        return lenient_value(self.body) if self.status == 200 else None
-
-
-@dataclass
-class Check:
-    number: int
-    name: str
-    status: str = SKIP
-    reason: str = ""
-    fix: str = ""
-    code: str = ""
-    details: list[str] = field(default_factory=list)
-
-    def set(self, status: str, reason: str, fix: str = "", code: str = "") -> Check:
-        self.status, self.reason, self.fix, self.code = status, reason, fix, code
-        return self
-
-    def finding(self, status: str, finding: Finding) -> Check:
-        return self.set(status, finding.reason, finding.fix, finding.code)
-
-
-@dataclass
-class Report:
-    address: Address
-    instances: list[Endpoint]
-    checks: list[Check]
-    requests: int = 0
-    seconds: float = 0.0
-    instances_source: str = ""
-    lb_statuses: list[int] = field(default_factory=list)  # non-200 statuses seen on the LB
-
-    @property
-    def passed(self) -> bool:
-        # 1-5 must pass; 6 may be skipped when no instance address is known
-        return all(
-            c.status == PASS or (c.number == 6 and c.status == SKIP) for c in self.checks
-        )
-
-    def check(self, number: int) -> Check:
-        return self.checks[number - 1]
-
-    def to_dict(self) -> dict:
-        return {
-            "passed": self.passed,
-            "address": self.address.given,
-            "url": self.address.endpoint.url,
-            "notes": list(self.address.notes),
-            "warnings": list(self.address.warnings),
-            "instances": [str(i) for i in self.instances],
-            "instances_source": self.instances_source,
-            "checks": [
-                {
-                    "number": c.number,
-                    "name": c.name,
-                    "status": c.status,
-                    "code": c.code,
-                    "reason": c.reason,
-                    "fix": c.fix,
-                    "details": list(c.details),
-                }
-                for c in self.checks
-            ],
-            "requests": self.requests,
-            "seconds": round(self.seconds, 3),
-        }
-
-    def render(self) -> str:
-        import textwrap
-
-        lines = [f"grading {self.address.endpoint.url}  (given: {self.address.given!r})"]
-        for label, texts in (("note", self.address.notes), ("warning", self.address.warnings)):
-            for text in texts:
-                lines += textwrap.wrap(f"{label}: {text}", 100, initial_indent="  ",
-                                       subsequent_indent="    ")
-        if self.instances:
-            source = f" ({self.instances_source})" if self.instances_source else ""
-            lines.append(f"  instances: {', '.join(map(str, self.instances))}{source}")
-        elif self.instances_source:
-            lines.append(f"  instances: {self.instances_source}")
-        lines.append("")
-        name_w = max(len(c.name) for c in self.checks)
-        indent = " " * (4 + name_w + 2 + 6)
-        lines.append(f"{'#':>2}  {'check':<{name_w}}  result")
-        for c in self.checks:
-            head = f"{c.number:>2}  {c.name:<{name_w}}  {c.status:<4}  "
-            text = f"[{c.code}] {c.reason}" if c.code and c.status == FAIL else c.reason
-            body = textwrap.wrap(text, 100 - len(indent)) or [""]
-            lines.append(head + body[0])
-            lines += [indent + b for b in body[1:]]
-            if c.fix and c.status == FAIL:
-                lines += textwrap.wrap(
-                    "fix: " + c.fix, 100, initial_indent=indent, subsequent_indent=indent + "     "
-                )
-            for d in c.details:
-                lines += textwrap.wrap(
-                    d, 100, initial_indent=indent + "- ", subsequent_indent=indent + "  "
-                )
-        lines.append("")
-        lines.append(f"{self.requests} requests in {self.seconds:.2f} s")
-        failed = [str(c.number) for c in self.checks if c.status == FAIL]
-        if self.passed:
-            lines.append("PASS")
-        elif failed:
-            lines.append(f"FAIL (check{'s' if len(failed) > 1 else ''} {', '.join(failed)})")
-        else:
-            lines.append("FAIL (not every check could run)")
-        return "\n".join(lines)
-
-
-class _NoCookies(http.cookiejar.DefaultCookiePolicy):
-    def set_ok(self, cookie, request) -> bool:
-        return False
-
-    def return_ok(self, cookie, request) -> bool:
-        return False
-
-
-class BudgetExhausted(Exception):
-    pass
-
-
-class _Client:
-    """requests with bounded timeouts, a bounded body, and a request counter."""
-
-    def __init__(self, timeout: float, budget: int):
-        self.timeout = timeout
-        self.budget = budget
-        self.count = 0
-        self._lock = threading.Lock()
-        self.session = requests.Session()  # keep-alive: a load balancer routes per request
-        # No cookies, like the grader's bare requests.get(): an ALB stickiness cookie sent
-        # back would pin every request to one instance.
-        self.session.cookies.set_policy(_NoCookies())
-
-    def remaining(self) -> int:
-        return self.budget - self.count
-
-    def send(
-        self, method: str, endpoint: Endpoint, target: str, style: str | None = None,
-        num: int | None = None, session: requests.Session | None = None,
-    ) -> Exchange:
-        with self._lock:
-            if self.count >= self.budget:
-                raise BudgetExhausted
-            self.count += 1
-        kwargs: dict = {}
-        if style == "json":
-            kwargs["json"] = {"num": num}
-        elif style == "data":  # a str body: requests sends no Content-Type at all
-            kwargs["data"] = json.dumps({"num": num})
-        elif style == "form":
-            kwargs["data"] = {"num": str(num)}
-        ex = Exchange(method, target, style, num)
-        started = time.monotonic()
-        try:
-            resp = (session or self.session).request(
-                method, endpoint.url, timeout=(self.timeout, self.timeout),
-                allow_redirects=False, stream=True, **kwargs,
-            )
-            try:
-                ex.status = resp.status_code
-                ex.content_type = resp.headers.get("Content-Type", "")
-                ex.served_by = resp.headers.get(SERVED_BY)
-                raw = b""
-                for chunk in resp.iter_content(8192):
-                    raw += chunk
-                    if len(raw) >= MAX_BODY:
-                        break
-                ex.body = raw.decode("utf-8", errors="replace")
-            finally:
-                resp.close()
-        except requests.RequestException as exc:
-            ex.status = None
-            ex.error, ex.detail = _transport_error(exc)
-        ex.seconds = time.monotonic() - started
-        return ex
-
-
-def _transport_error(exc: BaseException) -> tuple[str, str]:
-    if isinstance(exc, requests.ConnectTimeout):
-        return "connect-timeout", "TCP connection timed out"
-    if isinstance(exc, requests.ReadTimeout):
-        return "read-timeout", "connected, but no HTTP answer came in time"
-    chain, seen = [], exc
-    while seen is not None and len(chain) < 10:
-        chain.append(seen)
-        seen = seen.__cause__ or seen.__context__ or (seen.args[0] if seen.args and isinstance(
-            seen.args[0], BaseException) else None)
-    text = " ".join(str(e) for e in chain)
-    if any(isinstance(e, ConnectionRefusedError) for e in chain) or "refused" in text.lower():
-        return "refused", "connection refused"
-    if any(isinstance(e, socket.gaierror) for e in chain) or "resolve" in text.lower():
-        return "dns", "name does not resolve"
-    if any(isinstance(e, ConnectionResetError) for e in chain):
-        return "reset", "connection reset"
-    if "RemoteDisconnected" in text or "without response" in text:
-        return "no-response", "closed the connection without an HTTP answer"
-    if isinstance(exc, requests.exceptions.ContentDecodingError
-                  | requests.exceptions.ChunkedEncodingError):
-        return "bad-response", "the answer was cut off or malformed"
-    return "connection-error", str(exc)[:160]
-
-
-TRANSPORT_FINDINGS = {
-    "read-timeout": Finding(
-        "read-timeout",
-        "the connection opened but no HTTP answer came within the timeout: the app is hung, "
-        "or what listens is not an HTTP server",
-        "restart the app on each instance and try GET / there (curl http://IP:5000/); "
-        "a load balancer's target timeout shows as 504",
-    ),
-    "no-response": Finding(
-        "no-response",
-        "the server closed the connection without an HTTP answer",
-        "make sure the app (not something else) listens there; read the app's log",
-    ),
-    "reset": Finding(
-        "reset", "the connection was reset", "make sure the app listens there; read its log"
-    ),
 }
 
 
@@ -310,7 +64,7 @@ class _Grading:
                  budget: int, rng: random.Random):
         self.address = address
         self.instances = instances
-        self.client = _Client(timeout, budget)
+        self.client = ProbeClient(timeout, budget)
         self.timeout = timeout
         self.rng = rng
         self.log: list[Exchange] = []

@@ -207,3 +207,23 @@ FORM_READER = Finding(
     "and graders send JSON ({\"num\": N})",
     "parse with request.get_json(force=True) and read data['num']",
 )
+
+
+# No HTTP answer at all, by what the connection did.
+TRANSPORT_FINDINGS = {
+    "read-timeout": Finding(
+        "read-timeout",
+        "the connection opened but no HTTP answer came within the timeout: the app is hung, "
+        "or what listens is not an HTTP server",
+        "restart the app on each instance and try GET / there (curl http://IP:5000/); "
+        "a load balancer's target timeout shows as 504",
+    ),
+    "no-response": Finding(
+        "no-response",
+        "the server closed the connection without an HTTP answer",
+        "make sure the app (not something else) listens there; read the app's log",
+    ),
+    "reset": Finding(
+        "reset", "the connection was reset", "make sure the app listens there; read its log"
+    ),
+}
