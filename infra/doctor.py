@@ -13,6 +13,7 @@ Other modules use `diagnose(clients, stack, lb)` and `target_health_lines(client
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import socket
@@ -192,7 +193,8 @@ class Examination:
         listener_groups = self.check_listeners()
         for tg in self.choose_target_groups(listener_groups):
             self.check_target_group(tg)
-        return sort_findings(self.findings)
+        found, rest = self.findings[0], self.findings[1:]
+        return [found, *sort_findings(rest)]
 
     # -- the load balancer itself ------------------------------------------------------
 
@@ -403,8 +405,8 @@ class Examination:
     def check_instances(self, tg: dict, targets: list[dict]) -> None:
         instances = self.instances_for(tg, targets)
         ports = {d["Target"]["Id"]: d["Target"].get("Port") or tg.get("Port") for d in targets}
-        lb_group_ids = {g["GroupId"] for g in self.lb_groups}
-        lb_cidrs = self.lb_subnet_cidrs()
+        # instances sharing the same security groups and port get one finding, not one each
+        by_groups: dict[tuple[tuple[str, ...], int], list[dict]] = {}
         for target_id, instance in instances.items():
             port = ports.get(target_id) or APP_PORT
             if instance is None:
@@ -424,8 +426,11 @@ class Examination:
                          f"instance {iid} is in {zone}, where {self.name} has no subnet, so it "
                          "gets no traffic",
                          f"add a subnet in {zone} to the load balancer's network mapping")
-            self.check_instance_groups(iid, instance, port, lb_group_ids, lb_cidrs)
+            key = (tuple(sorted(g["GroupId"] for g in instance.get("SecurityGroups", []))), port)
+            by_groups.setdefault(key, []).append(instance)
             self.maybe_probe(iid, instance, port, tg)
+        for (ids, port), members in by_groups.items():
+            self.check_instance_groups(list(ids), port, members)
         subnets = {i["SubnetId"] for i in instances.values() if i and i.get("SubnetId")}
         for subnet_id, problem in sorted(subnet_routes.subnets_without_internet(
                 self.ec2, sorted(subnets - set(self.lb_subnets))).items()):
@@ -434,32 +439,34 @@ class Examination:
                      "you cannot ssh in and the instance cannot install packages",
                      "add a route 0.0.0.0/0 -> the internet gateway to its route table")
 
-    def check_instance_groups(self, iid: str, instance: dict, port: int,
-                              lb_group_ids: set[str], lb_cidrs: list[str]) -> None:
-        ids = [g["GroupId"] for g in instance.get("SecurityGroups", [])]
+    def check_instance_groups(self, ids: list[str], port: int, members: list[dict]) -> None:
+        """Do these instances' groups admit the LB, and does the LB's group let it out?"""
+        who = ", ".join(i["InstanceId"] for i in members)
+        plural = "s" if len(members) > 1 else ""
         groups = self.ec2.describe_security_groups(GroupIds=ids)["SecurityGroups"] if ids else []
         for group in groups:
             if group.get("GroupName") == "default":
                 self.add(WARNING, "DEFAULT_SG_ON_INSTANCE",
-                         f"instance {iid} uses the VPC's default security group "
-                         f"{group['GroupId']}, which only admits its own members",
+                         f"instance{plural} {who} use{'' if plural else 's'} the VPC's default "
+                         f"security group {group['GroupId']}, which only admits its own members",
                          "give the instances their own security group: TCP "
                          f"{APP_PORT} from the load balancer's security group, SSH from you")
-        if not sg_rules.allows_from(groups, port, lb_group_ids, lb_cidrs):
+        lb_group_ids = {g["GroupId"] for g in self.lb_groups}
+        if not sg_rules.allows_from(groups, port, lb_group_ids, self.lb_subnet_cidrs):
             self.add(ERROR, "INSTANCE_SG_BLOCKS_LB",
-                     f"instance {iid}'s security group(s) {', '.join(ids) or '(none)'} do not "
-                     f"allow TCP {port} from the load balancer's security group "
+                     f"instance{plural} {who}: security group(s) {', '.join(ids) or '(none)'} "
+                     f"do not allow TCP {port} from the load balancer's security group "
                      f"({', '.join(sorted(lb_group_ids)) or 'none'}) or its subnets "
                      f"(allowed: {sg_rules.describe_rule_summary(groups, port)}); health "
                      "checks time out and the load balancer answers 502/503 (FAQ 6)",
                      f"add an inbound rule to the instances' security group: Custom TCP {port}, "
                      "source the load balancer's security group (seed step 2)")
-        private_ip = instance.get("PrivateIpAddress")
-        if self.lb_groups and private_ip and not sg_rules.allows_from(
-                self.lb_groups, port, set(ids), [f"{private_ip}/32"], egress=True):
+        private = [f"{i['PrivateIpAddress']}/32" for i in members if i.get("PrivateIpAddress")]
+        if self.lb_groups and private and not sg_rules.allows_from(
+                self.lb_groups, port, set(ids), private, egress=True):
             self.add(ERROR, "LB_SG_EGRESS_BLOCKED",
                      f"the load balancer's security group does not allow outbound TCP {port} "
-                     f"to instance {iid}",
+                     f"to instance{plural} {who}",
                      "restore the outbound rule 'All traffic to 0.0.0.0/0', or allow TCP "
                      f"{port} to the instances' security group")
 
@@ -479,6 +486,7 @@ class Examination:
                  for inst in res["Instances"]}
         return {target_id: found.get(target_id) for target_id in ids}
 
+    @functools.cached_property
     def lb_subnet_cidrs(self) -> list[str]:
         if not self.lb_subnets:
             return []
