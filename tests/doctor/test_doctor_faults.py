@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import boto3
 import pytest
-from doctor_seed import APP_PORT, aws_health, inject_target_health
+from doctor_seed import APP_PORT, REGION, aws_health, inject_target_health
 
 from infra.doctor import diagnose
 from infra.findings import ERROR, INFO, WARNING, has_errors
@@ -152,7 +153,51 @@ def instance_in_zone_without_lb(s):
                              Targets=[{"Id": third["InstanceId"], "Port": APP_PORT}])
 
 
+def network_load_balancer(s):
+    lb = s.elbv2.create_load_balancer(Name=s.named("nlb"), Subnets=s.subnet_ids,
+                                      Type="network")["LoadBalancers"][0]
+    tg = s.elbv2.create_target_group(Name=s.named("tcp-tg"), Protocol="TCP", Port=APP_PORT,
+                                     VpcId=s.vpc_id)["TargetGroups"][0]["TargetGroupArn"]
+    s.elbv2.register_targets(TargetGroupArn=tg, Targets=[{"Id": i} for i in s.instance_ids])
+    s.elbv2.create_listener(LoadBalancerArn=lb["LoadBalancerArn"], Protocol="TCP", Port=80,
+                            DefaultActions=[{"Type": "forward", "TargetGroupArn": tg}])
+    return s.named("nlb")
+
+
+def https_on_port_80(s):
+    cert = boto3.client("acm", region_name=REGION).request_certificate(
+        DomainName="seed.example.com")["CertificateArn"]
+    s.elbv2.modify_listener(ListenerArn=s.listener_arn, Protocol="HTTPS", Port=80,
+                            Certificates=[{"CertificateArn": cert}])
+
+
+def target_group_https(s):
+    tg = s.elbv2.create_target_group(
+        Name=s.named("tls-tg"), Protocol="HTTPS", Port=APP_PORT, VpcId=s.vpc_id,
+    )["TargetGroups"][0]["TargetGroupArn"]
+    s.elbv2.register_targets(TargetGroupArn=tg, Targets=[{"Id": i} for i in s.instance_ids])
+    s.forward_to(tg)
+
+
+def instance_in_private_subnet(s):
+    """An instance moved to a subnet (in an enabled AZ) whose route table has no IGW."""
+    private = s.ec2.create_subnet(VpcId=s.vpc_id, CidrBlock="10.0.8.0/24",
+                                  AvailabilityZone=s.zones[0])["Subnet"]["SubnetId"]
+    bare = s.ec2.create_route_table(VpcId=s.vpc_id)["RouteTable"]["RouteTableId"]
+    s.ec2.associate_route_table(RouteTableId=bare, SubnetId=private)
+    inside = s.ec2.run_instances(ImageId=s.ami, InstanceType="t2.micro", MinCount=1, MaxCount=1,
+                                 SubnetId=private, SecurityGroupIds=[s.inst_sg])["Instances"][0]
+    s.elbv2.deregister_targets(TargetGroupArn=s.tg_arn,
+                               Targets=[{"Id": s.instance_ids[1], "Port": APP_PORT}])
+    s.elbv2.register_targets(TargetGroupArn=s.tg_arn,
+                             Targets=[{"Id": inside["InstanceId"], "Port": APP_PORT}])
+
+
 FAULTS = [
+    (network_load_balancer, "LB_NOT_APPLICATION", ERROR),
+    (https_on_port_80, "LISTENER_NOT_HTTP", ERROR),
+    (target_group_https, "TG_PROTOCOL", ERROR),
+    (instance_in_private_subnet, "INSTANCE_SUBNET_NO_IGW_ROUTE", WARNING),
     (internal_lb, "LB_INTERNAL", ERROR),
     (lb_sg_without_80, "LB_SG_NO_HTTP", ERROR),
     (lb_sg_80_only_from_one_address, "LB_SG_NO_HTTP", ERROR),

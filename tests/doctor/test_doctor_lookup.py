@@ -206,3 +206,13 @@ def test_probe_wiring_when_allowed(clients, seed, monkeypatch):
     findings = diagnose(clients, lb=seed.lb_name, probe=True)
     assert len(asked) == 2 and {(p, path) for _, p, path in asked} == {(5000, "/health")}
     assert "HEALTH_CHECK_NOT_200" in {f.code for f in findings}
+
+
+def test_probe_that_cannot_connect_is_only_info(clients, free_port):
+    exam = doctor.Examination(clients, {"LoadBalancerName": "x", "DNSName": "x"}, "by test",
+                              stack=None, probe=True)
+    instance = {"InstanceId": "i-1", "PublicIpAddress": "127.0.0.1",
+                "State": {"Name": "running"}}
+    exam.maybe_probe("i-1", instance, free_port, {"HealthCheckPath": "/health"})
+    [finding] = exam.findings
+    assert (finding.code, finding.severity) == ("PROBE_UNREACHABLE", "info")
