@@ -92,6 +92,9 @@ def run(make_testbed: Callable[..., object]) -> int:
             phase.passed, phase.detail = step()
         except UserError as exc:
             phase.passed, phase.detail = False, str(exc)
+        except KeyboardInterrupt:
+            phase.passed, phase.detail = False, "interrupted (Ctrl-C or SIGTERM)"
+            raise
         finally:
             phase.seconds = time.monotonic() - started
         progress(f"phase {phase.name}: {'PASS' if phase.passed else 'FAIL'} "
