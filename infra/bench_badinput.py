@@ -239,9 +239,9 @@ def run_bad_input(base_url: str, *, max_examples: int = 300, seed: int = 6,
     fixed = corpus()
     made = generated(max_examples, seed)
     with requests.Session() as session:
-        # A fresh session per probe would cost a connection each; one keeps it fast. The
-        # seed is read on its own connection-less path below, so a probe that poisons the
-        # session's connection cannot hide a change.
+        # Probes share one keep-alive session (fast); the seed is read over a fresh
+        # connection each time, so a probe that leaves the session's connection in a bad
+        # state cannot hide a change.
         def read_seed() -> str:
             return requests.get(base_url + "/", timeout=5).text
 
