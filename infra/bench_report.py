@@ -66,6 +66,20 @@ def throughput_table(setups: dict[str, SetupResult]) -> list[str]:
     return lines
 
 
+def busy_note(setups: dict[str, SetupResult]) -> list[str]:
+    """Say so when other work left the CPU mostly busy: such figures are low and noisy."""
+    idle = sorted(i for s in setups.values() for i in s.idle_before if i >= 0)
+    if not idle:
+        return []
+    median = idle[len(idle) // 2]
+    if median >= 50:
+        return [f"The machine was quiet: CPU idle before the rounds was {median:.0f}% (median)."]
+    return [f"**The machine was busy with other work during this run**: CPU idle before the "
+            f"rounds was {median:.0f}% (median), so these figures are lower and noisier than "
+            "on a quiet machine; the ratios, taken from setups that took turns, hold up better "
+            "than the absolute numbers."]
+
+
 def commands_lines(setups: dict[str, SetupResult]) -> list[str]:
     return [f"- ({k}) `{setups[k].command}`" for k in SETUPS
             if setups.get(k) is not None and setups[k].command]
@@ -177,6 +191,8 @@ def render_markdown(run: BenchRun, plot_name: str = "benchmarks.png") -> str:
         "machine left.",
         "",
         *throughput_table(run.setups),
+        "",
+        *busy_note(run.setups),
         "",
         "Servers:",
         "",

@@ -100,3 +100,12 @@ def test_plot_writes_a_png(tmp_path):
     plot(setups(), path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert path.stat().st_size > 10_000
+
+
+def test_a_busy_machine_is_said_so():
+    busy = setups()
+    for setup in busy.values():
+        setup.idle_before = [3.0, 5.0, 0.0]
+    assert "busy with other work" in render_markdown(bench_run(setups=busy))
+    assert "The machine was quiet: CPU idle before the rounds was 98%" in render_markdown(
+        bench_run())
