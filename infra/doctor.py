@@ -118,7 +118,7 @@ class _aws_errors_as_user_errors:
             if "AccessDenied" in code or "UnauthorizedOperation" in code or "AuthFailure" in code:
                 raise UserError(f"AWS refused a read-only call ({code}, {where}): the doctor "
                                 "needs ec2:Describe* and elasticloadbalancing:Describe*") from exc
-        if isinstance(exc, BotoCoreError) and not isinstance(exc, ClientError):
+        if isinstance(exc, BotoCoreError):
             raise UserError(f"AWS API call failed ({where}): {exc}") from exc
         return False
 
@@ -344,6 +344,8 @@ class Examination:
         self.check_instances(tg, targets)
 
     def check_ports(self, tg: dict, targets: list[dict]) -> None:
+        if tg.get("TargetType") == "lambda":
+            return  # no port: TG_PROTOCOL and the listener findings say enough
         ports = sorted({d["Target"].get("Port") or tg.get("Port") for d in targets}
                        or {tg.get("Port")}, key=lambda p: p or 0)
         wrong = [p for p in ports if p != APP_PORT]
@@ -557,7 +559,11 @@ def register(subparsers, common) -> None:
 
 
 def run(args) -> int:
-    clients = Clients(resolve_target(args.backend, args.region))
+    region = args.region
+    if region is None and args.lb:
+        # a DNS name says its region: `make doctor LB=...` works whatever the profile's region
+        region = lb_lookup.region_in_dns(args.lb)
+    clients = Clients(resolve_target(args.backend, region))
     probe = False if args.no_probe else None
     findings = diagnose(clients, stack=args.stack, lb=args.lb, probe=probe)
     if args.json:

@@ -28,6 +28,12 @@ def normalize_dns(value: str) -> str:
     return host.rstrip(".").lower()
 
 
+def region_in_dns(value: str) -> str | None:
+    """`name-1.eu-west-1.elb.amazonaws.com` -> `eu-west-1`; None for anything else."""
+    match = _REGION_IN_DNS.search(normalize_dns(value)) if looks_like_dns(value) else None
+    return match.group(1) if match else None
+
+
 def looks_like_dns(value: str) -> bool:
     return any(ch in value for ch in ".:/")
 
@@ -67,9 +73,9 @@ def by_dns(clients, value: str) -> dict:
         if lb["DNSName"].rstrip(".").lower() == dns:
             return lb
     hint = ""
-    match = _REGION_IN_DNS.search(dns)
-    if match and match.group(1) != clients.target.region:
-        hint = f" The DNS name is in region {match.group(1)}: add --region {match.group(1)}."
+    region = region_in_dns(dns)
+    if region and region != clients.target.region:
+        hint = f" The DNS name is in region {region}: add --region {region}."
     raise UserError(
         f"no Application Load Balancer with DNS name {dns!r} ({_where(clients)})."
         + hint

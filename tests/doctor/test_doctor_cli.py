@@ -96,6 +96,19 @@ def test_cli_unreachable_endpoint_is_one_clear_line(free_port):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.integration
+def test_cli_without_credentials_is_one_clear_line(moto_endpoint):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                        "AWS_SECURITY_TOKEN", "AWS_PROFILE")}
+    env["AWS_ENDPOINT_URL"] = moto_endpoint
+    result = subprocess.run([sys.executable, "-m", "infra", "doctor", "--lb", "any-alb"],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: no AWS credentials")
+    assert "Traceback" not in result.stderr
+
+
 # -- a stack deployed by this project's own provisioning code ------------------------------
 
 

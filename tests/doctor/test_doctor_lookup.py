@@ -216,3 +216,29 @@ def test_probe_that_cannot_connect_is_only_info(clients, free_port):
     exam.maybe_probe("i-1", instance, free_port, {"HealthCheckPath": "/health"})
     [finding] = exam.findings
     assert (finding.code, finding.severity) == ("PROBE_UNREACHABLE", "info")
+
+
+def test_region_in_dns():
+    from infra.lb_lookup import region_in_dns
+
+    assert region_in_dns("http://a-1.eu-west-1.elb.amazonaws.com:80/") == "eu-west-1"
+    assert region_in_dns("internal-a-1.us-gov-west-1.elb.amazonaws.com") == "us-gov-west-1"
+    assert region_in_dns("my-alb") is None and region_in_dns("127.0.0.1:8080") is None
+
+
+def test_access_denied_is_one_clear_line(aws, seed):
+    from botocore.awsrequest import AWSResponse
+
+    from infra.clients import Clients, Target
+
+    denied = Clients(Target(region="us-east-1", endpoint_url=None))
+
+    def refuse(**_kwargs):
+        return (AWSResponse("https://elbv2.invalid/", 403, {}, None),
+                {"Error": {"Code": "AccessDenied", "Message": "not for you"},
+                 "ResponseMetadata": {"HTTPStatusCode": 403}})
+
+    denied.elbv2.meta.events.register(
+        "before-call.elastic-load-balancing-v2.DescribeLoadBalancers", refuse)
+    with pytest.raises(UserError, match=r"AccessDenied.*elasticloadbalancing:Describe\*"):
+        diagnose(denied, lb=seed.lb_name)
