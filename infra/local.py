@@ -72,6 +72,7 @@ class Meta:
     admin: str = ""
     state_file: str = ""
     instances: dict[str, str] = field(default_factory=dict)  # instance id -> "host:port"
+    app_env: dict[str, str] = field(default_factory=dict)  # extra app environment, if any
 
     @classmethod
     def load(cls, path: Path) -> Meta | None:
@@ -219,7 +220,8 @@ class Testbed:
             "Stop what uses it, or choose another port with --lb-port.",
         )
         self._reset_runtime_dir()
-        meta = Meta(stack=self.stack, mode=self.mode, owner_pid=os.getpid(), region=self.region)
+        meta = Meta(stack=self.stack, mode=self.mode, owner_pid=os.getpid(), region=self.region,
+                    app_env=self.app_env)
         meta.save(self.meta_path)
         try:
             self._up(meta, caddy_binary)
@@ -324,7 +326,8 @@ class Testbed:
     def _spawn_app(self, instance_id: str, address: str):
         host, port = address.rsplit(":", 1)
         self._seed_file(instance_id).parent.mkdir(parents=True, exist_ok=True)
-        env = child_env(**self.app_env)
+        meta = self.meta
+        env = child_env(**(meta.app_env if meta else self.app_env))
         env.update(INSTANCE_ID=instance_id, SEED_FILE=str(self._seed_file(instance_id)))
         # The production command, as the user data runs it on an instance.
         argv = [sys.executable, "-m", "app", "--host", host, "--port", port]
