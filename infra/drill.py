@@ -150,11 +150,16 @@ def run_drill(testbed, progress=None, rng: random.Random | None = None) -> Drill
     stream = RequestStream(testbed.lb_address)
     stream.start()
     try:
+        both = {result.victim, result.survivor}
+
+        def served() -> set:
+            return {s.served_by for s in stream.since(0) if s.ok}
+
+        # Both must answer before the crash (a busy machine may need more than WARMUP).
         time.sleep(WARMUP)
-        warmup = stream.since(0)
-        served = {s.served_by for s in warmup if s.ok}
-        if not {result.victim, result.survivor} <= served:
-            result.problems.append(f"before the crash only {sorted(served)} answered")
+        wait_until(lambda: both <= served(), 5.0, 0.05)
+        if not both <= served():
+            result.problems.append(f"before the crash only {sorted(served())} answered")
 
         say(f"drill: crashing {result.victim} ({victim_addr}) under "
             f"~{1 / STREAM_PERIOD:.0f} GET/s; the health check must notice within "
