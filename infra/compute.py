@@ -114,8 +114,9 @@ class Instances:
             # IMDSv2 only: a token is required for every metadata request.
             "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled",
                                 "HttpPutResponseHopLimit": 1},
-            "NetworkInterfaces": [{"DeviceIndex": 0, "SubnetId": subnet_id, "Groups": [sg_id],
-                                   "AssociatePublicIpAddress": True}],
+            # The subnet maps a public IP on launch (deploy makes sure of it).
+            "SubnetId": subnet_id,
+            "SecurityGroupIds": [sg_id],
             "TagSpecifications": [{"ResourceType": "instance", "Tags": tags},
                                   {"ResourceType": "volume", "Tags": tags}],
             # botocore's retries resend this same token, so a request whose response was

@@ -144,11 +144,11 @@ class LoadBalancer:
         self.progress(f"created load balancer {lb['LoadBalancerName']} (provisioning)")
         return lb
 
-    def ensure_listener(self, lb_arn: str, tg_arn: str) -> str:
+    def ensure_listener(self, lb_arn: str, tg_arn: str, found: list[dict] | None = None) -> str:
         """HTTP on the listener port, forwarding to the target group: the seed's port mapping."""
         port = self.settings.listener_port
         forward = [{"Type": "forward", "TargetGroupArn": tg_arn}]
-        for listener in self.listeners(lb_arn):
+        for listener in self.listeners(lb_arn) if found is None else found:
             if listener["Port"] != port:
                 continue
             actions = listener.get("DefaultActions") or []

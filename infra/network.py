@@ -108,7 +108,8 @@ class Network:
     # --- converging ---------------------------------------------------------------------
 
     def ensure(self, zones: tuple[str, str],
-               default: tuple[str, dict[str, str]] | None = None) -> NetworkIds:
+               default: tuple[str, dict[str, str]] | None = None,
+               found: FoundNetwork | None = None) -> NetworkIds:
         """Create or repair the VPC, subnets, gateway and routes; return their ids.
 
         `default` is the default VPC and its subnets by AZ, when the stack uses it.
@@ -116,7 +117,7 @@ class Network:
         if default is not None:
             vpc_id, by_zone = default
             return NetworkIds(vpc_id, [(by_zone[z], z) for z in zones])
-        found = self.find()
+        found = self.find() if found is None else found
         vpc_id = self._ensure_vpc(found)
         igw_id = self._ensure_igw(found, vpc_id)
         subnets = self._ensure_subnets(found, vpc_id, zones)
@@ -203,10 +204,11 @@ class Network:
     # --- security groups ----------------------------------------------------------------
 
     def ensure_security_groups(self, vpc_id: str, public_cidr: str | None,
-                               ssh_cidr: str | None) -> tuple[str, str]:
+                               ssh_cidr: str | None, found_network: FoundNetwork | None = None) \
+            -> tuple[str, str]:
         """The load balancer's group and the instances' group, with exactly the wanted rules."""
-        found = {name: g for name, g in self.find().security_groups.items()
-                 if g["VpcId"] == vpc_id}
+        groups = (found_network or self.find()).security_groups
+        found = {name: g for name, g in groups.items() if g["VpcId"] == vpc_id}
         lb_sg = self._ensure_group(found.get(self.lb_sg_name), self.lb_sg_name, vpc_id,
                                    "seed-lb load balancer: HTTP from anywhere")
         app_sg = self._ensure_group(found.get(self.app_sg_name), self.app_sg_name, vpc_id,

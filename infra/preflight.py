@@ -8,6 +8,7 @@ and nothing to clean up.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -118,13 +119,19 @@ def check_region(region: str | None) -> str:
         raise UserError(
             "no AWS region set: pass --region (e.g. --region us-east-1) or set AWS_REGION"
         )
-    session = boto3.session.Session()
-    known = set()
-    for partition in session.get_available_partitions():
-        known.update(session.get_available_regions("ec2", partition_name=partition))
-    if region not in known:
+    if region not in known_regions():
         raise UserError(f"unknown AWS region {region!r}: use one like us-east-1 or eu-west-1")
     return region
+
+
+@functools.cache
+def known_regions() -> frozenset[str]:
+    """Every region botocore knows for EC2, in every partition (loaded once: it is slow)."""
+    session = boto3.session.Session()
+    known: set[str] = set()
+    for partition in session.get_available_partitions():
+        known.update(session.get_available_regions("ec2", partition_name=partition))
+    return frozenset(known)
 
 
 def check_credentials(clients: Clients) -> str:

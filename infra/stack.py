@@ -86,18 +86,21 @@ class Stack:
             self.progress(f"note: {note}")
         s = self.settings
         with self._stepping("building the network"):
-            net = self.network.ensure(decisions.placement.zones, decisions.default_vpc)
+            net = self.network.ensure(decisions.placement.zones, decisions.default_vpc,
+                                      survey.network)
         subnet_ids = [subnet for subnet, _ in net.subnets]
         with self._stepping("configuring the security groups"):
             lb_sg, app_sg = self.network.ensure_security_groups(
-                net.vpc_id, decisions.public_cidr, decisions.ssh_cidr)
+                net.vpc_id, decisions.public_cidr, decisions.ssh_cidr, survey.network)
         # The load balancer provisions (minutes on AWS) while the instances boot.
         with self._stepping("creating the target group"):
             tg_arn = self.lb.ensure_target_group(net.vpc_id, survey.target_groups)
         with self._stepping("creating the load balancer"):
             lb = self.lb.ensure_load_balancer(subnet_ids, lb_sg, survey.load_balancers)
         with self._stepping("creating the listener"):
-            self.lb.ensure_listener(lb["LoadBalancerArn"], tg_arn)
+            # A load balancer created just now has no listeners: no need to ask.
+            known = survey.listeners if survey.load_balancers else []
+            self.lb.ensure_listener(lb["LoadBalancerArn"], tg_arn, known)
         with self._stepping("launching the instances"):
             user_data = self._user_data()
             ids = self.instances.ensure(net.subnets, app_sg, decisions.placement.instance_type,
@@ -109,7 +112,7 @@ class Stack:
         with self._stepping("waiting for the load balancer"):
             self.lb.wait_available(lb["LoadBalancerArn"])
         with self._stepping("reading back the stack"):
-            state = self._state(net.vpc_id, lb["LoadBalancerArn"], tg_arn, ids, decisions)
+            state = self._state(net.vpc_id, lb, tg_arn, ids, decisions)
             write_state(s.state_dir, s.stack, state)
         if s.wait_for_healthy:
             try:
@@ -229,7 +232,8 @@ class Stack:
         preflight.check_credentials(self.clients)
         if not for_deploy:
             return None
-        preflight.check_elbv2_available(self.clients)
+        with self._stepping("checking the load balancing service"):
+            preflight.check_elbv2_available(self.clients)
         with self._stepping("checking the region's zones"):
             default_vpc = None
             zones = None
@@ -328,10 +332,9 @@ class Stack:
             raise UserError(f"user data is {len(text.encode())} bytes: EC2 allows 16 KB")
         return text
 
-    def _state(self, vpc_id: str, lb_arn: str, tg_arn: str, ids: list[str],
+    def _state(self, vpc_id: str, lb: dict, tg_arn: str, ids: list[str],
                d: Decisions) -> dict:
-        lb = self.clients.elbv2.describe_load_balancers(LoadBalancerArns=[lb_arn])[
-            "LoadBalancers"][0]
+        lb_arn = lb["LoadBalancerArn"]
         instances = [summary(i) for i in self.instances.describe(ids)]
         return {
             "stack": self.settings.stack,

@@ -37,8 +37,9 @@ def wait(
     """Run boto3's waiter `waiter_name` until it succeeds, fails, or `timeout` passes."""
     waiter = client.get_waiter(waiter_name)
     delay = max(delay, 0.001)
-    per_round = max(1, int(ROUND_SECONDS // delay)) if delay < ROUND_SECONDS else 1
-    rounds = max(1, math.ceil(timeout / (per_round * delay)))
+    attempts = max(1, math.ceil(timeout / delay))  # the whole wait, in polls
+    per_round = min(attempts, max(1, int(ROUND_SECONDS // delay)))
+    rounds = math.ceil(attempts / per_round)
     progress(f"waiting for {what}")
     started = time.monotonic()
     for attempt in range(rounds):
