@@ -13,6 +13,7 @@ Other modules use `diagnose(clients, stack, lb)` and `target_health_lines(client
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -96,31 +97,36 @@ def _emulator_must_answer(clients: Clients) -> None:
                         "running, and is AWS_ENDPOINT_URL right?") from exc
 
 
-class _aws_errors_as_user_errors:
-    """Missing credentials, an unreachable endpoint or a denied call: one clear line."""
+_DENIED = ("AccessDenied", "UnauthorizedOperation", "AuthFailure")
+_BAD_CREDENTIALS = ("InvalidClientTokenId", "ExpiredToken", "SignatureDoesNotMatch",
+                    "UnrecognizedClient", "InvalidAccessKeyId")
 
-    def __init__(self, clients: Clients):
-        self.clients = clients
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        where = self.clients.target.describe()
-        if isinstance(exc, NoCredentialsError):
-            raise UserError(f"no AWS credentials ({where}): run `aws configure` or set "
-                            "AWS_PROFILE; for a local emulator set AWS_ENDPOINT_URL") from exc
-        if isinstance(exc, EndpointConnectionError):
-            raise UserError(f"cannot reach the AWS API ({where}): is the emulator running, "
-                            "and is AWS_ENDPOINT_URL right?") from exc
-        if isinstance(exc, ClientError):
-            code = exc.response.get("Error", {}).get("Code", "")
-            if "AccessDenied" in code or "UnauthorizedOperation" in code or "AuthFailure" in code:
-                raise UserError(f"AWS refused a read-only call ({code}, {where}): the doctor "
-                                "needs ec2:Describe* and elasticloadbalancing:Describe*") from exc
-        if isinstance(exc, BotoCoreError):
-            raise UserError(f"AWS API call failed ({where}): {exc}") from exc
-        return False
+@contextlib.contextmanager
+def _aws_errors_as_user_errors(clients: Clients):
+    """Missing or rejected credentials, an unreachable endpoint, a denied call: one clear
+    line instead of a traceback. Any other AWS error is a bug here and propagates."""
+    where = clients.target.describe()
+    try:
+        yield
+    except NoCredentialsError as exc:
+        raise UserError(f"no AWS credentials ({where}): run `aws configure` or set "
+                        "AWS_PROFILE; for a local emulator set AWS_ENDPOINT_URL") from exc
+    except EndpointConnectionError as exc:
+        raise UserError(f"cannot reach the AWS API ({where}): check the network and "
+                        "--region, or, for an emulator, that it runs at AWS_ENDPOINT_URL") from exc
+    except BotoCoreError as exc:
+        raise UserError(f"AWS API call failed ({where}): {exc}") from exc
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if any(word in code for word in _DENIED):
+            raise UserError(f"AWS refused a read-only call ({code}, {where}): the doctor "
+                            "needs ec2:Describe* and elasticloadbalancing:Describe*") from exc
+        if any(word in code for word in _BAD_CREDENTIALS):
+            raise UserError(f"AWS rejected the credentials ({code}, {where}): refresh them "
+                            "(`aws sso login`, `aws configure`) or use another AWS_PROFILE"
+                            ) from exc
+        raise
 
 
 def _plain(desc: dict) -> str:
