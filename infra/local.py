@@ -13,6 +13,7 @@ clean up after a run that was killed.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import shutil
@@ -136,6 +137,8 @@ def _quiet(_message: str) -> None:
 class Testbed:
     """One local testbed: a moto server, the app processes, Caddy and its supervisor."""
 
+    __test__ = False  # not a pytest test class, whatever its name says
+
     def __init__(
         self,
         stack: str = DEFAULT_STACK,
@@ -151,6 +154,10 @@ class Testbed:
         mode: str = "up",
         app_env: dict[str, str] | None = None,
     ):
+        _check_loopback(first_address, "--first-address")
+        for port, what in ((lb_port, "--lb-port"), (instance_port, "the instance port")):
+            if port is not None and not 0 < port < 65536:
+                raise UserError(f"{what} {port} is not a TCP port (1-65535)")
         self.stack = stack
         self.lb_port = lb_port
         self.runtime_dir = Path(runtime_dir or Path(RUNTIME_ROOT) / stack).resolve()
@@ -544,6 +551,16 @@ class Testbed:
             "caddy": caddy_view,  # Caddy's active health checks: the real thing
             "supervisor": _read_json(self.runtime_dir / "supervisor.json"),
         }
+
+
+def _check_loopback(address: str, what: str) -> None:
+    """Instances must stay on this machine's loopback: never bind an app to a real interface."""
+    try:
+        ok = ipaddress.IPv4Address(address).is_loopback
+    except ValueError:
+        ok = False
+    if not ok:
+        raise UserError(f"{what} {address!r} must be an IPv4 loopback address (127.x.y.z)")
 
 
 def _warm_up(endpoint: str, region: str) -> None:

@@ -1,0 +1,124 @@
+"""The testbed's parts on their own: Caddy's config from a target group, the pid checks that
+keep `down` from killing a stranger, and the argument checks."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+
+import pytest
+
+from infra import proxy
+from infra.errors import UserError
+from infra.local import Testbed
+from infra.mirror import HealthCheck, StackView, Target
+from infra.processes import ProcessGroup, alive, is_ours
+
+
+@pytest.mark.parametrize(
+    ("matcher", "expected"),
+    [("200", 200), ("200-299", 2), ("200,202", 2), ("200,301", 200), ("204", 204)],
+)
+def test_matcher_becomes_caddy_expect_status(matcher, expected):
+    assert proxy.expect_status(matcher) == expected
+
+
+def test_config_mirrors_the_target_group(tmp_path):
+    health = HealthCheck("/health", interval=5, timeout=3, healthy=2, unhealthy=3,
+                         matcher="200")
+    config = proxy.build_config(lb_listen="127.0.0.1:1234", admin_listen="127.0.0.1:1235",
+                                upstreams=["127.0.0.11:5000", "127.0.0.12:5000"],
+                                health=health, runtime_dir=tmp_path)
+    server = config["apps"]["http"]["servers"][proxy.SERVER]
+    assert server["listen"] == ["127.0.0.1:1234"]
+    assert server["automatic_https"] == {"disable": True}
+    handler = server["routes"][0]["handle"][0]
+    assert handler["health_checks"]["active"] == {
+        "uri": "/health", "interval": "5s", "timeout": "3s", "passes": 2, "fails": 3,
+        "expect_status": 200,
+    }
+    assert proxy.upstreams_of(config) == ["127.0.0.11:5000", "127.0.0.12:5000"]
+    assert config["admin"] == {"listen": "127.0.0.1:1235", "config": {"persist": False}}
+    # Everything Caddy writes stays in the runtime dir.
+    assert config["storage"]["root"].startswith(str(tmp_path.resolve()))
+
+
+def test_no_registered_targets_answers_503_like_an_alb(tmp_path):
+    config = proxy.build_config(lb_listen="127.0.0.1:1", admin_listen="127.0.0.1:2",
+                                upstreams=[], health=None, runtime_dir=tmp_path)
+    handler = config["apps"]["http"]["servers"][proxy.SERVER]["routes"][0]["handle"][0]
+    assert handler["handler"] == "static_response" and handler["status_code"] == 503
+
+
+def test_only_in_service_targets_are_upstreams(tmp_path):
+    bed = Testbed("unit", runtime_dir=tmp_path)
+    health = HealthCheck("/health", 5, 3, 2, 2, "200")
+    view = StackView("unit", ["i-1", "i-2", "i-3"], "arn:lb", "dns", 80, "arn:tg", 5000, health,
+                     [Target("i-1", 5000, "healthy"), Target("i-2", 5000, "draining"),
+                      Target("i-3", 5000, "unused"), Target("i-9", 5000, "healthy")])
+    meta = replace(
+        _meta(), instances={"i-1": "127.0.0.11:5000", "i-2": "127.0.0.12:5000",
+                            "i-3": "127.0.0.13:5000"},
+    )
+    # i-2 drains, i-3 is unused, i-9 has no local process: only i-1 is in rotation.
+    assert proxy.upstreams_of(bed.proxy_config(view, meta)) == ["127.0.0.11:5000"]
+
+
+def _meta():
+    from infra.local import Meta
+
+    return Meta(stack="unit", mode="up", owner_pid=1, lb="127.0.0.1:1", admin="127.0.0.1:2")
+
+
+def test_a_reused_pid_is_never_signalled(tmp_path):
+    group = ProcessGroup(tmp_path)
+    proc, record = group.start("sleeper", [sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert is_ours(record)
+        # Same pid, another start time: as if the pid had been reused by a stranger.
+        stranger = replace(record, started=record.started + "0")
+        group._write(stranger)
+        assert not is_ours(stranger)
+        assert group.stop_all() == []  # not ours: left alone, its pid file dropped
+        assert alive(proc.pid)
+        assert group.records() == []
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_stop_takes_the_whole_process_group(tmp_path):
+    group = ProcessGroup(tmp_path)
+    code = ("import subprocess, sys, time; "
+            "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); "
+            "print(c.pid, flush=True); time.sleep(30)")
+    proc, record = group.start("parent", [sys.executable, "-c", code])
+    log = tmp_path / "logs" / "parent.log"
+    from infra.processes import wait_until
+
+    assert wait_until(lambda: log.read_text().strip().splitlines()[-1].isdigit(), 10)
+    child = int(log.read_text().strip().splitlines()[-1])
+    assert alive(child)
+    assert group.stop_all() == ["parent"]
+    proc.wait(timeout=5)
+    assert wait_until(lambda: not alive(child), 5)
+
+
+@pytest.mark.parametrize("address", ["10.0.0.5", "0.0.0.0", "localhost", "::1"])
+def test_instances_stay_on_loopback(address):
+    with pytest.raises(UserError, match="loopback"):
+        Testbed("unit", first_address=address)
+
+
+def test_lb_port_is_checked():
+    with pytest.raises(UserError, match="not a TCP port"):
+        Testbed("unit", lb_port=70000)
+
+
+def test_no_testbed_is_a_clear_error(tmp_path):
+    bed = Testbed("unit", runtime_dir=tmp_path)
+    with pytest.raises(UserError, match="no local testbed.*make local-up"):
+        bed.status()
+    with pytest.raises(UserError, match="no local testbed"):
+        bed.kill_instance("i-1")
+
