@@ -186,5 +186,5 @@ def render_status(status: dict) -> str:
     for h in status["target_health"]:
         lines.append(f"  target: {h['id']}:{h['port']} {_health_text(h)}")
     if lb:
-        lines.append(f"next: make grade LB={lb['dns']}")
+        lines.append(f"next: {grade_command({'lb_dns': lb['dns']}, status['stack'])}")
     return "\n".join(lines)
