@@ -103,7 +103,16 @@ class Network:
             Filters=[{"Name": "vpc-id", "Values": [vpc_id]},
                      {"Name": "default-for-az", "Values": ["true"]}]
         )["Subnets"]
-        return vpc_id, {s["AvailabilityZone"]: s["SubnetId"] for s in subnets}
+        # Instances get their public IP from the subnet: skip subnets that do not give one.
+        public = {s["AvailabilityZone"]: s["SubnetId"] for s in subnets
+                  if s.get("MapPublicIpOnLaunch")}
+        if len(public) < 2:
+            raise UserError(
+                f"the default VPC {vpc_id} has public default subnets in "
+                f"{len(public)} Availability Zone(s); an ALB needs two: drop --default-vpc "
+                "to build a dedicated VPC"
+            )
+        return vpc_id, public
 
     # --- converging ---------------------------------------------------------------------
 

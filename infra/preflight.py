@@ -52,6 +52,10 @@ def check_settings(settings: Settings) -> None:
             )
     if name_starts_internal(settings.lb_name):
         raise UserError("a load balancer name may not start with 'internal-': change --stack")
+    if settings.stack.lower().startswith("sg-"):
+        # Security group names are <stack>-lb-sg; AWS refuses names that look like an id.
+        raise UserError("a stack name may not start with 'sg-' (AWS refuses such security "
+                        "group names): change --stack")
     if settings.instance_count < 1:
         raise UserError(
             f"instance count {settings.instance_count} is below 1: use --count 1 or more"

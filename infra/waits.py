@@ -51,7 +51,25 @@ def wait(
         except WaiterError as exc:
             if "Max attempts exceeded" not in str(exc) or attempt == rounds - 1:
                 raise WaitTimeout(f"gave up waiting for {what}: {_reason(exc)}") from None
-            progress(f"still waiting for {what} ({time.monotonic() - started:.0f}s)")
+            now = _states(exc.last_response)
+            progress(f"still waiting for {what} ({time.monotonic() - started:.0f}s)"
+                     + (f": {now}" if now else ""))
+
+
+def _states(last) -> str:
+    """What the waiter saw last, in a few words: instance, load balancer or target states."""
+    if not isinstance(last, dict):
+        return ""
+    parts = []
+    for reservation in last.get("Reservations") or []:
+        parts += [f"{i['InstanceId']} {i['State']['Name']}" for i in reservation["Instances"]]
+    for lb in last.get("LoadBalancers") or []:
+        parts.append(f"{lb['LoadBalancerName']} {lb.get('State', {}).get('Code')}")
+    for d in last.get("TargetHealthDescriptions") or []:
+        health = d["TargetHealth"]
+        parts.append(f"{d['Target']['Id']} {health.get('State')}"
+                     + (f" ({health['Reason']})" if health.get("Reason") else ""))
+    return ", ".join(parts)
 
 
 def _reason(exc: WaiterError) -> str:
@@ -59,7 +77,8 @@ def _reason(exc: WaiterError) -> str:
     error = last.get("Error") if isinstance(last, dict) else None
     if error:
         return f"{error.get('Code')}: {error.get('Message')}"
-    return str(exc.kwargs.get("reason") or exc)
+    now = _states(last)
+    return str(exc.kwargs.get("reason") or exc) + (f" (last seen: {now})" if now else "")
 
 
 def retry_while(

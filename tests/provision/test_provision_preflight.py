@@ -25,6 +25,12 @@ def test_bad_stack_names_are_refused(stack):
         preflight.check_settings(Settings(stack=stack))
 
 
+@pytest.mark.parametrize("stack, match", [("internal-x", "internal-"), ("sg-x", "sg-")])
+def test_names_aws_reserves(stack, match):
+    with pytest.raises(UserError, match=match):
+        preflight.check_settings(Settings(stack=stack))
+
+
 @pytest.mark.parametrize("name, ok", [
     ("seed-lb-alb", True), ("a" * 32, True), ("a" * 33, False), ("-lead", False),
     ("trail-", False), ("under_score", False), ("dot.ted", False), ("x", True),
@@ -216,3 +222,14 @@ def test_me_against_real_aws_uses_the_looked_up_ip(aws, settings, monkeypatch):
     cidrs = {(p["FromPort"], r["CidrIp"]) for p in group["IpPermissions"]
              for r in p.get("IpRanges", [])}
     assert cidrs == {(5000, "198.51.100.23/32"), (22, "198.51.100.23/32")}
+
+
+def test_default_vpc_needs_two_public_subnets(aws, settings):
+    vpc = aws.ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]
+    subnets = aws.ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])
+    for subnet in subnets["Subnets"][1:]:
+        aws.ec2.modify_subnet_attribute(SubnetId=subnet["SubnetId"],
+                                        MapPublicIpOnLaunch={"Value": False})
+    settings = dataclasses.replace(settings, use_default_vpc=True)
+    with pytest.raises(UserError, match="needs two"):
+        Stack(aws, settings, progress=_quiet).deploy()
