@@ -157,7 +157,7 @@ def test_every_response_names_the_instance(client, request_args):
     assert response.headers["X-Served-By"] == INSTANCE_ID
 
 
-def test_500_also_names_the_instance(make_app):
+def test_500_names_the_instance_and_logs_the_traceback(make_app, caplog):
     app = make_app(TESTING=False)  # let Flask turn the exception into a 500
 
     def broken():
@@ -167,6 +167,10 @@ def test_500_also_names_the_instance(make_app):
     response = app.test_client().get("/")
     assert response.status_code == 500
     assert response.headers["X-Served-By"] == INSTANCE_ID
+    assert "error" in response.get_json()
+    # Flask logs it with the traceback; under gunicorn that record goes to stderr.
+    [record] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert record.exc_info and record.exc_info[0] is RuntimeError
 
 
 def test_instance_id_comes_from_environment(monkeypatch):
