@@ -8,6 +8,7 @@ import dataclasses
 import time
 
 import pytest
+from moto import mock_aws
 from provision_helpers import (
     EMPTY,
     FULL_STACK,
@@ -17,7 +18,7 @@ from provision_helpers import (
     throttle_response,
 )
 
-from infra.clients import Clients, resolve_target
+from infra.clients import Clients, Target, resolve_target
 from infra.errors import UserError
 from infra.stack import Stack
 
@@ -26,37 +27,48 @@ def _quiet(_message: str) -> None:
     pass
 
 
-def test_every_step_of_deploy_can_fail_and_the_stack_recovers(aws, settings):
+def test_every_step_of_deploy_can_fail_and_the_stack_recovers(settings):
     """For each k: the k-th AWS call of deploy fails. Deploy reports it in one clear line;
     deploying again converges to the full stack; and, from the same kind of partial stack,
     a destroy straight after the failure leaves nothing.
 
-    Each run uses its own stack name in one moto account (cheaper than a fresh account per
-    run): stacks are isolated by their tags, which is what this relies on anyway."""
-    faults = Faults().attach(aws)
-    Stack(aws, dataclasses.replace(settings, stack="t-count"), progress=_quiet).deploy()
-    calls = list(faults.calls)
+    Runs share a moto account in chunks of 8 k, each with its own stack name (stacks are
+    isolated by their tags): a fresh account per run costs more, and one account for all
+    runs slows down as terminated instances pile up."""
+    with mock_aws():
+        aws = Clients(Target("us-east-1", None))
+        faults = Faults().attach(aws)
+        Stack(aws, dataclasses.replace(settings, stack="t-count"), progress=_quiet).deploy()
+        calls = list(faults.calls)
     assert len(calls) >= 30, calls
-    for k in range(1, len(calls) + 1):
-        for then in ("redeploy", "destroy"):
-            s = dataclasses.replace(settings, stack=f"k{k}-{then[:3]}")
-            faults.reset()
-            stack = Stack(aws, s, progress=_quiet)
-            faults.fail_at = k
-            with pytest.raises(UserError) as failure:
-                stack.deploy()
-            where = f"fault at call {k} ({faults.failed}), then {then}"
-            message = str(failure.value)
-            assert "InjectedFault" in message and "\n" not in message, where
-            faults.fail_at = None
-            if then == "redeploy":
-                state = stack.deploy()
-                assert count(tagged_resources(aws, s.stack)) == FULL_STACK, where
-                assert len(state["instances"]) == 2, where
-                stack.destroy()  # keeps the account small, so each run stays cheap
-            else:
-                stack.destroy()
-                assert count(tagged_resources(aws, s.stack)) == EMPTY, where
+    for chunk in range(1, len(calls) + 1, 8):
+        with mock_aws():
+            aws = Clients(Target("us-east-1", None))
+            faults = Faults().attach(aws)
+            for k in range(chunk, min(chunk + 8, len(calls) + 1)):
+                for then in ("redeploy", "destroy"):
+                    _fail_at_then(aws, faults, dataclasses.replace(
+                        settings, stack=f"k{k}-{then[:3]}"), k, then)
+
+
+def _fail_at_then(aws, faults: Faults, s, k: int, then: str) -> None:
+    stack = Stack(aws, s, progress=_quiet)
+    faults.reset()
+    faults.fail_at = k
+    with pytest.raises(UserError) as failure:
+        stack.deploy()
+    where = f"fault at call {k} ({faults.failed}), then {then}"
+    message = str(failure.value)
+    assert "InjectedFault" in message and "\n" not in message, where
+    faults.fail_at = None
+    if then == "redeploy":
+        state = stack.deploy()
+        assert count(tagged_resources(aws, s.stack)) == FULL_STACK, where
+        assert len(state["instances"]) == 2, where
+        stack.destroy()  # keeps the account small, so each run stays cheap
+    else:
+        stack.destroy()
+        assert count(tagged_resources(aws, s.stack)) == EMPTY, where
 
 
 def test_destroy_interrupted_at_every_step_still_finishes(aws, settings):
