@@ -89,26 +89,33 @@ class Meta:
         tmp.replace(path)
 
 
+# os.environ is one per process: two threads swapping it at once would restore each other's
+# values and leave the emulator's endpoint set for good.
+_ENVIRONMENT_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
 def emulator_environment(endpoint: str, region: str) -> Iterator[None]:
     """AWS_ENDPOINT_URL at the moto server, fake credentials, loopback only; restored after,
     so the caller's process (a test session, the bench) is left as it was."""
     wanted = dict(motoserver.FAKE_CREDENTIALS)
     wanted.update(AWS_ENDPOINT_URL=endpoint, AWS_REGION=region, AWS_DEFAULT_REGION=region)
-    saved = {key: os.environ.get(key) for key in [*wanted, "AWS_PROFILE"]}
-    os.environ.pop("AWS_PROFILE", None)
-    os.environ.update(wanted)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with _ENVIRONMENT_LOCK:
+        saved = {key: os.environ.get(key) for key in [*wanted, "AWS_PROFILE"]}
+        os.environ.pop("AWS_PROFILE", None)
+        os.environ.update(wanted)
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
 
 def emulator_clients(endpoint: str, region: str) -> Clients:
+    """Clients for the local moto server, resolved the standard way (AWS_ENDPOINT_URL)."""
     with emulator_environment(endpoint, region):
         clients = Clients(resolve_target("aws", region))
     # Explicit fake credentials: nothing from the user's profile ever reaches even the emulator.
@@ -564,10 +571,15 @@ def _check_loopback(address: str, what: str) -> None:
 
 
 def _warm_up(endpoint: str, region: str) -> None:
+    """Runs in a thread: touches no environment, builds its own session."""
     with contextlib.suppress(Exception):  # only an optimisation: deploy reports real errors
-        clients = emulator_clients(endpoint, region)
-        clients.ec2.describe_availability_zones()
-        clients.elbv2.describe_load_balancers()
+        session = boto3.session.Session(
+            region_name=region,
+            aws_access_key_id=motoserver.FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=motoserver.FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
+        session.client("ec2", endpoint_url=endpoint).describe_availability_zones()
+        session.client("elbv2", endpoint_url=endpoint).describe_load_balancers()
 
 
 def health_ok(address: str, timeout: float = 1.0) -> bool:

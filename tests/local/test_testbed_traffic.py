@@ -3,6 +3,7 @@ targets, health-check failover and recovery, and it follows the control plane.""
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -152,6 +153,8 @@ def test_teardown_leaves_no_process_and_no_port(testbed):
     assert not (testbed.state_dir / f"{testbed.stack}.json").exists()
     assert testbed.meta is None
     assert testbed.down()["stopped"] == []  # idempotent
+    # The test session's environment is as it was: no endpoint left pointing at a dead moto.
+    assert "AWS_ENDPOINT_URL" not in os.environ
 
 
 def _is_process(pid: int) -> bool:
