@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fnmatch
 import functools
 import json
 import os
@@ -285,12 +286,31 @@ class Examination:
                      f"make the listener on {LISTENER_PORT} plain HTTP")
         forwarded = _forwarded_groups(listener)
         if not forwarded:
+            forwarded = self.rule_forwarding_root(listener)
+            if forwarded:
+                return forwarded
             kinds = ", ".join(a.get("Type", "?") for a in listener.get("DefaultActions", []))
             self.add(ERROR, "LISTENER_NOT_FORWARDING",
                      f"the listener on {LISTENER_PORT} does not forward to a target group "
                      f"(its default action: {kinds or 'none'})",
                      "edit the listener: default action 'Forward to' your target group")
         return forwarded
+
+    def rule_forwarding_root(self, listener: dict) -> list[str]:
+        """Target groups of a listener rule that forwards `GET /` whatever the host (a path
+        pattern such as /* and no other condition): it serves the grader as well as a
+        forwarding default action would."""
+        rules = self.elbv2.describe_rules(ListenerArn=listener["ListenerArn"])["Rules"]
+        for rule in sorted((r for r in rules if not r.get("IsDefault")),
+                           key=lambda r: int(r.get("Priority", "0") or 0)):
+            conditions = rule.get("Conditions", [])
+            patterns = [v for c in conditions if c.get("Field") == "path-pattern"
+                        for v in (c.get("PathPatternConfig", {}).get("Values")
+                                  or c.get("Values", []))]
+            only_paths = all(c.get("Field") == "path-pattern" for c in conditions)
+            if only_paths and any(fnmatch.fnmatchcase("/", p) for p in patterns):
+                return _forwarded_groups({"DefaultActions": rule.get("Actions", [])})
+        return []
 
     def choose_target_groups(self, forwarded: list[str]) -> list[dict]:
         """The target groups to examine: the ones the stack (or the user) meant to use.

@@ -298,6 +298,23 @@ def test_forward_config_with_weights_counts_as_forwarding(clients, seed):
     assert codes(diagnose(clients, lb=seed.lb_name), ERROR) == set()
 
 
+def test_rule_forwarding_every_path_counts_as_forwarding(clients, seed):
+    """Default action fixed-response, but a rule sends /* to the group: the grader is served."""
+    listener_fixed_response(seed)
+    seed.elbv2.create_rule(ListenerArn=seed.listener_arn, Priority=10,
+                           Conditions=[{"Field": "path-pattern", "Values": ["/*"]}],
+                           Actions=[{"Type": "forward", "TargetGroupArn": seed.tg_arn}])
+    assert codes(diagnose(clients, lb=seed.lb_name), ERROR) == set()
+
+
+def test_rule_for_another_path_does_not_count(clients, seed):
+    listener_fixed_response(seed)
+    seed.elbv2.create_rule(ListenerArn=seed.listener_arn, Priority=10,
+                           Conditions=[{"Field": "path-pattern", "Values": ["/api/*"]}],
+                           Actions=[{"Type": "forward", "TargetGroupArn": seed.tg_arn}])
+    assert "LISTENER_NOT_FORWARDING" in codes(diagnose(clients, lb=seed.lb_name), ERROR)
+
+
 # -- target health as AWS reports it (moto does not produce these reason codes) -----------
 
 REASONS = [
