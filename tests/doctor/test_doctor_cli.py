@@ -1,5 +1,5 @@
 """`python -m infra doctor` as a user runs it: a real subprocess against a moto server on a
-loopback port (AWS_ENDPOINT_URL), and a stack freshly deployed by infra.stack."""
+loopback port (AWS_ENDPOINT_URL)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,9 @@ from pathlib import Path
 import boto3
 import pytest
 from doctor_seed import REGION, any_ami, build_seed_stack
-from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
-from infra.clients import Clients, Target
-from infra.config import Settings
-from infra.doctor import diagnose
-from infra.findings import ERROR, WARNING
+from infra.findings import ERROR
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -107,24 +103,3 @@ def test_cli_without_credentials_is_one_clear_line(moto_endpoint):
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("error: no AWS credentials")
     assert "Traceback" not in result.stderr
-
-
-# -- a stack deployed by this project's own provisioning code ------------------------------
-
-
-def test_freshly_deployed_stack_has_no_error(tmp_path):
-    from infra.stack import Stack
-
-    with mock_aws():
-        clients = Clients(Target(REGION, None))
-        # explicit public CIDR: in-process moto looks like real AWS, and no test may look up
-        # the deployer's public IP
-        settings = Settings.fast(stack="doc-deployed", public_access="203.0.113.7/32",
-                                 state_dir=str(tmp_path))
-        state = Stack(clients, settings, progress=lambda _msg: None).deploy()
-        findings = diagnose(clients, stack="doc-deployed")
-        assert [f for f in findings if f.severity in (ERROR, WARNING)] == []
-        found = next(f for f in findings if f.code == "LB_FOUND")
-        assert state["lb_dns"] in found.message and "by tags" in found.message
-        # and by the DNS name the deploy printed, as `make doctor LB=...` would
-        assert not [f for f in diagnose(clients, lb=state["lb_dns"]) if f.severity == ERROR]
