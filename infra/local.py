@@ -262,8 +262,8 @@ class Testbed:
         with emulator_environment(meta.endpoint, self.region):
             stack = Stack(self.clients(), self.settings(), progress=self._sub_progress)
             warm.join()
-            state = stack.deploy()
-        meta.state_file = str(self._state_file(state))
+            stack.deploy()  # writes the state file; the testbed reads moto, not it
+        meta.state_file = str(self._state_file())
         meta.save(self.meta_path)
 
         view = self.read_stack()
@@ -305,7 +305,7 @@ class Testbed:
     def _sub_progress(self, message: str) -> None:
         self.progress(f"  {message}")
 
-    def _state_file(self, state: dict | None) -> Path:
+    def _state_file(self) -> Path:
         return self.state_dir / f"{self.stack}.json"
 
     def _check_view(self, view: StackView) -> None:
@@ -469,7 +469,7 @@ class Testbed:
         finally:
             report["stopped"] += self.processes.wait_stopped(signalled)
         report["stopped"] += self.processes.stop_all()
-        state_file = Path(meta.state_file) if meta and meta.state_file else self._state_file(None)
+        state_file = Path(meta.state_file) if meta and meta.state_file else self._state_file()
         with contextlib.suppress(FileNotFoundError):
             # The resources it describes lived in the moto server, which is gone now.
             state_file.unlink()
