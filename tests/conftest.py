@@ -7,10 +7,10 @@ instance metadata service or anything else fails loudly instead.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 
 import pytest
+from offmachine import guarded_connect, guarded_connect_ex, guarded_getaddrinfo
 
 FAKE_AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -26,51 +26,6 @@ FAKE_AWS_ENV = {
 }
 
 
-class OffMachineTraffic(BaseException):
-    """A BaseException, so that no library's `except Exception` (botocore's retries,
-    requests' adapters) can swallow it and carry on."""
-
-
-def _is_loopback(host) -> bool:
-    if host is None:
-        return True  # AF_UNIX and the like
-    if isinstance(host, bytes):
-        host = host.decode()
-    host = str(host)
-    if host in ("localhost", "") or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
-_real_connect = socket.socket.connect
-_real_connect_ex = socket.socket.connect_ex
-_real_getaddrinfo = socket.getaddrinfo
-
-
-def _checked(address):
-    if isinstance(address, tuple) and not _is_loopback(address[0]):
-        raise OffMachineTraffic(f"test tried to connect to {address[0]}: only loopback is allowed")
-
-
-def _guarded_connect(self, address):
-    _checked(address)
-    return _real_connect(self, address)
-
-
-def _guarded_connect_ex(self, address):
-    _checked(address)
-    return _real_connect_ex(self, address)
-
-
-def _guarded_getaddrinfo(host, *args, **kwargs):
-    if not _is_loopback(host):
-        raise OffMachineTraffic(f"test tried to resolve {host!r}: only loopback is allowed")
-    return _real_getaddrinfo(host, *args, **kwargs)
-
-
 def pytest_configure(config):
     # Before any test module imports boto3, so no client ever sees real credentials.
     mp = pytest.MonkeyPatch()
@@ -78,9 +33,9 @@ def pytest_configure(config):
         mp.setenv(key, value)
     mp.delenv("AWS_PROFILE", raising=False)
     mp.delenv("AWS_ENDPOINT_URL", raising=False)
-    mp.setattr(socket.socket, "connect", _guarded_connect)
-    mp.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
-    mp.setattr(socket, "getaddrinfo", _guarded_getaddrinfo)
+    mp.setattr(socket.socket, "connect", guarded_connect)
+    mp.setattr(socket.socket, "connect_ex", guarded_connect_ex)
+    mp.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
     config._seedlb_guard = mp
 
 

@@ -4,7 +4,7 @@ import socket
 
 import boto3
 import pytest
-from conftest import OffMachineTraffic
+from offmachine import OffMachineTraffic
 
 from infra.clients import resolve_target
 from infra.errors import UserError

@@ -1,0 +1,55 @@
+"""The off-machine guard: only loopback may be connected to or looked up.
+
+Its own module (not conftest) so that tests can import OffMachineTraffic by a name that
+no subfolder's conftest.py shadows.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+
+class OffMachineTraffic(BaseException):
+    """A BaseException, so that no library's `except Exception` (botocore's retries,
+    requests' adapters) can swallow it and carry on."""
+
+
+def _is_loopback(host) -> bool:
+    if host is None:
+        return True  # AF_UNIX and the like
+    if isinstance(host, bytes):
+        host = host.decode()
+    host = str(host)
+    if host in ("localhost", "") or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+_real_getaddrinfo = socket.getaddrinfo
+
+
+def _checked(address):
+    if isinstance(address, tuple) and not _is_loopback(address[0]):
+        raise OffMachineTraffic(f"test tried to connect to {address[0]}: only loopback is allowed")
+
+
+def guarded_connect(self, address):
+    _checked(address)
+    return _real_connect(self, address)
+
+
+def guarded_connect_ex(self, address):
+    _checked(address)
+    return _real_connect_ex(self, address)
+
+
+def guarded_getaddrinfo(host, *args, **kwargs):
+    if not _is_loopback(host):
+        raise OffMachineTraffic(f"test tried to resolve {host!r}: only loopback is allowed")
+    return _real_getaddrinfo(host, *args, **kwargs)
