@@ -218,6 +218,19 @@ def choose_placement(clients: Clients, settings: Settings, zones: list[str] | No
     )
 
 
+def check_key_pair(clients: Clients, key_name: str) -> None:
+    """A missing key pair would fail run_instances half-way through a deploy."""
+    try:
+        clients.ec2.describe_key_pairs(KeyNames=[key_name])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "InvalidKeyPair.NotFound":
+            raise
+        raise UserError(
+            f"no EC2 key pair named {key_name!r} in this region: create or import it "
+            "(EC2 console > Key pairs), or drop --key-name"
+        ) from None
+
+
 def deployer_cidr(clients: Clients) -> str:
     """The deployer's own public IP as a /32, from AWS's checkip service.
 

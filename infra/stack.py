@@ -241,6 +241,8 @@ class Stack:
                 vpc_id, by_zone = self.network.default_vpc()
                 default_vpc, zones = (vpc_id, by_zone), sorted(by_zone)
             placement = preflight.choose_placement(self.clients, s, zones)
+            if s.key_name:
+                preflight.check_key_pair(self.clients, s.key_name)
         notes = [f"instances: {placement.instance_type} in {' and '.join(placement.zones)}"]
         chosen = preflight.public_cidr_choice(s.public_access)  # None: "me"
         explicit = None if s.public_access in ("me", "any") else chosen

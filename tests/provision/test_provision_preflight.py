@@ -233,3 +233,12 @@ def test_default_vpc_needs_two_public_subnets(aws, settings):
     settings = dataclasses.replace(settings, use_default_vpc=True)
     with pytest.raises(UserError, match="needs two"):
         Stack(aws, settings, progress=_quiet).deploy()
+
+
+def test_missing_key_pair_is_refused_before_anything_is_created(aws, settings):
+    faults = Faults().attach(aws)
+    settings = dataclasses.replace(settings, key_name="nokey")
+    with pytest.raises(UserError, match="no EC2 key pair named 'nokey'"):
+        Stack(aws, settings, progress=_quiet).deploy()
+    writes = [c for c in faults.calls if not c.split(".")[1].startswith(("Describe", "Get"))]
+    assert writes == []
