@@ -179,6 +179,7 @@ class Examination:
         self.probe = probe
         self.findings: list[Finding] = []
         self.lb_groups: list[dict] = []
+        self.health: dict[str, list[dict]] = {}  # target group ARN -> DescribeTargetHealth
         self.lb_subnets = [az["SubnetId"] for az in lb.get("AvailabilityZones", [])
                            if az.get("SubnetId")]
         self.lb_zones = {az["ZoneName"] for az in lb.get("AvailabilityZones", [])}
