@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from doctor_seed import aws_health, inject_target_health
 
-from infra import doctor
+from infra import examination
 from infra.config import PROJECT, TAG_PROJECT, TAG_STACK
 from infra.doctor import diagnose, target_health_lines
 from infra.errors import UserError
@@ -173,7 +173,7 @@ def test_probe_reports_a_refused_connection(free_port):
 
 def test_probe_finding_from_a_real_answer(clients, seed, app_answering):
     port, _ = app_answering
-    exam = doctor.Examination(clients, {"LoadBalancerName": "x", "DNSName": "x"}, "by test",
+    exam = examination.Examination(clients, {"LoadBalancerName": "x", "DNSName": "x"}, "by test",
                               stack=None, probe=True)
     instance = {"InstanceId": "i-1", "PublicIpAddress": "127.0.0.1",
                 "State": {"Name": "running"}}
@@ -189,7 +189,7 @@ def test_no_probe_under_loopback_only(clients, seed, monkeypatch):
     def forbidden(*_args, **_kwargs):
         raise AssertionError("the doctor probed an instance")
 
-    monkeypatch.setattr(doctor, "probe_health_check", forbidden)
+    monkeypatch.setattr(examination, "probe_health_check", forbidden)
     reservations = seed.ec2.describe_instances(InstanceIds=seed.instance_ids)["Reservations"]
     assert all(i.get("PublicIpAddress") for r in reservations for i in r["Instances"])
     diagnose(clients, lb=seed.lb_name)
@@ -202,14 +202,14 @@ def test_probe_wiring_when_allowed(clients, seed, monkeypatch):
         asked.append((address, port, path))
         return 404, ""
 
-    monkeypatch.setattr(doctor, "probe_health_check", fake_probe)
+    monkeypatch.setattr(examination, "probe_health_check", fake_probe)
     findings = diagnose(clients, lb=seed.lb_name, probe=True)
     assert len(asked) == 2 and {(p, path) for _, p, path in asked} == {(5000, "/health")}
     assert "HEALTH_CHECK_NOT_200" in {f.code for f in findings}
 
 
 def test_probe_that_cannot_connect_is_only_info(clients, free_port):
-    exam = doctor.Examination(clients, {"LoadBalancerName": "x", "DNSName": "x"}, "by test",
+    exam = examination.Examination(clients, {"LoadBalancerName": "x", "DNSName": "x"}, "by test",
                               stack=None, probe=True)
     instance = {"InstanceId": "i-1", "PublicIpAddress": "127.0.0.1",
                 "State": {"Name": "running"}}
