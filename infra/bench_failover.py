@@ -20,10 +20,15 @@ import requests
 
 @dataclass
 class Sample:
-    at: float  # time.monotonic()
+    at: float  # time.monotonic() when the answer (or the error) came back
     ok: bool
     served_by: str | None
     status: int | None
+    sent: float | None = None  # time.monotonic() when the request was sent (default: at)
+
+    @property
+    def sent_at(self) -> float:
+        return self.at if self.sent is None else self.sent
 
 
 @dataclass
@@ -37,6 +42,10 @@ class FailoverResult:
     rejoin_s: float | None = None  # from the restart to its first answer through the LB
     health_window_s: float | None = None  # interval x unhealthy threshold
     statuses: dict = field(default_factory=dict)
+    # After the kill, per kind of failure ("502", "503", "no answer"): how many, and when
+    # the last one was sent. A 502 is a request routed to the dead instance; other kinds
+    # are the load balancer's own (e.g. Caddy's 503 "no upstreams available").
+    failures_by_kind: dict = field(default_factory=dict)
 
 
 class SteadyLoad:
@@ -56,12 +65,13 @@ class SteadyLoad:
     def _loop(self) -> None:
         with requests.Session() as session:
             while not self._stop.is_set():
+                sent = time.monotonic()
                 try:
                     resp = session.get(self.url, timeout=self.timeout_s)
                     sample = Sample(time.monotonic(), resp.status_code == 200,
-                                    resp.headers.get("X-Served-By"), resp.status_code)
+                                    resp.headers.get("X-Served-By"), resp.status_code, sent)
                 except requests.RequestException:
-                    sample = Sample(time.monotonic(), False, None, None)
+                    sample = Sample(time.monotonic(), False, None, None, sent)
                 with self._lock:
                     self.samples.append(sample)
                 self._stop.wait(self.pause_s)
@@ -90,11 +100,25 @@ class SteadyLoad:
 
 
 def summarize_recovery(samples: list[Sample], killed_at: float) -> tuple[int, float]:
-    """Failed requests after the kill, and seconds from the kill to the last failure."""
+    """Failed requests after the kill, and seconds from the kill to the moment the last
+    failing request was sent: when the load balancer stopped routing to the dead target
+    (when its answer came back depends on how busy the machine is, not on the LB)."""
     failed = [s for s in samples if s.at >= killed_at and not s.ok]
     if not failed:
         return 0, 0.0
-    return len(failed), max(s.at for s in failed) - killed_at
+    return len(failed), max(0.0, max(s.sent_at for s in failed) - killed_at)
+
+
+def failures_by_kind(samples: list[Sample], killed_at: float) -> dict[str, tuple[int, float]]:
+    """Failed requests after the kill by status: (count, seconds to the last one sent)."""
+    kinds: dict[str, tuple[int, float]] = {}
+    for s in samples:
+        if s.ok or s.at < killed_at:
+            continue
+        kind = str(s.status) if s.status is not None else "no answer"
+        count, last = kinds.get(kind, (0, 0.0))
+        kinds[kind] = (count + 1, max(last, s.sent_at - killed_at))
+    return kinds
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
@@ -135,6 +159,7 @@ def run_failover(lb_url: str, victim: str, kill: Callable[[], None],
             progress(f"  requests still fail {max_wait_s:.0f}s after the kill")
         result.failed_after_kill, result.failing_for_s = summarize_recovery(
             load.since(killed_at), killed_at)
+        result.failures_by_kind = failures_by_kind(load.since(killed_at), killed_at)
         progress(f"  {result.failed_after_kill} failed requests, the last "
                  f"{result.failing_for_s:.2f}s after the kill")
 

@@ -102,19 +102,28 @@ def failover_lines(result: FailoverResult | None) -> list[str]:
     within = ""
     if window is not None:
         verdict = "within" if result.failing_for_s <= window else "OUTSIDE"
-        within = f" ({verdict} the health check window of {window:g} s)"
-    return [
+        within = (f" ({verdict} the health check window: interval x unhealthy threshold "
+                  f"= {window:g} s)")
+    lines = [
         "| measure | value |", "|---|---:|",
         f"| steady load (requests/s through the LB) | {result.request_rate:,.0f} |",
         f"| requests sent during the drill | {result.requests:,} |",
         f"| failed requests after killing `{result.victim}` | {result.failed_after_kill} |",
-        f"| time from the kill to the last failed request | {result.failing_for_s:.2f} s |",
+        f"| time from the kill until the last failing request was sent | "
+        f"{result.failing_for_s:.2f} s |",
         f"| time from the restart until it serves again | {rejoin} |",
         f"| failed requests after the restart | {result.failed_after_restart} |",
         "",
         f"Failures stopped {result.failing_for_s:.2f} s after the kill{within}. "
         f"Answers by status: {_statuses(result.statuses)}.",
     ]
+    if result.failures_by_kind:
+        lines += ["", "Failures after the kill, by kind (a 502 is a request sent to the dead "
+                  "instance; a 503 is the load balancer finding no upstream available):", "",
+                  "| kind | requests | last one sent after the kill |", "|---|---:|---:|"]
+        lines += [f"| {kind} | {n} | {last:.2f} s |"
+                  for kind, (n, last) in sorted(result.failures_by_kind.items())]
+    return lines
 
 
 def _statuses(statuses: dict) -> str:

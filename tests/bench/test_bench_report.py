@@ -76,7 +76,8 @@ def test_markdown_has_the_machine_table_ratios_and_skips():
 def test_markdown_reports_failover_bad_input_and_provisioning():
     failover = FailoverResult(victim="i-1", requests=1000, request_rate=200.0,
                               failed_after_kill=300, failing_for_s=12.5, rejoin_s=7.0,
-                              health_window_s=10.0, statuses={"200": 700, "502": 300})
+                              health_window_s=10.0, statuses={"200": 700, "502": 300},
+                              failures_by_kind={"502": (297, 7.5), "503": (3, 12.5)})
     bad = BadInputResult(tried=400, from_corpus=120, generated=280, rejected=390, accepted=9,
                          server_errors=1, examples_5xx=["500: raw b'x'"])
     prov = ProvisionResult(deploy_s=2.0, destroy_s=1.0, instances=2,
@@ -84,7 +85,9 @@ def test_markdown_reports_failover_bad_input_and_provisioning():
                            destroy_calls=Counter({"ec2.DeleteVpc": 1}))
     text = render_markdown(bench_run(failover=failover, bad_input=bad, provisioning=prov))
     assert "| failed requests after killing `i-1` | 300 |" in text
-    assert "OUTSIDE the health check window of 10 s" in text  # 12.5 s > 10 s: said plainly
+    assert "OUTSIDE the health check window: interval x unhealthy threshold = 10 s" in text
+    assert "| 502 | 297 | 7.50 s |" in text
+    assert "| 503 | 3 | 12.50 s |" in text
     assert "| **5xx answers** | **1** |" in text
     assert "- `500: raw b'x'`" in text
     assert "| deploy (2 instances) | 2.00 s | 3 |" in text
