@@ -113,8 +113,17 @@ class SeedServer(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
+        import logging
+
         from . import create_app
 
+        # The app's own lines (seed restored, seed file corrupt, tracebacks) in gunicorn's
+        # error log format and stream; Flask adds its default handler only to a bare logger.
+        gunicorn_logger = logging.getLogger("gunicorn.error")
+        app_logger = logging.getLogger("app")
+        app_logger.handlers = list(gunicorn_logger.handlers)
+        app_logger.setLevel(gunicorn_logger.level)  # --log-level applies to both
+        app_logger.propagate = False
         return create_app(self.app_config)
 
 

@@ -235,6 +235,9 @@ def test_corrupt_seed_file_starts_at_zero(start_server, free_port, tmp_path):
     assert fresh_get(server.url + "/").text == "0"
     assert fresh_get(server.url + "/health").status_code == 200
     assert server.stderr.count("is corrupt") == 1  # once, in the master, not per worker
+    # in gunicorn's error log format, like the server's own lines
+    assert re.search(r"^\[[^\]]+\] \[\d+\] \[ERROR\] seed: the seed file .* is corrupt",
+                     server.stderr, re.MULTILINE)
 
 
 def test_access_log_one_combined_line_per_request(server):
