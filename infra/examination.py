@@ -248,7 +248,7 @@ class Examination:
                      f"target group {name} has one target; the assignment needs two instances "
                      "sharing the traffic",
                      "register the second instance too")
-        self.checktarget_health(tg, targets)
+        self.check_target_health(tg, targets)
         self.check_instances(tg, targets)
 
     def check_ports(self, tg: dict, targets: list[dict]) -> None:
@@ -282,8 +282,14 @@ class Examination:
                      f"target group {name} expects health check codes {matcher}, but the "
                      "app's health check answers 200",
                      "set the success codes to 200")
+        path = tg.get("HealthCheckPath") or "/"
+        if path not in (HEALTH_CHECK_PATH, "/"):
+            # only AWS's Target.ResponseCodeMismatch (or the probe) can tell if it answers 200
+            self.add(INFO, "HEALTH_CHECK_PATH",
+                     f"target group {name} health-checks GET {path}; this project's app "
+                     f"answers 200 on {HEALTH_CHECK_PATH} and /")
 
-    def checktarget_health(self, tg: dict, targets: list[dict]) -> None:
+    def check_target_health(self, tg: dict, targets: list[dict]) -> None:
         by_reason: dict[str | None, list[dict]] = {}
         healthy = 0
         for desc in targets:

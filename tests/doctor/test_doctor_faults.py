@@ -367,6 +367,8 @@ def test_response_code_mismatch_names_the_health_check_path(clients, seed):
                  if f.code == "HEALTH_CHECK_NOT_200"]
     assert "/healthz" in finding.message and "[404]" in finding.message
     assert "/health" in finding.fix
+    [note] = [f for f in diagnose(clients, lb=seed.lb_name) if f.code == "HEALTH_CHECK_PATH"]
+    assert note.severity == INFO and "/healthz" in note.message
 
 
 def test_mixed_health_reports_each_reason_once(clients, seed):
