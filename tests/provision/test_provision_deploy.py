@@ -312,3 +312,25 @@ def test_public_access_any_opens_5000_to_everyone_and_switching_back_revokes(aws
     rules = ingress(sg_by_name(aws, f"{STACK}-app-sg"))
     assert ("tcp", 5000, 5000, "0.0.0.0/0") not in rules
     assert ("tcp", 5000, 5000, "198.51.100.0/24") in rules
+
+
+def test_load_balancer_provisions_while_the_instances_boot(aws, settings):
+    """The ALB is created before the instances are launched, and nothing waits for either
+    until both are on their way: the waits overlap, as they dominate the time on AWS."""
+    faults = Faults().attach(aws)
+    stack_for(aws, settings).deploy()
+    calls = faults.calls
+    create_lb = calls.index("elbv2.CreateLoadBalancer")
+    first_run = calls.index("ec2.RunInstances")
+    last_run = len(calls) - 1 - calls[::-1].index("ec2.RunInstances")
+    assert create_lb < first_run
+    assert "elbv2.DescribeLoadBalancers" not in calls[create_lb:last_run]  # no LB wait yet
+    waits = [i for i, c in enumerate(calls) if c in ("ec2.DescribeInstances",
+                                                     "elbv2.DescribeLoadBalancers")]
+    assert [i for i in waits if i > last_run]
+
+
+def test_destroy_without_the_state_file(aws, settings, deployed):
+    state_path(settings.state_dir, STACK).unlink()
+    stack_for(aws, settings).destroy()
+    assert count(tagged_resources(aws)) == EMPTY
