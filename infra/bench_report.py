@@ -94,16 +94,19 @@ def ratio_lines(setups: dict[str, SetupResult]) -> list[str]:
     return lines
 
 
+def _window_verdict(seconds: float, window: float | None) -> str:
+    if window is None:
+        return ""
+    verdict = "within" if seconds <= window else "OUTSIDE"
+    return f" ({verdict} the health check window: interval x unhealthy threshold = {window:g} s)"
+
+
 def failover_lines(result: FailoverResult | None) -> list[str]:
     if result is None:
         return ["Not measured in this run."]
     window = result.health_window_s
     rejoin = "did not rejoin" if result.rejoin_s is None else f"{result.rejoin_s:.2f} s"
-    within = ""
-    if window is not None:
-        verdict = "within" if result.failing_for_s <= window else "OUTSIDE"
-        within = (f" ({verdict} the health check window: interval x unhealthy threshold "
-                  f"= {window:g} s)")
+    kinds = result.failures_by_kind
     lines = [
         "| measure | value |", "|---|---:|",
         f"| steady load (requests/s through the LB) | {result.request_rate:,.0f} |",
@@ -114,15 +117,29 @@ def failover_lines(result: FailoverResult | None) -> list[str]:
         f"| time from the restart until it serves again | {rejoin} |",
         f"| failed requests after the restart | {result.failed_after_restart} |",
         "",
-        f"Failures stopped {result.failing_for_s:.2f} s after the kill{within}. "
-        f"Answers by status: {_statuses(result.statuses)}.",
     ]
-    if result.failures_by_kind:
-        lines += ["", "Failures after the kill, by kind (a 502 is a request sent to the dead "
-                  "instance; a 503 is the load balancer finding no upstream available):", "",
+    if "502" in kinds:
+        count, last = kinds["502"]
+        lines.append(f"Requests sent to the dead instance (502) stopped {last:.2f} s after the "
+                     f"kill{_window_verdict(last, window)}; the last failure of any kind was "
+                     f"sent {result.failing_for_s:.2f} s after it"
+                     f"{_window_verdict(result.failing_for_s, window)}.")
+    else:
+        lines.append(f"Failures stopped {result.failing_for_s:.2f} s after the kill"
+                     f"{_window_verdict(result.failing_for_s, window)}.")
+    lines.append(f"Answers by status: {_statuses(result.statuses)}.")
+    if kinds:
+        lines += ["", "Failures after the kill, by kind:", "",
                   "| kind | requests | last one sent after the kill |", "|---|---:|---:|"]
-        lines += [f"| {kind} | {n} | {last:.2f} s |"
-                  for kind, (n, last) in sorted(result.failures_by_kind.items())]
+        lines += [f"| {kind} | {n} | {last:.2f} s |" for kind, (n, last) in sorted(kinds.items())]
+        note = ("A 502 is a request the load balancer sent to the dead instance, until its "
+                "health checks took it out.")
+        if "503" in kinds:
+            note += (" A 503 is Caddy's own \"no upstreams available\": while one upstream is "
+                     "down and requests arrive concurrently, its round-robin selection now and "
+                     "then skips past the healthy one (with a single client thread none were "
+                     "seen). An ALB does not answer that way.")
+        lines += ["", note]
     return lines
 
 

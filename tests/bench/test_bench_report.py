@@ -85,7 +85,9 @@ def test_markdown_reports_failover_bad_input_and_provisioning():
                            destroy_calls=Counter({"ec2.DeleteVpc": 1}))
     text = render_markdown(bench_run(failover=failover, bad_input=bad, provisioning=prov))
     assert "| failed requests after killing `i-1` | 300 |" in text
-    assert "OUTSIDE the health check window: interval x unhealthy threshold = 10 s" in text
+    assert ("Requests sent to the dead instance (502) stopped 7.50 s after the kill (within "
+            "the health check window: interval x unhealthy threshold = 10 s); the last failure "
+            "of any kind was sent 12.50 s after it (OUTSIDE the health check window") in text
     assert "| 502 | 297 | 7.50 s |" in text
     assert "| 503 | 3 | 12.50 s |" in text
     assert "| **5xx answers** | **1** |" in text
