@@ -179,8 +179,9 @@ def check_elbv2_available(clients: Clients) -> None:
             where = clients.target.endpoint_url or "AWS"
             raise UserError(
                 f"the endpoint {where} has no Elastic Load Balancing v2 (LocalStack's free tier "
-                "lacks it). Either set LOCALSTACK_AUTH_TOKEN and restart LocalStack "
-                "(docker compose -f docker-compose.localstack.yml up -d), or use the moto "
+                "lacks it). Either run LocalStack's licensed image with your token "
+                "(`LOCALSTACK_AUTH_TOKEN=... docker compose -f docker-compose.localstack.yml up -d "
+                "--wait localstack-pro`), or use the moto "
                 "backend: start `.venv/bin/moto_server -p 5001` and run "
                 "`AWS_ENDPOINT_URL=http://127.0.0.1:5001 make deploy-aws`"
             ) from None

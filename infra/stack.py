@@ -29,8 +29,7 @@ from infra.errors import UserError
 from infra.loadbalancer import LoadBalancer
 from infra.network import FoundNetwork, Network, rules_of
 from infra.state import remove_state, write_state
-
-USER_DATA_LIMIT = 16 * 1024  # EC2's limit, before base64
+from infra.userdata import ensure_fits
 
 
 class DeployError(UserError):
@@ -76,6 +75,9 @@ class Stack:
 
     def deploy(self) -> dict:
         decisions = self._preflight(for_deploy=True)
+        # Rendered (and measured) before anything is created: an oversize script is a preflight
+        # failure, not a half-built stack.
+        user_data = self._user_data()
         with self._stepping("surveying the stack"):
             survey = self._survey()
         self.progress(f"plan for stack {self.settings.stack} "
@@ -102,7 +104,6 @@ class Stack:
             known = survey.listeners if survey.load_balancers else []
             self.lb.ensure_listener(lb["LoadBalancerArn"], tg_arn, known)
         with self._stepping("launching the instances"):
-            user_data = self._user_data()
             ids = self.instances.ensure(net.subnets, app_sg, decisions.placement.instance_type,
                                         user_data, survey.instances)
         with self._stepping("waiting for the instances"):
@@ -330,8 +331,7 @@ class Stack:
         text = self.settings.user_data
         if text is None:
             text = render_default_user_data(self.settings)
-        if len(text.encode()) > USER_DATA_LIMIT:
-            raise UserError(f"user data is {len(text.encode())} bytes: EC2 allows 16 KB")
+        ensure_fits(text)  # RunInstances takes at most 16383 raw bytes
         return text
 
     def _state(self, vpc_id: str, lb: dict, tg_arn: str, ids: list[str],
