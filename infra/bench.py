@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="seedlb-bench-") as tmp, ExitStack() as exits:
         work = Path(tmp)
         testbed: list[RunningTestbed] = []  # filled by the step that starts it
-        if "load" in steps or "failover" in steps:
+        if ("load" in steps and wrk is not None) or "failover" in steps:
             _step(bench, "testbed up", progress,
                   lambda: testbed.append(_start_testbed(exits, work, progress)))
         if "load" in steps:
