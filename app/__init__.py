@@ -86,7 +86,14 @@ def create_app(config: dict | None = None) -> Flask:
                 return _error(str(err), 400)
         # Every other body is read as raw bytes whatever its Content-Type (request.form is
         # never touched, so a form content type cannot swallow the JSON).
-        raw = request.get_data(cache=False)
+        try:
+            raw = request.get_data(cache=False)
+        except Exception as err:
+            # The server's input stream raises its own errors for a body it cannot decode
+            # (gunicorn: InvalidChunkSize, ChunkMissingTerminator, NoMoreData). Only the body
+            # is read here, so whatever fails is the client's body: a 400, not a 500.
+            return _error(f"the request body could not be read ({type(err).__name__}); "
+                          'send JSON such as {"num": 100}', 400)
         if length is None and limit is not None and len(raw) >= limit:
             # A chunked body has no Content-Length to check up front, and Werkzeug quietly
             # stops reading it at the limit: refuse it rather than parse a truncated body.

@@ -330,3 +330,25 @@ def test_flask_run_still_works(tmp_path, free_port):
         proc.wait(timeout=15)
 
 
+
+
+@pytest.mark.parametrize("chunk_size", [b"zz", b"-1", b"1"])  # 1: missing terminator
+def test_malformed_chunked_body_is_400_not_500(server, chunk_size):
+    # Found by `make bench`'s bad-input probe: gunicorn raises InvalidChunkSize while the app
+    # reads the body. A body that cannot be read is the client's mistake, and changes nothing.
+    import socket
+
+    with _session() as session:
+        assert session.post(server.url + "/", json={"num": 41}).text == "41"
+    host, port = server.url.removeprefix("http://").split(":")
+    request = (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+               + chunk_size + b"\r\n{\"num\": 5}\r\n0\r\n\r\n")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(request)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    status_line = reply.split(b"\r\n", 1)[0]
+    assert status_line.split()[1] == b"400", reply[:300]
+    assert fresh_get(server.url + "/").text == "41"
