@@ -74,6 +74,12 @@ doctor: setup ## name what is misconfigured on the AWS side: make doctor [STACK=
 	$(PY) -m infra doctor $(if $(LB),--lb "$(LB)",--stack $(STACK)) $(ARGS)
 
 bench: setup ## measure throughput, failover, bad input and provisioning; writes docs/benchmarks.md
+	@command -v wrk >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing wrk from Debian's packages"; \
+	    apt-get install -y -q wrk >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null; } \
+	      || echo "could not install wrk: throughput will be skipped" >&2; \
+	  else echo "wrk is not installed (apt-get install wrk, brew install wrk): throughput will be skipped" >&2; fi; }
 	$(PY) -m infra bench $(ARGS)
 
 clean: ## remove .venv and caches (not .state/)
