@@ -7,6 +7,7 @@ instance metadata service or anything else fails loudly instead.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 
 import pytest
@@ -45,9 +46,40 @@ def pytest_unconfigure(config):
         guard.undo()
 
 
-@pytest.fixture
-def free_port():
-    """A free TCP port on 127.0.0.1 (bind to 0, read it back)."""
+def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture
+def free_port():
+    """A free TCP port on 127.0.0.1 (bind to 0, read it back)."""
+    return _free_port()
+
+
+@contextlib.contextmanager
+def _running_moto_server():
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def moto_server():
+    """A moto server of the test's own on a free loopback port: its endpoint URL."""
+    with _running_moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="module")
+def module_moto_server():
+    """One moto server shared by a module's tests (each uses its own stack): its endpoint."""
+    with _running_moto_server() as endpoint:
+        yield endpoint

@@ -12,7 +12,6 @@ from pathlib import Path
 import boto3
 import pytest
 from doctor_seed import REGION, any_ami, build_seed_stack
-from moto.server import ThreadedMotoServer
 
 from infra.findings import ERROR
 
@@ -20,18 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def moto_endpoint():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+def moto_endpoint(module_moto_server):
+    return module_moto_server
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,10 @@
-"""Fixtures for the provisioning tests: moto in process, a moto server, fast settings."""
+"""Fixtures for the provisioning tests: moto in process and fast settings (the moto server
+fixtures are the suite's own, in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import pytest
 from moto import mock_aws
-from moto.server import ThreadedMotoServer
 from provision_helpers import REGION, STACK
 
 from infra.clients import Clients, Target
@@ -23,13 +23,3 @@ def settings(tmp_path) -> Settings:
     # public_access is explicit: in-process moto looks like real AWS, and tests must never
     # look up the deployer's IP.
     return Settings.fast(stack=STACK, public_access="203.0.113.7/32", state_dir=str(tmp_path))
-
-
-@pytest.fixture
-def moto_server(free_port):
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{free_port}"
-    finally:
-        server.stop()

@@ -14,7 +14,6 @@ from pathlib import Path
 import boto3
 import pytest
 import yaml
-from moto.server import ThreadedMotoServer
 
 from infra.clients import Clients, resolve_target
 from infra.errors import UserError
@@ -120,16 +119,11 @@ def test_healthcheck_asks_the_gateway(localstack):
 
 
 @pytest.fixture
-def fake_localstack(free_port, monkeypatch):
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port, verbose=False)
-    server.start()
+def fake_localstack(moto_server, monkeypatch):
     # localstack-client prefers AWS_ENDPOINT_URL over LOCALSTACK_HOST: keep it out.
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.setenv("LOCALSTACK_HOST", f"127.0.0.1:{free_port}")
-    try:
-        yield f"http://127.0.0.1:{free_port}"
-    finally:
-        server.stop()
+    monkeypatch.setenv("LOCALSTACK_HOST", moto_server.removeprefix("http://"))
+    return moto_server
 
 
 @pytest.mark.integration

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from moto.server import ThreadedMotoServer
 from provision_helpers import EMPTY, count, tagged_resources
 
 from infra.clients import Clients, Target
@@ -28,17 +26,9 @@ def run(args, env, timeout=120):
 
 
 @pytest.fixture(scope="module")
-def shared_server():
+def shared_server(module_moto_server):
     """One moto server for the module: every test uses its own stack name."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    return module_moto_server
 
 
 @pytest.fixture
