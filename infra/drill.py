@@ -108,6 +108,21 @@ def _health_event(runtime_dir, name: str, host: str, after: float) -> dict | Non
     return None
 
 
+def _wait_health_event(
+    runtime_dir, name: str, host: str, after: float, timeout: float
+) -> dict | None:
+    """The first such event from Caddy, waited for up to `timeout` seconds (None if none)."""
+    event = None
+
+    def seen() -> bool:
+        nonlocal event
+        event = _health_event(runtime_dir, name, host, after)
+        return event is not None
+
+    wait_until(seen, timeout, 0.1)
+    return event
+
+
 def _post_seed(address: str, value: int) -> bool:
     try:
         resp = requests.post(f"http://{address}/", json={"num": value}, timeout=REQUEST_TIMEOUT)
@@ -166,14 +181,9 @@ def run_drill(testbed, progress=None, rng: random.Random | None = None) -> Drill
             f"{result.window:.0f}s")
         killed_at = time.time()
         testbed.kill_instance(result.victim)
-        down = None
-
-        def noticed() -> bool:
-            nonlocal down
-            down = _health_event(testbed.runtime_dir, "unhealthy", victim_addr, killed_at)
-            return down is not None
-
-        wait_until(noticed, result.window, 0.1)
+        down = _wait_health_event(
+            testbed.runtime_dir, "unhealthy", victim_addr, killed_at, result.window
+        )
         if down is None:
             result.problems.append(f"Caddy did not mark {result.victim} down within "
                                    f"{result.window:.0f}s")
@@ -186,14 +196,9 @@ def run_drill(testbed, progress=None, rng: random.Random | None = None) -> Drill
         say(f"drill: starting {result.victim} again (same seed file)")
         testbed.start_instance(result.victim)
         answering_at = time.time()
-        up = None
-
-        def back() -> bool:
-            nonlocal up
-            up = _health_event(testbed.runtime_dir, "healthy", victim_addr, killed_at)
-            return up is not None
-
-        wait_until(back, result.rejoin_window, 0.1)
+        up = _wait_health_event(
+            testbed.runtime_dir, "healthy", victim_addr, killed_at, result.rejoin_window
+        )
         if up is None:
             result.problems.append(f"Caddy did not put {result.victim} back within "
                                    f"{result.rejoin_window:.0f}s")
