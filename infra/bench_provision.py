@@ -18,17 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.bench_procs import LOOPBACK, ServerProcess, free_port
+from infra.motoserver import FAKE_CREDENTIALS
 
+# The testbed's fake credentials, and no profile files: nothing of the user's reaches moto.
 FAKE_AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
+    **FAKE_CREDENTIALS,
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_REGION": "us-east-1",
     "AWS_CONFIG_FILE": os.devnull,
     "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-    "AWS_EC2_METADATA_DISABLED": "true",
-    "SEEDLB_LOOPBACK_ONLY": "1",
 }
 
 
