@@ -118,15 +118,19 @@ def emulator_clients(endpoint: str, region: str) -> Clients:
     """Clients for the local moto server, resolved the standard way (AWS_ENDPOINT_URL)."""
     with emulator_environment(endpoint, region):
         clients = Clients(resolve_target("aws", region))
-    # Explicit fake credentials: nothing from the user's profile ever reaches even the emulator.
+    clients.session = fake_session(region)
+    return clients
+
+
+def fake_session(region: str) -> boto3.session.Session:
+    """Explicit fake credentials: nothing from the user's profile ever reaches even the emulator."""
     fake = motoserver.FAKE_CREDENTIALS
-    clients.session = boto3.session.Session(
+    return boto3.session.Session(
         region_name=region,
         aws_access_key_id=fake["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=fake["AWS_SECRET_ACCESS_KEY"],
         aws_session_token=fake["AWS_SESSION_TOKEN"],
     )
-    return clients
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -573,11 +577,7 @@ def _check_loopback(address: str, what: str) -> None:
 def _warm_up(endpoint: str, region: str) -> None:
     """Runs in a thread: touches no environment, builds its own session."""
     with contextlib.suppress(Exception):  # only an optimisation: deploy reports real errors
-        session = boto3.session.Session(
-            region_name=region,
-            aws_access_key_id=motoserver.FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=motoserver.FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        )
+        session = fake_session(region)
         session.client("ec2", endpoint_url=endpoint).describe_availability_zones()
         session.client("elbv2", endpoint_url=endpoint).describe_load_balancers()
 
