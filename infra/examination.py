@@ -22,11 +22,6 @@ def target_health(clients: Clients, tg_arn: str) -> list[dict]:
         "TargetHealthDescriptions"]
 
 
-def _all_target_groups(clients: Clients) -> list[dict]:
-    pages = clients.elbv2.get_paginator("describe_target_groups").paginate()
-    return [tg for page in pages for tg in page["TargetGroups"]]
-
-
 def load_balancer_target_groups(clients: Clients, lb: dict) -> list[dict]:
     return clients.elbv2.describe_target_groups(LoadBalancerArn=lb["LoadBalancerArn"])[
         "TargetGroups"]
@@ -201,12 +196,14 @@ class Examination:
         the listener forwards to, unless that one is empty while another group in the VPC
         holds targets: then the listener points at the wrong group.
         """
-        groups = {tg["TargetGroupArn"]: tg for tg in _all_target_groups(self.clients)}
+        groups = {tg["TargetGroupArn"]: tg for tg in lb_lookup.all_target_groups(self.elbv2)}
         forwarded_groups = [groups[arn] for arn in forwarded if arn in groups]
         health = {arn: target_health(self.clients, arn) for arn in groups
                   if groups[arn].get("VpcId") == self.lb.get("VpcId")}
         if self.stack:
-            intended = lb_lookup.stack_target_groups(self.clients, self.stack)
+            # the groups listed above: no second DescribeTargetGroups
+            intended = lb_lookup.stack_tagged(self.elbv2, list(groups.values()),
+                                              "TargetGroupArn", self.stack)
         elif any(health.get(tg["TargetGroupArn"]) for tg in forwarded_groups):
             intended = forwarded_groups
         else:

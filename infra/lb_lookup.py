@@ -43,6 +43,11 @@ def all_load_balancers(elbv2) -> list[dict]:
     return [lb for page in pages for lb in page["LoadBalancers"]]
 
 
+def all_target_groups(elbv2) -> list[dict]:
+    pages = elbv2.get_paginator("describe_target_groups").paginate()
+    return [tg for page in pages for tg in page["TargetGroups"]]
+
+
 def _where(clients) -> str:
     return clients.target.describe()
 
@@ -95,8 +100,7 @@ def by_arn(clients, arn: str) -> dict:
 def by_stack(clients, stack: str) -> dict:
     """The one load balancer tagged Project=seed-lb, Stack=<stack>."""
     lbs = all_load_balancers(clients.elbv2)
-    tags = tags_by_arn(clients.elbv2, [lb["LoadBalancerArn"] for lb in lbs])
-    tagged = [lb for lb in lbs if _matches(tags.get(lb["LoadBalancerArn"], {}), stack)]
+    tagged = stack_tagged(clients.elbv2, lbs, "LoadBalancerArn", stack)
     if len(tagged) == 1:
         return tagged[0]
     if not tagged:
@@ -133,7 +137,7 @@ def tags_by_arn(elbv2, arns: list[str]) -> dict[str, dict[str, str]]:
     for start in range(0, len(arns), _DESCRIBE_TAGS_BATCH):
         batch = arns[start : start + _DESCRIBE_TAGS_BATCH]
         for desc in elbv2.describe_tags(ResourceArns=batch)["TagDescriptions"]:
-            out[desc["ResourceArn"]] = {t["Key"]: t["Value"] for t in desc.get("Tags", [])}
+            out[desc["ResourceArn"]] = {t["Key"]: t["Value"] for t in desc.get("Tags") or []}
     return out
 
 
@@ -141,12 +145,11 @@ def _matches(tags: dict[str, str], stack: str) -> bool:
     return tags.get(TAG_PROJECT) == PROJECT and tags.get(TAG_STACK) == stack
 
 
-def stack_target_groups(clients, stack: str) -> list[dict]:
-    """Target groups tagged for this stack (to tell which one the listener should use)."""
-    pages = clients.elbv2.get_paginator("describe_target_groups").paginate()
-    groups = [tg for page in pages for tg in page["TargetGroups"]]
-    tags = tags_by_arn(clients.elbv2, [tg["TargetGroupArn"] for tg in groups])
-    return [tg for tg in groups if _matches(tags.get(tg["TargetGroupArn"], {}), stack)]
+def stack_tagged(elbv2, resources: list[dict], arn_key: str, stack: str) -> list[dict]:
+    """The load balancers or target groups among `resources` tagged Project=seed-lb,
+    Stack=<stack>: ELBv2's describe calls have no tag filter. Deploy and the doctor share it."""
+    tags = tags_by_arn(elbv2, [r[arn_key] for r in resources])
+    return [r for r in resources if _matches(tags.get(r[arn_key], {}), stack)]
 
 
 def _present(clients, lbs: list[dict] | None = None) -> str:

@@ -10,7 +10,8 @@ from collections.abc import Callable
 
 from botocore.exceptions import ClientError
 
-from infra.config import PROJECT, TAG_PROJECT, TAG_STACK, Settings, stack_tags
+from infra.config import Settings, stack_tags
+from infra.lb_lookup import all_load_balancers, all_target_groups, stack_tagged
 from infra.waits import retry_while, wait
 
 _TG_IN_USE = (
@@ -30,28 +31,13 @@ class LoadBalancer:
 
     # --- reading ------------------------------------------------------------------------
 
-    def _ours(self, arns: list[str]) -> set[str]:
-        """The arns among `arns` tagged with this stack (describe_tags takes 20 at a time)."""
-        ours = set()
-        for start in range(0, len(arns), 20):
-            described = self.elbv2.describe_tags(ResourceArns=arns[start:start + 20])
-            for entry in described["TagDescriptions"]:
-                tags = {t["Key"]: t["Value"] for t in entry.get("Tags") or []}
-                if tags.get(TAG_PROJECT) == PROJECT and tags.get(TAG_STACK) == self.settings.stack:
-                    ours.add(entry["ResourceArn"])
-        return ours
-
     def find_load_balancers(self) -> list[dict]:
-        lbs = [lb for page in self.elbv2.get_paginator("describe_load_balancers").paginate()
-               for lb in page["LoadBalancers"]]
-        ours = self._ours([lb["LoadBalancerArn"] for lb in lbs])
-        return [lb for lb in lbs if lb["LoadBalancerArn"] in ours]
+        return stack_tagged(self.elbv2, all_load_balancers(self.elbv2), "LoadBalancerArn",
+                            self.settings.stack)
 
     def find_target_groups(self) -> list[dict]:
-        tgs = [tg for page in self.elbv2.get_paginator("describe_target_groups").paginate()
-               for tg in page["TargetGroups"]]
-        ours = self._ours([tg["TargetGroupArn"] for tg in tgs])
-        return [tg for tg in tgs if tg["TargetGroupArn"] in ours]
+        return stack_tagged(self.elbv2, all_target_groups(self.elbv2), "TargetGroupArn",
+                            self.settings.stack)
 
     def listeners(self, lb_arn: str) -> list[dict]:
         return self.elbv2.describe_listeners(LoadBalancerArn=lb_arn)["Listeners"]
