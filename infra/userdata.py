@@ -62,10 +62,6 @@ class UserDataSize:
     def fits(self) -> bool:
         return self.size < self.limit
 
-    @property
-    def headroom(self) -> int:
-        return self.limit - 1 - self.size
-
     def describe(self) -> str:
         return f"user data is {self.size} bytes; EC2 accepts less than {self.limit}"
 
