@@ -125,15 +125,7 @@ def caddy(tmp_path):
         proc = subprocess.Popen([str(CADDY), "run", "--config", str(path)], env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
         procs.append((proc, log))
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"caddy exited: {(tmp_path / log.name).read_text()[-2000:]}")
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    return Endpoint("127.0.0.1", port)
-            time.sleep(0.02)
-        raise RuntimeError("caddy did not start listening within 10 s")
+        return _listening(proc, port, Path(log.name), "caddy", seconds=10, poll=0.02)
 
     yield start
     for proc, log in procs:
@@ -150,6 +142,20 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _listening(proc: subprocess.Popen, port: int, log: Path, what: str, *, seconds: float,
+               poll: float) -> Endpoint:
+    """Wait until `proc` accepts connections on `port`; fail with its log if it exits."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited: {log.read_text()[-2000:]}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return Endpoint("127.0.0.1", port)
+        time.sleep(poll)
+    raise RuntimeError(f"{what} did not listen within {seconds:g} s")
 
 
 @pytest.fixture
@@ -179,15 +185,7 @@ def real_app(tmp_path):
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         procs.append((proc, log))
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"app exited: {(tmp_path / f'app-{name}.log').read_text()}")
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    return Endpoint("127.0.0.1", port)
-            time.sleep(0.05)
-        raise RuntimeError("the app did not listen within 20 s")
+        return _listening(proc, port, Path(log.name), "the app", seconds=20, poll=0.05)
 
     yield start
     for proc, _ in procs:
