@@ -43,6 +43,7 @@ from infra.processes import (
     log_tail,
     wait_until,
 )
+from infra.state import read_state, state_path, write_state
 
 DEFAULT_STACK = "seed-lb-local"
 DEFAULT_LB_PORT = 8080
@@ -310,7 +311,7 @@ class Testbed:
         self.progress(f"  {message}")
 
     def _state_file(self) -> Path:
-        return self.state_dir / f"{self.stack}.json"
+        return state_path(self.state_dir, self.stack)
 
     def _check_view(self, view: StackView) -> None:
         missing = []
@@ -404,15 +405,11 @@ class Testbed:
 
     def _write_grade_endpoints(self, meta: Meta) -> None:
         """So that `make grade LB=<lb>` can check each local instance too."""
-        path = Path(meta.state_file)
-        try:
-            state = json.loads(path.read_text())
-        except (OSError, ValueError):
+        state = read_state(self.state_dir, self.stack)  # the file deploy just wrote
+        if state is None:
             return
         state["grade_endpoints"] = {"lb": meta.lb, "instances": list(meta.instances.values())}
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        tmp.replace(path)
+        write_state(self.state_dir, self.stack, state)
 
     # --- previous runs -------------------------------------------------------------------
     def _live_records(self):
