@@ -171,14 +171,19 @@ def test_probe_reports_a_refused_connection(free_port):
     assert code is None and "connection failed" in why
 
 
-def test_probe_finding_from_a_real_answer(clients, seed, app_answering):
-    port, _ = app_answering
+def _probe_findings(clients, port: int) -> list:
+    """The findings of probing one running instance on 127.0.0.1:`port` at /health."""
     exam = examination.Examination(clients, {"LoadBalancerName": "x", "DNSName": "x"}, "by test",
-                              stack=None, probe=True)
+                                   stack=None, probe=True)
     instance = {"InstanceId": "i-1", "PublicIpAddress": "127.0.0.1",
                 "State": {"Name": "running"}}
     exam.maybe_probe("i-1", instance, port, {"HealthCheckPath": "/health"})
-    [finding] = exam.findings
+    return exam.findings
+
+
+def test_probe_finding_from_a_real_answer(clients, seed, app_answering):
+    port, _ = app_answering
+    [finding] = _probe_findings(clients, port)
     assert finding.code == "HEALTH_CHECK_NOT_200" and finding.severity == ERROR
     assert "404" in finding.message
 
@@ -209,12 +214,7 @@ def test_probe_wiring_when_allowed(clients, seed, monkeypatch):
 
 
 def test_probe_that_cannot_connect_is_only_info(clients, free_port):
-    exam = examination.Examination(clients, {"LoadBalancerName": "x", "DNSName": "x"}, "by test",
-                              stack=None, probe=True)
-    instance = {"InstanceId": "i-1", "PublicIpAddress": "127.0.0.1",
-                "State": {"Name": "running"}}
-    exam.maybe_probe("i-1", instance, free_port, {"HealthCheckPath": "/health"})
-    [finding] = exam.findings
+    [finding] = _probe_findings(clients, free_port)
     assert (finding.code, finding.severity) == ("PROBE_UNREACHABLE", "info")
 
 
