@@ -14,7 +14,6 @@ import requests
 from infra.console import Progress
 from infra.drill import run_drill
 from infra.errors import UserError
-from infra.processes import listening
 
 
 @dataclass
@@ -51,10 +50,10 @@ def grade_phase(testbed) -> tuple[bool, str]:
     return report.passed, "infra.grade: " + ("PASS" if report.passed else "FAIL")
 
 
-def down_phase(testbed, ports: list[str], was_up: bool) -> tuple[bool, str]:
-    report = testbed.down()
+def down_phase(testbed, was_up: bool) -> tuple[bool, str]:
+    report = testbed.down()  # also probes every address the testbed used
     leftovers = [r.describe() for r in testbed.processes.records()]
-    still = [a for a in ports if a and listening(a.rsplit(":", 1)[0], int(a.rsplit(":", 1)[1]))]
+    still = report["listening"]  # those that still answer
     problems = []
     if was_up and not report["destroyed"]:
         problems.append("the stack was not destroyed in moto")
@@ -83,7 +82,6 @@ def run(make_testbed: Callable[..., object]) -> int:
     progress = Progress()
     testbed = make_testbed(progress)
     phases = [Phase("1 up"), Phase("2 grade"), Phase("3 drill"), Phase("4 down")]
-    ports: list[str] = []
 
     def timed(phase: Phase, step: Callable[[], tuple[bool, str]]) -> None:
         progress(f"phase {phase.name}")
@@ -103,8 +101,6 @@ def run(make_testbed: Callable[..., object]) -> int:
     def up() -> tuple[bool, str]:
         testbed.up()
         meta = testbed.meta
-        ports.extend([meta.lb, meta.admin, meta.endpoint.removeprefix("http://"),
-                      *meta.instances.values()])
         return True, f"moto, {len(meta.instances)} app processes and Caddy on {meta.lb}"
 
     def drill() -> tuple[bool, str]:
@@ -125,7 +121,7 @@ def run(make_testbed: Callable[..., object]) -> int:
         progress("interrupted: cleaning up")
     finally:
         if phases[0].passed is not None or interrupted:
-            timed(phases[3], lambda: down_phase(testbed, ports, bool(phases[0].passed)))
+            timed(phases[3], lambda: down_phase(testbed, bool(phases[0].passed)))
     print(render(phases, progress.elapsed), flush=True)
     if interrupted:
         return 130
