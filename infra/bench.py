@@ -37,13 +37,14 @@ from infra.bench_load import (
     run_rounds,
 )
 from infra.bench_machine import describe_machine, load_average
-from infra.bench_procs import LOOPBACK, free_port
+from infra.bench_procs import LOOPBACK
 from infra.bench_provision import run_provisioning
 from infra.bench_report import BenchRun, Section, console_summary, plot, render_markdown
 from infra.bench_testbed import RunningTestbed, TestbedMissing, failover_drill, running_testbed
 from infra.bench_wrk import find_wrk, wrk_version
 from infra.console import Progress
 from infra.errors import UserError
+from infra.processes import free_port
 
 STEPS = ("load", "failover", "badinput", "provision")
 DOC_NAME = "benchmarks.md"

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import requests
 
+from infra.processes import wait_until
+
 
 @dataclass
 class Sample:
@@ -121,15 +123,6 @@ def failures_by_kind(samples: list[Sample], killed_at: float) -> dict[str, tuple
     return kinds
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step)
-    return condition()
-
-
 def run_failover(lb_url: str, victim: str, kill: Callable[[], None],
                  restart: Callable[[], None], *, health_window_s: float | None,
                  progress, quiet_s: float = 3.0, max_wait_s: float = 45.0,
@@ -141,7 +134,7 @@ def run_failover(lb_url: str, victim: str, kill: Callable[[], None],
         def seen() -> set[str | None]:
             return {s.served_by for s in load.since(started) if s.ok}
 
-        if not wait_for(lambda: victim in seen(), timeout=10):
+        if not wait_until(lambda: victim in seen(), 10):
             raise RuntimeError(f"{victim} never answered through {lb_url} before the kill "
                                f"(served by: {sorted(x for x in seen() if x)})")
         progress(f"  steady load on {lb_url}: served by {sorted(x for x in seen() if x)}")
@@ -155,7 +148,7 @@ def run_failover(lb_url: str, victim: str, kill: Callable[[], None],
             recent = load.since(now - quiet_s)
             return now - killed_at >= quiet_s and bool(recent) and all(s.ok for s in recent)
 
-        if not wait_for(quiet, timeout=max_wait_s):
+        if not wait_until(quiet, max_wait_s):
             progress(f"  requests still fail {max_wait_s:.0f}s after the kill")
         result.failed_after_kill, result.failing_for_s = summarize_recovery(
             load.since(killed_at), killed_at)
@@ -170,7 +163,7 @@ def run_failover(lb_url: str, victim: str, kill: Callable[[], None],
         def back() -> bool:
             return any(s.ok and s.served_by == victim for s in load.since(restarted_at))
 
-        if wait_for(back, timeout=max_wait_s):
+        if wait_until(back, max_wait_s):
             first = min(s.at for s in load.since(restarted_at) if s.ok and s.served_by == victim)
             result.rejoin_s = first - restarted_at
             progress(f"  {victim} rejoined after {result.rejoin_s:.2f}s")

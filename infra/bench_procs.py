@@ -1,4 +1,4 @@
-"""Servers the bench starts on loopback: free ports, readiness waits, a clean stop.
+"""Servers the bench starts on loopback: readiness waits, a clean stop.
 
 Each process runs in its own session, so that stopping it also stops what it forked
 (gunicorn's workers, the werkzeug reloader if any). Output goes to a log file, whose
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,13 +19,6 @@ import requests
 from infra.errors import UserError
 
 LOOPBACK = "127.0.0.1"
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A port nobody listens on right now (bind to 0 and read it back)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 class ServerProcess:

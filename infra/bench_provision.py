@@ -17,8 +17,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from infra.bench_procs import LOOPBACK, ServerProcess, free_port
+from infra.bench_procs import LOOPBACK, ServerProcess
 from infra.motoserver import FAKE_CREDENTIALS
+from infra.processes import free_port
 
 # The testbed's fake credentials, and no profile files: nothing of the user's reaches moto.
 FAKE_AWS_ENV = {

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import requests
 
-from infra.bench_failover import FailoverResult, run_failover, wait_for
-from infra.bench_procs import free_port
+from infra.bench_failover import FailoverResult, run_failover
+from infra.processes import free_port, wait_until
 
 STACK = "seedlb-bench"
 
@@ -59,7 +59,7 @@ def _serving(lb_url: str, instance_ids: set[str], timeout: float) -> set[str]:
             seen.add(resp.headers.get("X-Served-By", ""))
         return instance_ids <= seen
 
-    wait_for(all_seen, timeout=timeout, step=0.02)
+    wait_until(all_seen, timeout, 0.02)
     return seen
 
 
