@@ -6,13 +6,12 @@ them and keeping those whose tags (describe_tags) carry the stack's Project and 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-
-from botocore.exceptions import ClientError
 
 from infra.config import Settings, stack_tags
 from infra.lb_lookup import all_load_balancers, all_target_groups, stack_tagged
-from infra.waits import retry_while, wait
+from infra.waits import ignore_missing, retry_while, wait
 
 _TG_IN_USE = (
     "the target group is still attached to a load balancer that AWS is deleting; "
@@ -186,11 +185,8 @@ class LoadBalancer:
         """Start deleting the stack's load balancers (their listeners go with them)."""
         arns = [lb["LoadBalancerArn"] for lb in self.find_load_balancers()]
         for arn in arns:
-            try:
-                self.elbv2.delete_load_balancer(LoadBalancerArn=arn)
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") != "LoadBalancerNotFound":
-                    raise
+            ignore_missing("LoadBalancerNotFound", self.elbv2.delete_load_balancer,
+                           LoadBalancerArn=arn)
             self.progress(f"deleting load balancer {arn.rsplit('/', 2)[-2]}")
         return arns
 
@@ -203,15 +199,9 @@ class LoadBalancer:
     def delete_target_groups(self) -> list[str]:
         names = []
         for tg in self.find_target_groups():
-            arn = tg["TargetGroupArn"]
-
-            def delete(arn=arn):
-                try:
-                    self.elbv2.delete_target_group(TargetGroupArn=arn)
-                except ClientError as exc:
-                    if exc.response.get("Error", {}).get("Code") != "TargetGroupNotFound":
-                        raise
-
+            delete = functools.partial(ignore_missing, "TargetGroupNotFound",
+                                       self.elbv2.delete_target_group,
+                                       TargetGroupArn=tg["TargetGroupArn"])
             retry_while(delete, ("ResourceInUse",), f"deleting target group "
                         f"{tg['TargetGroupName']}", self.progress,
                         delay=self.settings.dependency_retry_delay,

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from infra.config import Settings, stack_filters, stack_tags
-from infra.waits import retry_while
+from infra.waits import ignore_missing, retry_while
 
 ANYWHERE_V4 = "0.0.0.0/0"
 ANYWHERE_V6 = "::/0"
@@ -296,15 +296,15 @@ class Network:
             for assoc in table.get("Associations") or []:
                 if not assoc.get("Main"):
                     ec2.disassociate_route_table(AssociationId=assoc["RouteTableAssociationId"])
-            self._ignore_missing(lambda t=table: ec2.delete_route_table(
-                RouteTableId=t["RouteTableId"]), "InvalidRouteTableID.NotFound")
+            ignore_missing("InvalidRouteTableID.NotFound", ec2.delete_route_table,
+                           RouteTableId=table["RouteTableId"])
             gone.append(f"route table {table['RouteTableId']}")
         for igw in ec2.describe_internet_gateways(Filters=self._filters())["InternetGateways"]:
             for attachment in igw.get("Attachments") or []:
                 ec2.detach_internet_gateway(InternetGatewayId=igw["InternetGatewayId"],
                                             VpcId=attachment["VpcId"])
-            self._ignore_missing(lambda i=igw: ec2.delete_internet_gateway(
-                InternetGatewayId=i["InternetGatewayId"]), "InvalidInternetGatewayID.NotFound")
+            ignore_missing("InvalidInternetGatewayID.NotFound", ec2.delete_internet_gateway,
+                           InternetGatewayId=igw["InternetGatewayId"])
             gone.append(f"internet gateway {igw['InternetGatewayId']}")
         for subnet in ec2.describe_subnets(Filters=self._filters())["Subnets"]:
             self._retry(lambda s=subnet: ec2.delete_subnet(SubnetId=s["SubnetId"]),
@@ -318,22 +318,9 @@ class Network:
         return gone
 
     def _retry(self, action, what: str, delay: float, budget: float, missing_code: str) -> None:
-        self._ignore_missing(
-            lambda: retry_while(action, ("DependencyViolation",), what, self.progress,
-                                delay=delay, budget=budget, explain=_SG_IN_USE),
-            missing_code,
-        )
-
-    @staticmethod
-    def _ignore_missing(action, missing_code: str) -> None:
-        """Deleting what is already gone is success: destroy may run twice."""
-        from botocore.exceptions import ClientError
-
-        try:
-            action()
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != missing_code:
-                raise
+        ignore_missing(missing_code, lambda: retry_while(
+            action, ("DependencyViolation",), what, self.progress,
+            delay=delay, budget=budget, explain=_SG_IN_USE))
 
 
 def rules_of(group: dict) -> set[Rule]:

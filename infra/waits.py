@@ -1,4 +1,5 @@
-"""Waiting for AWS: boto3 waiters with progress lines, and the two bounded retries no waiter covers.
+"""Waiting for AWS: boto3 waiters with progress lines, the two bounded retries no waiter covers,
+and deletes that find the resource already gone.
 
 Waiters run in short rounds so a long wait (minutes on real AWS) prints a progress line with
 the elapsed time after each round instead of going silent; the polling itself is the waiter's.
@@ -79,6 +80,16 @@ def _reason(exc: WaiterError) -> str:
         return f"{error.get('Code')}: {error.get('Message')}"
     now = _states(last)
     return str(exc.kwargs.get("reason") or exc) + (f" (last seen: {now})" if now else "")
+
+
+def ignore_missing(missing_code: str, call: Callable[..., object], **params) -> None:
+    """`call(**params)`, a delete; AWS's `missing_code` (already gone) counts as done, so a
+    destroy can run twice."""
+    try:
+        call(**params)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != missing_code:
+            raise
 
 
 def retry_while(
