@@ -126,7 +126,7 @@ class Examination:
                      "(0.0.0.0/0)")
 
     def check_lb_subnets(self) -> None:
-        problems = subnet_routes.subnets_without_internet(self.ec2, self.lb_subnets)
+        problems = subnet_routes.subnets_without_internet(self.ec2, self.lb_subnet_details)
         for subnet_id, problem in sorted(problems.items()):
             severity = ERROR if self.lb.get("Scheme") != "internal" else WARNING
             self.add(severity, "SUBNET_NO_IGW_ROUTE",
@@ -345,8 +345,9 @@ class Examination:
         for (ids, port), members in by_groups.items():
             self.check_instance_groups(list(ids), port, members)
         subnets = {i["SubnetId"] for i in instances.values() if i and i.get("SubnetId")}
+        others = subnet_routes.describe_subnets(self.ec2, sorted(subnets - set(self.lb_subnets)))
         for subnet_id, problem in sorted(subnet_routes.subnets_without_internet(
-                self.ec2, sorted(subnets - set(self.lb_subnets))).items()):
+                self.ec2, others).items()):
             self.add(WARNING, "INSTANCE_SUBNET_NO_IGW_ROUTE",
                      f"instance subnet {subnet_id} has no route to the internet: {problem}; "
                      "you cannot ssh in and the instance cannot install packages",
@@ -400,11 +401,13 @@ class Examination:
         return {target_id: found.get(target_id) for target_id in ids}
 
     @functools.cached_property
+    def lb_subnet_details(self) -> list[dict]:
+        """DescribeSubnets of the LB's subnets, once: for their routes and their CIDRs."""
+        return subnet_routes.describe_subnets(self.ec2, self.lb_subnets)
+
+    @property
     def lb_subnet_cidrs(self) -> list[str]:
-        if not self.lb_subnets:
-            return []
-        subnets = self.ec2.describe_subnets(SubnetIds=self.lb_subnets)["Subnets"]
-        return [s["CidrBlock"] for s in subnets if s.get("CidrBlock")]
+        return [s["CidrBlock"] for s in self.lb_subnet_details if s.get("CidrBlock")]
 
     def maybe_probe(self, iid: str, instance: dict, port: int, tg: dict) -> None:
         """Real AWS only: GET the health check path on the instance's public address."""

@@ -46,11 +46,14 @@ def internet_route_problem(table: dict | None) -> str | None:
             "not to an internet gateway")
 
 
-def subnets_without_internet(ec2, subnet_ids: list[str]) -> dict[str, str]:
-    """subnet id -> the problem, for each subnet that cannot reach the internet."""
+def describe_subnets(ec2, subnet_ids: list[str]) -> list[dict]:
     if not subnet_ids:
-        return {}
-    subnets = ec2.describe_subnets(SubnetIds=sorted(set(subnet_ids)))["Subnets"]
+        return []
+    return ec2.describe_subnets(SubnetIds=sorted(set(subnet_ids)))["Subnets"]
+
+
+def subnets_without_internet(ec2, subnets: list[dict]) -> dict[str, str]:
+    """subnet id -> the problem, for each (described) subnet that cannot reach the internet."""
     problems = {}
     for subnet in subnets:
         table = route_table_for(ec2, subnet["SubnetId"], subnet["VpcId"])
