@@ -153,9 +153,3 @@ def read_stack(clients, stack: str) -> StackView:
         health=health_of(tg) if tg else None,
         targets=registered_targets(clients.elbv2, tg_arn) if tg_arn else [],
     )
-
-
-def read_targets(clients, tg_arn: str) -> tuple[HealthCheck, list[Target]]:
-    """The cheap part that the supervisor polls every second."""
-    tg = clients.elbv2.describe_target_groups(TargetGroupArns=[tg_arn])["TargetGroups"][0]
-    return health_of(tg), registered_targets(clients.elbv2, tg_arn)
