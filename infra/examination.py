@@ -386,16 +386,15 @@ class Examination:
 
     def instances_for(self, tg: dict, targets: list[dict]) -> dict[str, dict | None]:
         """target id -> its EC2 instance (None when there is no such instance)."""
-        ids = [d["Target"]["Id"] for d in targets]
-        if tg.get("TargetType", "instance") == "ip":
-            key, values = "private-ip-address", ids
-            field = "PrivateIpAddress"
-        else:
-            key, values, field = "instance-id", ids, "InstanceId"
         if tg.get("TargetType") == "lambda":
             return {}
+        ids = [d["Target"]["Id"] for d in targets]
+        if tg.get("TargetType") == "ip":
+            key, field = "private-ip-address", "PrivateIpAddress"
+        else:
+            key, field = "instance-id", "InstanceId"
         pages = self.ec2.get_paginator("describe_instances").paginate(
-            Filters=[{"Name": key, "Values": values}])
+            Filters=[{"Name": key, "Values": ids}])
         found = {inst[field]: inst for page in pages for res in page["Reservations"]
                  for inst in res["Instances"]}
         return {target_id: found.get(target_id) for target_id in ids}
