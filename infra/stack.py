@@ -29,7 +29,7 @@ from infra.errors import UserError
 from infra.loadbalancer import LoadBalancer
 from infra.network import FoundNetwork, Network, rules_of
 from infra.state import remove_state, write_state
-from infra.userdata import ensure_fits
+from infra.userdata import ensure_fits, render_user_data
 
 
 class DeployError(UserError):
@@ -358,6 +358,4 @@ class Stack:
 
 def render_default_user_data(settings: Settings) -> str:
     """The instance boot script (infra.userdata): installs app/ and runs it on the app port."""
-    from infra.userdata import render_user_data
-
     return render_user_data(app_port=settings.app_port, stack=settings.stack)
