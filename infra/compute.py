@@ -7,18 +7,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
-from infra.config import AMI_PARAMETER, Settings, stack_filters, stack_tags
+from infra.config import AMI_PARAMETER, Settings, name_tag, stack_filters, stack_tags
 from infra.waits import wait
 
 # States in which an instance still counts as part of the stack.
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 
 
-def _name(instance: dict) -> str | None:
-    for tag in instance.get("Tags") or []:
-        if tag["Key"] == "Name":
-            return tag["Value"]
-    return None
+def _sorted_by_name(instances: list[dict]) -> list[dict]:
+    return sorted(instances, key=lambda i: (name_tag(i) or "", i["InstanceId"]))
 
 
 def summary(instance: dict) -> dict:
@@ -29,7 +26,7 @@ def summary(instance: dict) -> dict:
         "private_ip": instance.get("PrivateIpAddress"),
         "az": instance.get("Placement", {}).get("AvailabilityZone"),
         "state": instance.get("State", {}).get("Name"),
-        "name": _name(instance),
+        "name": name_tag(instance),
     }
 
 
@@ -54,14 +51,14 @@ class Instances:
         for page in self.ec2.get_paginator("describe_instances").paginate(Filters=filters):
             for reservation in page["Reservations"]:
                 found.extend(reservation["Instances"])
-        return sorted(found, key=lambda i: (_name(i) or "", i["InstanceId"]))
+        return _sorted_by_name(found)
 
     def describe(self, ids: list[str]) -> list[dict]:
         if not ids:
             return []
         reservations = self.ec2.describe_instances(InstanceIds=ids)["Reservations"]
         found = [i for r in reservations for i in r["Instances"]]
-        return sorted(found, key=lambda i: (_name(i) or "", i["InstanceId"]))
+        return _sorted_by_name(found)
 
     def ensure(self, subnets: list[tuple[str, str]], sg_id: str, instance_type: str,
                user_data: str, existing: list[dict] | None = None) -> list[str]:
@@ -75,7 +72,7 @@ class Instances:
         surplus = []
         wanted = self.wanted_names()
         for instance in existing:
-            name = _name(instance)
+            name = name_tag(instance)
             if name in wanted and name not in by_name:
                 by_name[name] = instance
             else:

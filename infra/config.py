@@ -34,6 +34,14 @@ def stack_filters(stack: str) -> list[dict]:
     ]
 
 
+def name_tag(resource: dict) -> str | None:
+    """The value of an EC2 resource's Name tag, if it has one."""
+    for tag in resource.get("Tags") or []:
+        if tag["Key"] == "Name":
+            return tag["Value"]
+    return None
+
+
 # --- Provisioning settings (infra/stack.py) ---------------------------------------------
 
 # Amazon Linux 2023's public SSM parameter: always the current AMI of the region.

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from infra.config import Settings, stack_filters, stack_tags
+from infra.config import Settings, name_tag, stack_filters, stack_tags
 from infra.waits import ignore_missing, retry_while
 
 ANYWHERE_V4 = "0.0.0.0/0"
@@ -37,13 +37,6 @@ class FoundNetwork:
     igw: dict | None = None
     route_table: dict | None = None
     security_groups: dict[str, dict] = field(default_factory=dict)  # by Name tag
-
-
-def name_of(resource: dict) -> str | None:
-    for tag in resource.get("Tags") or []:
-        if tag["Key"] == "Name":
-            return tag["Value"]
-    return None
 
 
 class Network:
@@ -80,7 +73,7 @@ class Network:
             vpcs = ec2.describe_vpcs(Filters=self._filters())["Vpcs"]
             found.vpc = vpcs[0] if vpcs else None
             for subnet in ec2.describe_subnets(Filters=self._filters())["Subnets"]:
-                found.subnets[name_of(subnet) or subnet["SubnetId"]] = subnet
+                found.subnets[name_tag(subnet) or subnet["SubnetId"]] = subnet
             igws = ec2.describe_internet_gateways(Filters=self._filters())["InternetGateways"]
             found.igw = igws[0] if igws else None
             tables = ec2.describe_route_tables(Filters=self._filters())["RouteTables"]
