@@ -12,13 +12,11 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.bench_procs import LOOPBACK, ServerProcess
-from infra.motoserver import FAKE_CREDENTIALS
+from infra.motoserver import FAKE_CREDENTIALS, patched_environ
 from infra.processes import free_port
 
 # The testbed's fake credentials, and no profile files: nothing of the user's reaches moto.
@@ -59,20 +57,6 @@ class CallCounter:
         return taken
 
 
-@contextmanager
-def patched_env(values: dict[str, str]) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
-
-
 def moto_server(work: Path, port: int) -> ServerProcess:
     argv = [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(port)]
     return ServerProcess("moto-server", argv, work, env=FAKE_AWS_ENV)
@@ -87,7 +71,7 @@ def run_provisioning(work: Path, progress, stack_name: str = "bench") -> Provisi
     port = free_port()
     endpoint = f"http://{LOOPBACK}:{port}"
     result = ProvisionResult()
-    with moto_server(work, port) as moto, patched_env({**FAKE_AWS_ENV,
+    with moto_server(work, port) as moto, patched_environ({**FAKE_AWS_ENV,
                                                         "AWS_ENDPOINT_URL": endpoint}):
         moto.wait_http(f"{endpoint}/moto-api/", timeout=30)
         progress(f"  moto server up on {endpoint}")

@@ -101,18 +101,8 @@ def emulator_environment(endpoint: str, region: str) -> Iterator[None]:
     so the caller's process (a test session, the bench) is left as it was."""
     wanted = dict(motoserver.FAKE_CREDENTIALS)
     wanted.update(AWS_ENDPOINT_URL=endpoint, AWS_REGION=region, AWS_DEFAULT_REGION=region)
-    with _ENVIRONMENT_LOCK:
-        saved = {key: os.environ.get(key) for key in [*wanted, "AWS_PROFILE"]}
-        os.environ.pop("AWS_PROFILE", None)
-        os.environ.update(wanted)
-        try:
-            yield
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+    with _ENVIRONMENT_LOCK, motoserver.patched_environ(wanted, remove=("AWS_PROFILE",)):
+        yield
 
 
 def emulator_clients(endpoint: str, region: str) -> Clients:

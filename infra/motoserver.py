@@ -4,7 +4,10 @@ that it outlives `python -m infra local up`.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+from collections.abc import Iterable, Iterator
 
 import requests
 
@@ -24,6 +27,27 @@ FAKE_CREDENTIALS = {
     "AWS_EC2_METADATA_DISABLED": "true",
     "SEEDLB_LOOPBACK_ONLY": "1",
 }
+
+
+@contextlib.contextmanager
+def patched_environ(values: dict[str, str], remove: Iterable[str] = ()) -> Iterator[None]:
+    """Set `values` (and unset `remove`) in os.environ, and put every key back as it was.
+
+    boto3 reads AWS_ENDPOINT_URL and the credentials from the environment, so this is how a
+    caller aims the standard credential chain at the emulator without leaking it afterwards.
+    """
+    saved = {key: os.environ.get(key) for key in [*values, *remove]}
+    for key in remove:
+        os.environ.pop(key, None)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
 
 
 def endpoint_for(port: int) -> str:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from moto import mock_aws
 
-from infra.bench_provision import CallCounter, patched_env
+from infra.bench_provision import CallCounter
 from infra.clients import Clients, Target
+from infra.motoserver import patched_environ
 
 
 def test_counts_every_call_by_service_and_operation():
@@ -36,12 +37,21 @@ def test_waiter_polls_are_counted():
     assert counter.calls["ec2.DescribeVpcs"] >= 1
 
 
-def test_patched_env_restores(monkeypatch):
+def test_patched_environ_restores(monkeypatch):
     monkeypatch.setenv("SEEDLB_BENCH_X", "old")
     monkeypatch.delenv("SEEDLB_BENCH_Y", raising=False)
     import os
 
-    with patched_env({"SEEDLB_BENCH_X": "new", "SEEDLB_BENCH_Y": "set"}):
+    with patched_environ({"SEEDLB_BENCH_X": "new", "SEEDLB_BENCH_Y": "set"}):
         assert os.environ["SEEDLB_BENCH_X"] == "new"
     assert os.environ["SEEDLB_BENCH_X"] == "old"
     assert "SEEDLB_BENCH_Y" not in os.environ
+
+
+def test_patched_environ_removes_and_restores(monkeypatch):
+    import os
+
+    monkeypatch.setenv("SEEDLB_BENCH_PROFILE", "mine")
+    with patched_environ({}, remove=("SEEDLB_BENCH_PROFILE",)):
+        assert "SEEDLB_BENCH_PROFILE" not in os.environ
+    assert os.environ["SEEDLB_BENCH_PROFILE"] == "mine"
