@@ -16,11 +16,11 @@ from infra.errors import UserError
 
 COMMAND_MODULES: tuple[str, ...] = (
     # one line per command module; keep this list in the order of `--help`
-    "infra.stack_cli",
-    "infra.local",
-    "infra.grade",
-    "infra.doctor",
-    "infra.bench",
+    "infra.aws.cli",
+    "infra.local.testbed",
+    "infra.grade.grader",
+    "infra.doctor.diagnosis",
+    "infra.bench.cli",
 )
 
 

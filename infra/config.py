@@ -42,7 +42,7 @@ def name_tag(resource: dict) -> str | None:
     return None
 
 
-# --- Provisioning settings (infra/stack.py) ---------------------------------------------
+# --- Provisioning settings (infra/aws/stack.py) ---------------------------------------------
 
 # Amazon Linux 2023's public SSM parameter: always the current AMI of the region.
 AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
@@ -73,7 +73,7 @@ class Settings:
     use_default_vpc: bool = False
     vpc_cidr: str = "10.42.0.0/16"
     state_dir: str = STATE_DIR
-    user_data: str | None = None  # None: infra.userdata renders it
+    user_data: str | None = None  # None: infra.aws.userdata renders it
     # Waiter pacing: AWS's own defaults are 15 s; emulators answer at once.
     waiter_delay: float = 5.0
     waiter_timeout: float = 900.0

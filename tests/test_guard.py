@@ -6,7 +6,7 @@ import boto3
 import pytest
 from offmachine import OffMachineTraffic
 
-from infra.clients import resolve_target
+from infra.aws.clients import resolve_target
 from infra.errors import UserError
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from infra.bench_badinput import MARKER_SEED, Probe, corpus, distinct, generated, run_bad_input
+from infra.bench.badinput import MARKER_SEED, Probe, corpus, distinct, generated, run_bad_input
 
 
 def test_the_corpus_is_distinct_and_covers_the_kinds_of_bad_input():
@@ -44,7 +44,7 @@ def test_only_post_to_slash_sets_the_seed():
 def plain_http(monkeypatch):
     """werkzeug's development server (the fake app's) mis-parses some malformed HTTP; that
     is gunicorn's job in the real app, so these tests keep one raw probe only."""
-    monkeypatch.setattr("infra.bench_badinput._raw_requests", lambda: [b"GARBAGE\r\n\r\n"])
+    monkeypatch.setattr("infra.bench.badinput._raw_requests", lambda: [b"GARBAGE\r\n\r\n"])
 
 
 @pytest.mark.integration

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from infra.bench import Skip, _step
-from infra.bench_report import BenchRun
+from infra.bench.cli import Skip, _step
+from infra.bench.report import BenchRun
 from infra.cli import build_parser
 from infra.errors import UserError
 

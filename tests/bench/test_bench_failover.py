@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from infra.bench_failover import (
+from infra.bench.failover import (
     Sample,
     SteadyLoad,
     failures_by_kind,

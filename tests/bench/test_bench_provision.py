@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from moto import mock_aws
 
-from infra.bench_provision import CallCounter
-from infra.clients import Clients, Target
-from infra.motoserver import patched_environ
+from infra.aws.clients import Clients, Target
+from infra.bench.provision import CallCounter
+from infra.local.motoserver import patched_environ
 
 
 def test_counts_every_call_by_service_and_operation():

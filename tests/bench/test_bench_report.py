@@ -6,12 +6,12 @@ from collections import Counter
 
 import pytest
 
-from infra.bench_badinput import BadInputResult
-from infra.bench_failover import FailoverResult
-from infra.bench_load import LoadSettings, SetupResult, ratio
-from infra.bench_provision import ProvisionResult
-from infra.bench_report import BenchRun, Section, console_summary, plot, render_markdown
-from infra.bench_wrk import WrkResult
+from infra.bench.badinput import BadInputResult
+from infra.bench.failover import FailoverResult
+from infra.bench.load import LoadSettings, SetupResult, ratio
+from infra.bench.provision import ProvisionResult
+from infra.bench.report import BenchRun, Section, console_summary, plot, render_markdown
+from infra.bench.wrk import WrkResult
 
 
 def wrk(rps: float, p50: float = 1.0, p99: float = 5.0, errors: int = 0) -> WrkResult:

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from infra.bench_wrk import parse_wrk, run_wrk, to_ms, wrk_version
+from infra.bench.wrk import parse_wrk, run_wrk, to_ms, wrk_version
 
 # A real `wrk -t2 -c32 -d3s --latency` report from this machine (Caddy static_response).
 REPORT = """\

@@ -14,7 +14,7 @@ import pytest
 from doctor_seed import HEALTH_EVENT, HEALTH_HOOK_ID, REGION, any_ami, build_seed_stack
 from moto import mock_aws
 
-from infra.clients import Clients, Target
+from infra.aws.clients import Clients, Target
 
 _stack_numbers = itertools.count(1)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from botocore.awsrequest import AWSResponse
 
-from infra.clients import Clients
+from infra.aws.clients import Clients
 
 REGION = "us-east-1"
 APP_PORT = 5000  # the seed's app port: what the doctor must expect

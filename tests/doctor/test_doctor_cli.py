@@ -13,7 +13,7 @@ import boto3
 import pytest
 from doctor_seed import REGION, any_ami, build_seed_stack
 
-from infra.findings import ERROR
+from infra.doctor.findings import ERROR
 
 REPO = Path(__file__).resolve().parents[2]
 

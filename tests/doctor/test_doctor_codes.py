@@ -6,13 +6,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from infra.target_reasons import REASONS, UNKNOWN
+from infra.doctor.target_reasons import REASONS, UNKNOWN
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def emitted_codes() -> set[str]:
-    source = (REPO / "infra" / "examination.py").read_text()
+    source = (REPO / "infra" / "doctor" / "examination.py").read_text()
     codes = set(re.findall(r'self\.add\(\s*(?:ERROR|WARNING|INFO),\s*"([A-Z0-9_]+)"', source))
     return codes | {r.code for r in REASONS.values()} | {UNKNOWN.code}
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 from doctor_seed import REGION
 from moto import mock_aws
 
-from infra.clients import Clients, Target
+from infra.aws.clients import Clients, Target
+from infra.aws.stack import Stack
 from infra.config import Settings
-from infra.doctor import diagnose
-from infra.findings import ERROR, WARNING
-from infra.stack import Stack
+from infra.doctor.diagnosis import diagnose
+from infra.doctor.findings import ERROR, WARNING
 
 
 def test_freshly_deployed_stack_has_no_error(tmp_path):

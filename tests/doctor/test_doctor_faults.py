@@ -6,8 +6,8 @@ import boto3
 import pytest
 from doctor_seed import APP_PORT, REGION, aws_health, inject_target_health
 
-from infra.doctor import diagnose
-from infra.findings import ERROR, INFO, WARNING, has_errors
+from infra.doctor.diagnosis import diagnose
+from infra.doctor.findings import ERROR, INFO, WARNING, has_errors
 
 
 def codes(findings, severity=None):

@@ -8,13 +8,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from doctor_seed import aws_health, inject_target_health
 
-from infra import examination
+from infra.aws.lb_lookup import find, normalize_dns
 from infra.config import PROJECT, TAG_PROJECT, TAG_STACK
-from infra.doctor import diagnose, target_health_lines
+from infra.doctor import examination
+from infra.doctor.diagnosis import diagnose, target_health_lines
+from infra.doctor.findings import ERROR
+from infra.doctor.health_probe import probe_health_check
 from infra.errors import UserError
-from infra.findings import ERROR
-from infra.health_probe import probe_health_check
-from infra.lb_lookup import find, normalize_dns
 
 
 def tag_stack(seed, stack: str, *arns: str) -> None:
@@ -219,7 +219,7 @@ def test_probe_that_cannot_connect_is_only_info(clients, free_port):
 
 
 def test_region_in_dns():
-    from infra.lb_lookup import region_in_dns
+    from infra.aws.lb_lookup import region_in_dns
 
     assert region_in_dns("http://a-1.eu-west-1.elb.amazonaws.com:80/") == "eu-west-1"
     assert region_in_dns("internal-a-1.us-gov-west-1.elb.amazonaws.com") == "us-gov-west-1"
@@ -229,7 +229,7 @@ def test_region_in_dns():
 def test_access_denied_is_one_clear_line(aws, seed):
     from botocore.awsrequest import AWSResponse
 
-    from infra.clients import Clients, Target
+    from infra.aws.clients import Clients, Target
 
     denied = Clients(Target(region="us-east-1", endpoint_url=None))
 

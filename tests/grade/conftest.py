@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from werkzeug.serving import make_server
 
-from infra.address import Endpoint
+from infra.grade.address import Endpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 CADDY = ROOT / ".venv" / "bin" / "caddy"

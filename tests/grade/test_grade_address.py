@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from infra.address import Endpoint, instances_from_state, parse_address, parse_instances
 from infra.errors import UserError
+from infra.grade.address import Endpoint, instances_from_state, parse_address, parse_instances
 
 ELB = "seed-lb-123456.us-east-1.elb.amazonaws.com"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from infra.pitfalls import classify_body, explain_status, lenient_value
+from infra.grade.pitfalls import classify_body, explain_status, lenient_value
 
 
 @pytest.mark.parametrize("body", ["0", "100", "-7", "123456789012345678901234567890"])

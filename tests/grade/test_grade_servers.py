@@ -9,7 +9,7 @@ import time
 import grade_servers as apps
 import pytest
 
-from infra.grade import MAX_REQUESTS, grade
+from infra.grade.grader import MAX_REQUESTS, grade
 
 pytestmark = pytest.mark.integration
 TIMEOUT = 0.5  # for the cases that wait out a timeout

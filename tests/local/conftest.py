@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from infra.local import Testbed
-from infra.processes import free_port
+from infra.local.processes import free_port
+from infra.local.testbed import Testbed
 
 
 def random_first_address() -> str:

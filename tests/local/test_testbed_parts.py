@@ -8,11 +8,11 @@ from dataclasses import replace
 
 import pytest
 
-from infra import proxy
 from infra.errors import UserError
-from infra.local import Testbed
-from infra.mirror import HealthCheck, StackView, Target
-from infra.processes import ProcessGroup, alive, is_ours
+from infra.local import proxy
+from infra.local.mirror import HealthCheck, StackView, Target
+from infra.local.processes import ProcessGroup, alive, is_ours
+from infra.local.testbed import Testbed
 
 
 @pytest.mark.parametrize(
@@ -65,7 +65,7 @@ def test_only_in_service_targets_are_upstreams(tmp_path):
 
 
 def _meta():
-    from infra.local import Meta
+    from infra.local.testbed import Meta
 
     return Meta(stack="unit", mode="up", owner_pid=1, lb="127.0.0.1:1", admin="127.0.0.1:2")
 
@@ -94,7 +94,7 @@ def test_stop_takes_the_whole_process_group(tmp_path):
             "print(c.pid, flush=True); time.sleep(30)")
     proc, record = group.start("parent", [sys.executable, "-c", code])
     log = tmp_path / "logs" / "parent.log"
-    from infra.processes import wait_until
+    from infra.local.processes import wait_until
 
     assert wait_until(lambda: log.read_text().strip().splitlines()[-1].isdigit(), 10)
     child = int(log.read_text().strip().splitlines()[-1])

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from infra.errors import UserError
-from infra.processes import PROJECT_ROOT, alive, listening, wait_until
+from infra.local.processes import PROJECT_ROOT, alive, listening, wait_until
 
 pytestmark = pytest.mark.integration
 

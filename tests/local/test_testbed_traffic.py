@@ -12,10 +12,10 @@ import pytest
 import requests
 from botocore.config import Config
 
-from infra import proxy
-from infra.drill import run_drill
-from infra.mirror import find_instance_ids
-from infra.processes import listening, wait_until
+from infra.local import proxy
+from infra.local.drill import run_drill
+from infra.local.mirror import find_instance_ids
+from infra.local.processes import listening, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -158,6 +158,6 @@ def test_teardown_leaves_no_process_and_no_port(testbed):
 
 
 def _is_process(pid: int) -> bool:
-    from infra.processes import alive
+    from infra.local.processes import alive
 
     return alive(pid)

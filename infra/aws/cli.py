@@ -1,0 +1,190 @@
+"""`python -m infra deploy|destroy|plan|status`: the stack on AWS, LocalStack or a moto server.
+
+The backend is configuration only: --backend, AWS_ENDPOINT_URL, AWS_PROFILE, AWS_REGION.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from infra.aws.clients import Clients, resolve_target
+from infra.config import DEFAULT_STACK, STATE_DIR, Settings
+from infra.console import Progress
+from infra.state import state_path
+
+EXAMPLES = """examples:
+  make deploy-aws                                  # real AWS, your default profile/region
+  AWS_ENDPOINT_URL=http://127.0.0.1:5001 make deploy-aws   # a moto server
+  python -m infra deploy --stack demo --count 3 --public-access any
+  python -m infra destroy --stack demo
+"""
+
+
+def register(subparsers, common: argparse.ArgumentParser) -> None:
+    deploy = subparsers.add_parser(
+        "deploy", parents=[common], epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="create or converge the stack: VPC, security groups, instances, ALB",
+        description="Create the stack, or converge it to the settings (re-running is safe: "
+        "resources are found by their tags). Prints its plan first, then acts unattended.",
+    )
+    _stack_options(deploy)
+    deploy.set_defaults(func=cmd_deploy)
+
+    plan = subparsers.add_parser(
+        "plan", parents=[common], help="print what deploy would create or change; changes nothing"
+    )
+    _stack_options(plan)
+    plan.set_defaults(func=cmd_plan)
+
+    status = subparsers.add_parser(
+        "status", parents=[common], help="the stack's resources, target health and DNS name"
+    )
+    status.add_argument("--state-dir", default=STATE_DIR, help=argparse.SUPPRESS)
+    status.set_defaults(func=cmd_status)
+
+    destroy = subparsers.add_parser(
+        "destroy", parents=[common],
+        help="delete everything tagged with the stack, in dependency order, and wait",
+    )
+    destroy.add_argument("--state-dir", default=STATE_DIR,
+                         help=f"where the state file lives (default: {STATE_DIR})")
+    destroy.set_defaults(func=cmd_destroy)
+
+
+def _stack_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("what to build")
+    group.add_argument("--count", type=int, default=2, help="number of instances (default: 2)")
+    group.add_argument("--instance-type", default=None,
+                       help="EC2 type (default: t3.micro or t2.micro, whichever the AZs offer)")
+    group.add_argument(
+        "--public-access", default="me", metavar="me|any|CIDR",
+        help="who else may reach port 5000 directly, besides the load balancer: me (your "
+        "public IP, looked up on real AWS only), any (0.0.0.0/0), or a CIDR (default: me)",
+    )
+    group.add_argument("--key-name", default=None,
+                       help="an EC2 key pair: opens SSH (22) to your IP only (default: no SSH)")
+    group.add_argument("--default-vpc", action="store_true",
+                       help="use the account's default VPC instead of a dedicated one")
+    group.add_argument("--no-wait-healthy", action="store_true",
+                       help="return once the load balancer is active, without waiting for "
+                       "healthy targets")
+    group.add_argument("--state-dir", default=STATE_DIR,
+                       help=f"where to write <stack>.json (default: {STATE_DIR})")
+
+
+def settings_from(args: argparse.Namespace, target) -> Settings:
+    """Emulators answer at once, so their waits poll fast; AWS gets its usual pacing."""
+    make = Settings.fast if target.is_emulator else Settings
+    knobs = {"stack": args.stack, "state_dir": args.state_dir}
+    if hasattr(args, "count"):
+        knobs.update(
+            instance_count=args.count,
+            instance_type=args.instance_type,
+            public_access=args.public_access,
+            key_name=args.key_name,
+            use_default_vpc=args.default_vpc,
+            wait_for_healthy=not args.no_wait_healthy,
+        )
+    return make(**knobs)
+
+
+def _stack(args: argparse.Namespace):
+    from infra.aws.stack import Stack
+
+    target = resolve_target(args.backend, args.region)
+    return Stack(Clients(target), settings_from(args, target), Progress())
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    stack = _stack(args)
+    state = stack.deploy()
+    print(render_deploy_summary(state, stack.settings))
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    stack = _stack(args)
+    lines = stack.plan()
+    print(f"deploy of stack {args.stack} would:")
+    for line in lines:
+        print(f"  {line}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    print(render_status(_stack(args).status()))
+    return 0
+
+
+def cmd_destroy(args: argparse.Namespace) -> int:
+    result = _stack(args).destroy()
+    print(f"stack {result['stack']}: {len(result['deleted'])} resources deleted; "
+          "nothing tagged with it is left")
+    return 0
+
+
+def grade_command(state: dict, stack: str) -> str:
+    extra = "" if stack == DEFAULT_STACK else f" STACK={stack}"
+    return f"make grade LB={state['lb_dns']}{extra}"
+
+
+def render_deploy_summary(state: dict, settings: Settings) -> str:
+    health = {h["id"]: h for h in state.get("target_health") or []}
+    lines = [
+        "",
+        f"load balancer: {state['lb_dns']} (HTTP {state['listener_port']} -> "
+        f"instances' port {state['app_port']})",
+        "instances:",
+    ]
+    for inst in state["instances"]:
+        h = health.get(inst["id"], {})
+        lines.append(f"  {inst['id']}  public {inst['public_ip'] or '-':15}  "
+                     f"{inst['az']}  target {_health_text(h)}")
+    lines.append(f"state file: {state_path(settings.state_dir, settings.stack)}")
+    lines.append(f"next: {grade_command(state, settings.stack)}")
+    return "\n".join(lines)
+
+
+def _health_text(h: dict) -> str:
+    if not h:
+        return "not checked"
+    text = h.get("state") or "?"
+    if h.get("reason"):
+        text += f" ({h['reason']}: {h.get('description') or ''})"
+    return text
+
+
+def render_status(status: dict) -> str:
+    lb = status["load_balancer"]
+    lines = [f"stack {status['stack']} in {status['region']}"
+             + (f" at {status['endpoint_url']}" if status["endpoint_url"] else "")]
+    nothing = not (lb or status["instances"] or status["vpc_id"] or status["security_groups"]
+                   or status["target_group"])
+    if nothing:
+        lines.append("  nothing deployed (no resource carries this stack's tags)")
+        return "\n".join(lines)
+    lines.append(f"  vpc: {status['vpc_id'] or '(default VPC or none)'}")
+    for sn in status["subnets"]:
+        lines.append(f"  subnet: {sn['id']} {sn['az']} {sn['cidr']}")
+    for g in status["security_groups"]:
+        lines.append(f"  security group: {g['id']} {g['name']}: {', '.join(g['rules']) or '-'}")
+    if lb:
+        lines.append(f"  load balancer: {lb['name']} {lb['state']} {lb['scheme']}")
+        lines.append(f"  dns name: {lb['dns']}")
+    else:
+        lines.append("  load balancer: none")
+    for li in status["listeners"]:
+        lines.append(f"  listener: {li['protocol']} {li['port']} -> target group")
+    tg = status["target_group"]
+    if tg:
+        lines.append(f"  target group: {tg['name']} {tg['protocol']} {tg['port']} "
+                     f"health check {tg['health_check_path']}")
+    for inst in status["instances"]:
+        lines.append(f"  instance: {inst['id']} {inst['state']} {inst['az']} "
+                     f"public {inst['public_ip'] or '-'} private {inst['private_ip'] or '-'}")
+    for h in status["target_health"]:
+        lines.append(f"  target: {h['id']}:{h['port']} {_health_text(h)}")
+    if lb:
+        lines.append(f"next: {grade_command({'lb_dns': lb['dns']}, status['stack'])}")
+    return "\n".join(lines)

@@ -1,0 +1,152 @@
+"""The stack's EC2 instances: AMI lookup, launch (IMDSv2, public IP, spread over two AZs),
+and termination. Instances are named <stack>-app-1..N and found again by their tags.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+from infra.aws.waits import wait
+from infra.config import AMI_PARAMETER, Settings, name_tag, stack_filters, stack_tags
+
+# States in which an instance still counts as part of the stack.
+LIVE_STATES = ["pending", "running", "stopping", "stopped"]
+
+
+def _sorted_by_name(instances: list[dict]) -> list[dict]:
+    return sorted(instances, key=lambda i: (name_tag(i) or "", i["InstanceId"]))
+
+
+def summary(instance: dict) -> dict:
+    """The state file's view of an instance."""
+    return {
+        "id": instance["InstanceId"],
+        "public_ip": instance.get("PublicIpAddress"),
+        "private_ip": instance.get("PrivateIpAddress"),
+        "az": instance.get("Placement", {}).get("AvailabilityZone"),
+        "state": instance.get("State", {}).get("Name"),
+        "name": name_tag(instance),
+    }
+
+
+class Instances:
+    def __init__(self, ec2, ssm, settings: Settings, progress: Callable[[str], None]):
+        self.ec2 = ec2
+        self.ssm = ssm
+        self.settings = settings
+        self.progress = progress
+
+    def wanted_names(self) -> list[str]:
+        return [self.settings.name(f"app-{i + 1}") for i in range(self.settings.instance_count)]
+
+    def image_id(self) -> str:
+        """Amazon Linux 2023's current AMI, from its public SSM parameter."""
+        return self.ssm.get_parameter(Name=AMI_PARAMETER)["Parameter"]["Value"]
+
+    def find(self, states: list[str] | None = None) -> list[dict]:
+        filters = [*stack_filters(self.settings.stack),
+                   {"Name": "instance-state-name", "Values": states or LIVE_STATES}]
+        found = []
+        for page in self.ec2.get_paginator("describe_instances").paginate(Filters=filters):
+            for reservation in page["Reservations"]:
+                found.extend(reservation["Instances"])
+        return _sorted_by_name(found)
+
+    def describe(self, ids: list[str]) -> list[dict]:
+        if not ids:
+            return []
+        reservations = self.ec2.describe_instances(InstanceIds=ids)["Reservations"]
+        found = [i for r in reservations for i in r["Instances"]]
+        return _sorted_by_name(found)
+
+    def ensure(self, subnets: list[tuple[str, str]], sg_id: str, instance_type: str,
+               user_data: str, existing: list[dict] | None = None) -> list[str]:
+        """Launch the missing instances, start stopped ones, terminate surplus ones.
+
+        Returns the ids of the stack's wanted instances (launched now or before). Instance i
+        goes to subnet i mod 2, so the instances alternate between the two AZs.
+        """
+        existing = self.find() if existing is None else existing
+        by_name: dict[str, dict] = {}
+        surplus = []
+        wanted = self.wanted_names()
+        for instance in existing:
+            name = name_tag(instance)
+            if name in wanted and name not in by_name:
+                by_name[name] = instance
+            else:
+                surplus.append(instance)
+        if surplus:
+            ids = [i["InstanceId"] for i in surplus]
+            self.ec2.terminate_instances(InstanceIds=ids)
+            self.progress(f"terminating surplus instances {', '.join(ids)}")
+        stopped = [i["InstanceId"] for i in by_name.values()
+                   if i["State"]["Name"] in ("stopping", "stopped")]
+        if stopped:
+            self.wait_stopped(stopped)
+            self.ec2.start_instances(InstanceIds=stopped)
+            self.progress(f"starting stopped instances {', '.join(stopped)}")
+        image_id = None
+        for index, name in enumerate(wanted):
+            if name in by_name:
+                continue
+            image_id = image_id or self.image_id()
+            subnet_id, zone = subnets[index % len(subnets)]
+            by_name[name] = self._launch(name, subnet_id, sg_id, instance_type, image_id,
+                                         user_data)
+            self.progress(f"launched {by_name[name]['InstanceId']} ({name}, {instance_type}, "
+                          f"{zone})")
+        return [by_name[name]["InstanceId"] for name in wanted]
+
+    def _launch(self, name: str, subnet_id: str, sg_id: str, instance_type: str,
+                image_id: str, user_data: str) -> dict:
+        tags = [*stack_tags(self.settings.stack), {"Key": "Name", "Value": name}]
+        params = {
+            "ImageId": image_id,
+            "InstanceType": instance_type,
+            "MinCount": 1,
+            "MaxCount": 1,
+            "UserData": user_data,
+            # IMDSv2 only: a token is required for every metadata request.
+            "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled",
+                                "HttpPutResponseHopLimit": 1},
+            # The subnet maps a public IP on launch (deploy makes sure of it).
+            "SubnetId": subnet_id,
+            "SecurityGroupIds": [sg_id],
+            "TagSpecifications": [{"ResourceType": "instance", "Tags": tags},
+                                  {"ResourceType": "volume", "Tags": tags}],
+            # botocore's retries resend this same token, so a request whose response was
+            # lost returns the instance it made instead of launching a second one.
+            "ClientToken": f"{name}-{uuid.uuid4().hex}"[:64],
+        }
+        if self.settings.key_name:
+            params["KeyName"] = self.settings.key_name
+        return self.ec2.run_instances(**params)["Instances"][0]
+
+    def wait_running(self, ids: list[str]) -> None:
+        # The waiter treats InvalidInstanceID.NotFound (AWS's eventual consistency right
+        # after run_instances) as "not yet", so no describe call precedes it.
+        wait(self.ec2, "instance_running", f"instances {', '.join(ids)} running", self.progress,
+             delay=self.settings.waiter_delay, timeout=self.settings.waiter_timeout,
+             InstanceIds=ids)
+
+    def wait_stopped(self, ids: list[str]) -> None:
+        wait(self.ec2, "instance_stopped", f"instances {', '.join(ids)} stopped", self.progress,
+             delay=self.settings.waiter_delay, timeout=self.settings.waiter_timeout,
+             InstanceIds=ids)
+
+    def destroy(self) -> list[str]:
+        """Terminate every tagged instance and wait until they are gone."""
+        ids = [i["InstanceId"] for i in self.find(LIVE_STATES + ["shutting-down"])]
+        if not ids:
+            return []
+        self.ec2.terminate_instances(InstanceIds=ids)
+        self.progress(f"terminating instances {', '.join(ids)}")
+        return ids
+
+    def wait_terminated(self, ids: list[str]) -> None:
+        if ids:
+            wait(self.ec2, "instance_terminated", "instances terminated", self.progress,
+                 delay=self.settings.waiter_delay, timeout=self.settings.waiter_timeout,
+                 InstanceIds=ids)

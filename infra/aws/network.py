@@ -1,0 +1,341 @@
+"""The stack's network: VPC, two public subnets in two AZs, internet gateway, routes, and the
+two security groups. Everything is found again by its tags, never by a remembered id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from infra.aws.waits import ignore_missing, retry_while
+from infra.config import Settings, name_tag, stack_filters, stack_tags
+
+ANYWHERE_V4 = "0.0.0.0/0"
+ANYWHERE_V6 = "::/0"
+
+# A rule is (port, kind, source): kind "cidr", "cidr6" or "sg". TCP only.
+Rule = tuple[int, str, str]
+
+_SG_IN_USE = (
+    "AWS releases a deleted load balancer's network interfaces only minutes later; "
+    "run the destroy again in a few minutes"
+)
+
+
+@dataclass
+class NetworkIds:
+    vpc_id: str
+    subnets: list[tuple[str, str]]  # (subnet id, AZ), one per AZ, in AZ order
+
+
+@dataclass
+class FoundNetwork:
+    """What exists of the stack's network right now."""
+
+    vpc: dict | None = None
+    subnets: dict[str, dict] = field(default_factory=dict)  # by Name tag
+    igw: dict | None = None
+    route_table: dict | None = None
+    security_groups: dict[str, dict] = field(default_factory=dict)  # by Name tag
+
+
+class Network:
+    def __init__(self, ec2, settings: Settings, progress: Callable[[str], None]):
+        self.ec2 = ec2
+        self.settings = settings
+        self.progress = progress
+
+    # --- names and tags -----------------------------------------------------------------
+
+    def subnet_name(self, index: int) -> str:
+        return self.settings.name(f"public-{index + 1}")
+
+    @property
+    def lb_sg_name(self) -> str:
+        return self.settings.name("lb-sg")
+
+    @property
+    def app_sg_name(self) -> str:
+        return self.settings.name("app-sg")
+
+    def _tag_spec(self, resource_type: str, name: str) -> list[dict]:
+        tags = [*stack_tags(self.settings.stack), {"Key": "Name", "Value": name}]
+        return [{"ResourceType": resource_type, "Tags": tags}]
+
+    def _filters(self, *extra: dict) -> list[dict]:
+        return [*stack_filters(self.settings.stack), *extra]
+
+    # --- reading ------------------------------------------------------------------------
+
+    def find(self) -> FoundNetwork:
+        ec2, found = self.ec2, FoundNetwork()
+        if not self.settings.use_default_vpc:
+            vpcs = ec2.describe_vpcs(Filters=self._filters())["Vpcs"]
+            found.vpc = vpcs[0] if vpcs else None
+            for subnet in ec2.describe_subnets(Filters=self._filters())["Subnets"]:
+                found.subnets[name_tag(subnet) or subnet["SubnetId"]] = subnet
+            igws = ec2.describe_internet_gateways(Filters=self._filters())["InternetGateways"]
+            found.igw = igws[0] if igws else None
+            tables = ec2.describe_route_tables(Filters=self._filters())["RouteTables"]
+            found.route_table = tables[0] if tables else None
+        for group in ec2.describe_security_groups(Filters=self._filters())["SecurityGroups"]:
+            found.security_groups[group["GroupName"]] = group
+        return found
+
+    def default_vpc(self) -> tuple[str, dict[str, str]]:
+        """The account's default VPC and its default subnet in each AZ."""
+        from infra.errors import UserError
+
+        vpcs = self.ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
+        if not vpcs:
+            raise UserError(
+                "this region has no default VPC: drop --default-vpc to build a dedicated one"
+            )
+        vpc_id = vpcs[0]["VpcId"]
+        subnets = self.ec2.describe_subnets(
+            Filters=[{"Name": "vpc-id", "Values": [vpc_id]},
+                     {"Name": "default-for-az", "Values": ["true"]}]
+        )["Subnets"]
+        # Instances get their public IP from the subnet: skip subnets that do not give one.
+        public = {s["AvailabilityZone"]: s["SubnetId"] for s in subnets
+                  if s.get("MapPublicIpOnLaunch")}
+        if len(public) < 2:
+            raise UserError(
+                f"the default VPC {vpc_id} has public default subnets in "
+                f"{len(public)} Availability Zone(s); an ALB needs two: drop --default-vpc "
+                "to build a dedicated VPC"
+            )
+        return vpc_id, public
+
+    # --- converging ---------------------------------------------------------------------
+
+    def ensure(self, zones: tuple[str, str],
+               default: tuple[str, dict[str, str]] | None = None,
+               found: FoundNetwork | None = None) -> NetworkIds:
+        """Create or repair the VPC, subnets, gateway and routes; return their ids.
+
+        `default` is the default VPC and its subnets by AZ, when the stack uses it.
+        """
+        if default is not None:
+            vpc_id, by_zone = default
+            return NetworkIds(vpc_id, [(by_zone[z], z) for z in zones])
+        found = self.find() if found is None else found
+        vpc_id = self._ensure_vpc(found)
+        igw_id = self._ensure_igw(found, vpc_id)
+        subnets = self._ensure_subnets(found, vpc_id, zones)
+        self._ensure_routes(found, vpc_id, igw_id, [s for s, _ in subnets])
+        return NetworkIds(vpc_id, subnets)
+
+    def _ensure_vpc(self, found: FoundNetwork) -> str:
+        if found.vpc:
+            return found.vpc["VpcId"]
+        vpc = self.ec2.create_vpc(
+            CidrBlock=self.settings.vpc_cidr,
+            TagSpecifications=self._tag_spec("vpc", self.settings.name("vpc")),
+        )["Vpc"]
+        self.progress(f"created VPC {vpc['VpcId']} ({self.settings.vpc_cidr})")
+        return vpc["VpcId"]
+
+    def _ensure_igw(self, found: FoundNetwork, vpc_id: str) -> str:
+        igw = found.igw
+        if igw is None:
+            igw = self.ec2.create_internet_gateway(
+                TagSpecifications=self._tag_spec("internet-gateway", self.settings.name("igw"))
+            )["InternetGateway"]
+            self.progress(f"created internet gateway {igw['InternetGatewayId']}")
+        attached = {a["VpcId"] for a in igw.get("Attachments") or []}
+        if vpc_id not in attached:
+            self.ec2.attach_internet_gateway(
+                InternetGatewayId=igw["InternetGatewayId"], VpcId=vpc_id
+            )
+            self.progress(f"attached internet gateway to {vpc_id}")
+        return igw["InternetGatewayId"]
+
+    def _ensure_subnets(self, found: FoundNetwork, vpc_id: str, zones: tuple[str, str]) \
+            -> list[tuple[str, str]]:
+        result = []
+        for index, zone in enumerate(zones):
+            name = self.subnet_name(index)
+            subnet = found.subnets.get(name)
+            if subnet is None:
+                subnet = self.ec2.create_subnet(
+                    VpcId=vpc_id,
+                    AvailabilityZone=zone,
+                    CidrBlock=self._subnet_cidr(index),
+                    TagSpecifications=self._tag_spec("subnet", name),
+                )["Subnet"]
+                self.progress(f"created subnet {subnet['SubnetId']} in {zone}")
+            if not subnet.get("MapPublicIpOnLaunch"):
+                self.ec2.modify_subnet_attribute(
+                    SubnetId=subnet["SubnetId"], MapPublicIpOnLaunch={"Value": True}
+                )
+            result.append((subnet["SubnetId"], subnet["AvailabilityZone"]))
+        return result
+
+    def _subnet_cidr(self, index: int) -> str:
+        import ipaddress
+
+        vpc = ipaddress.ip_network(self.settings.vpc_cidr)
+        return str(list(vpc.subnets(new_prefix=24))[index])
+
+    def _ensure_routes(self, found: FoundNetwork, vpc_id: str, igw_id: str,
+                       subnet_ids: list[str]) -> None:
+        table = found.route_table
+        if table is None:
+            table = self.ec2.create_route_table(
+                VpcId=vpc_id, TagSpecifications=self._tag_spec("route-table",
+                                                                self.settings.name("rt"))
+            )["RouteTable"]
+            self.progress(f"created route table {table['RouteTableId']}")
+        table_id = table["RouteTableId"]
+        default_routes = [r for r in table.get("Routes") or []
+                          if r.get("DestinationCidrBlock") == ANYWHERE_V4]
+        if not default_routes:
+            self.ec2.create_route(
+                RouteTableId=table_id, DestinationCidrBlock=ANYWHERE_V4, GatewayId=igw_id
+            )
+        elif default_routes[0].get("GatewayId") != igw_id:
+            self.ec2.replace_route(
+                RouteTableId=table_id, DestinationCidrBlock=ANYWHERE_V4, GatewayId=igw_id
+            )
+        associated = {a.get("SubnetId") for a in table.get("Associations") or []}
+        for subnet_id in subnet_ids:
+            if subnet_id not in associated:
+                self.ec2.associate_route_table(RouteTableId=table_id, SubnetId=subnet_id)
+
+    # --- security groups ----------------------------------------------------------------
+
+    def ensure_security_groups(self, vpc_id: str, public_cidr: str | None,
+                               ssh_cidr: str | None, found_network: FoundNetwork | None = None) \
+            -> tuple[str, str]:
+        """The load balancer's group and the instances' group, with exactly the wanted rules."""
+        groups = (found_network or self.find()).security_groups
+        found = {name: g for name, g in groups.items() if g["VpcId"] == vpc_id}
+        lb_sg = self._ensure_group(found.get(self.lb_sg_name), self.lb_sg_name, vpc_id,
+                                   "seed-lb load balancer: HTTP from anywhere")
+        app_sg = self._ensure_group(found.get(self.app_sg_name), self.app_sg_name, vpc_id,
+                                    "seed-lb instances: app port from the load balancer")
+        lb_rules = self.lb_rules()
+        app_rules = self.app_rules(lb_sg["GroupId"], public_cidr, ssh_cidr)
+        self._converge_rules(lb_sg, lb_rules)
+        self._converge_rules(app_sg, app_rules)
+        return lb_sg["GroupId"], app_sg["GroupId"]
+
+    def lb_rules(self) -> set[Rule]:
+        port = self.settings.listener_port
+        return {(port, "cidr", ANYWHERE_V4), (port, "cidr6", ANYWHERE_V6)}
+
+    def app_rules(self, lb_sg_id: str, public_cidr: str | None, ssh_cidr: str | None) \
+            -> set[Rule]:
+        port = self.settings.app_port
+        rules: set[Rule] = {(port, "sg", lb_sg_id)}
+        if public_cidr:
+            rules.add((port, "cidr6" if ":" in public_cidr else "cidr", public_cidr))
+        if ssh_cidr and self.settings.key_name:
+            rules.add((22, "cidr6" if ":" in ssh_cidr else "cidr", ssh_cidr))
+        return rules
+
+    def _ensure_group(self, group: dict | None, name: str, vpc_id: str, description: str) \
+            -> dict:
+        if group is not None:
+            return group
+        group_id = self.ec2.create_security_group(
+            GroupName=name, Description=description, VpcId=vpc_id,
+            TagSpecifications=self._tag_spec("security-group", name),
+        )["GroupId"]
+        self.progress(f"created security group {group_id} ({name})")
+        return {"GroupId": group_id, "GroupName": name, "VpcId": vpc_id, "IpPermissions": []}
+
+    def _converge_rules(self, group: dict, wanted: set[Rule]) -> None:
+        have = rules_of(group)
+        missing, extra = wanted - have, have - wanted
+        if missing:
+            self.ec2.authorize_security_group_ingress(
+                GroupId=group["GroupId"], IpPermissions=[_permission(r) for r in sorted(missing)]
+            )
+        if extra:
+            self.ec2.revoke_security_group_ingress(
+                GroupId=group["GroupId"], IpPermissions=[_permission(r) for r in sorted(extra)]
+            )
+        for port, _kind, source in sorted(missing):
+            self.progress(f"{group['GroupName']}: allow tcp/{port} from {source}")
+        for port, _kind, source in sorted(extra):
+            self.progress(f"{group['GroupName']}: removed tcp/{port} from {source}")
+
+    # --- tearing down -------------------------------------------------------------------
+
+    def destroy(self, delay: float, budget: float) -> list[str]:
+        """Delete every tagged network resource, in dependency order. Returns what went."""
+        ec2, gone = self.ec2, []
+        groups = ec2.describe_security_groups(Filters=self._filters())["SecurityGroups"]
+        # Drop group-to-group references first, so the groups can go in any order.
+        for group in groups:
+            refs = [p for p in group.get("IpPermissions") or [] if p.get("UserIdGroupPairs")]
+            if refs:
+                ec2.revoke_security_group_ingress(
+                    GroupId=group["GroupId"],
+                    IpPermissions=[{k: v for k, v in p.items()
+                                    if k in ("IpProtocol", "FromPort", "ToPort",
+                                             "UserIdGroupPairs")} for p in refs],
+                )
+        for group in groups:
+            self._retry(lambda g=group: ec2.delete_security_group(GroupId=g["GroupId"]),
+                        f"deleting security group {group['GroupId']}", delay, budget,
+                        "InvalidGroup.NotFound")
+            gone.append(f"security group {group['GroupId']} ({group['GroupName']})")
+        if self.settings.use_default_vpc:
+            return gone  # the default VPC is the account's, never ours to delete
+        for table in ec2.describe_route_tables(Filters=self._filters())["RouteTables"]:
+            for assoc in table.get("Associations") or []:
+                if not assoc.get("Main"):
+                    ec2.disassociate_route_table(AssociationId=assoc["RouteTableAssociationId"])
+            ignore_missing("InvalidRouteTableID.NotFound", ec2.delete_route_table,
+                           RouteTableId=table["RouteTableId"])
+            gone.append(f"route table {table['RouteTableId']}")
+        for igw in ec2.describe_internet_gateways(Filters=self._filters())["InternetGateways"]:
+            for attachment in igw.get("Attachments") or []:
+                ec2.detach_internet_gateway(InternetGatewayId=igw["InternetGatewayId"],
+                                            VpcId=attachment["VpcId"])
+            ignore_missing("InvalidInternetGatewayID.NotFound", ec2.delete_internet_gateway,
+                           InternetGatewayId=igw["InternetGatewayId"])
+            gone.append(f"internet gateway {igw['InternetGatewayId']}")
+        for subnet in ec2.describe_subnets(Filters=self._filters())["Subnets"]:
+            self._retry(lambda s=subnet: ec2.delete_subnet(SubnetId=s["SubnetId"]),
+                        f"deleting subnet {subnet['SubnetId']}", delay, budget,
+                        "InvalidSubnetID.NotFound")
+            gone.append(f"subnet {subnet['SubnetId']}")
+        for vpc in ec2.describe_vpcs(Filters=self._filters())["Vpcs"]:
+            self._retry(lambda v=vpc: ec2.delete_vpc(VpcId=v["VpcId"]),
+                        f"deleting VPC {vpc['VpcId']}", delay, budget, "InvalidVpcID.NotFound")
+            gone.append(f"VPC {vpc['VpcId']}")
+        return gone
+
+    def _retry(self, action, what: str, delay: float, budget: float, missing_code: str) -> None:
+        ignore_missing(missing_code, lambda: retry_while(
+            action, ("DependencyViolation",), what, self.progress,
+            delay=delay, budget=budget, explain=_SG_IN_USE))
+
+
+def rules_of(group: dict) -> set[Rule]:
+    """The group's TCP ingress rules as (port, kind, source) tuples."""
+    rules: set[Rule] = set()
+    for perm in group.get("IpPermissions") or []:
+        if perm.get("IpProtocol") != "tcp" or perm.get("FromPort") != perm.get("ToPort"):
+            continue  # deploy never makes these; leave a hand-made rule alone
+        port = perm["FromPort"]
+        rules.update((port, "cidr", r["CidrIp"]) for r in perm.get("IpRanges") or [])
+        rules.update((port, "cidr6", r["CidrIpv6"]) for r in perm.get("Ipv6Ranges") or [])
+        rules.update((port, "sg", p["GroupId"]) for p in perm.get("UserIdGroupPairs") or [])
+    return rules
+
+
+def _permission(rule: Rule) -> dict:
+    port, kind, source = rule
+    perm: dict = {"IpProtocol": "tcp", "FromPort": port, "ToPort": port}
+    if kind == "cidr":
+        perm["IpRanges"] = [{"CidrIp": source}]
+    elif kind == "cidr6":
+        perm["Ipv6Ranges"] = [{"CidrIpv6": source}]
+    else:
+        perm["UserIdGroupPairs"] = [{"GroupId": source}]
+    return perm

@@ -1,0 +1,326 @@
+"""The bench's output: the console table, docs/benchmarks.md and docs/benchmarks.png."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from infra.bench.badinput import BadInputResult
+from infra.bench.failover import FailoverResult
+from infra.bench.load import SETUPS, LoadSettings, SetupResult, ratio
+from infra.bench.provision import ProvisionResult
+
+RATIOS = (("b", "a"), ("c", "a"), ("c", "d"))
+
+
+@dataclass
+class Section:
+    name: str
+    status: str = "ok"  # ok | skipped | failed
+    note: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class BenchRun:
+    date: str
+    command: str
+    machine: dict[str, str]
+    load_before: str
+    load_settings: LoadSettings
+    generator: str
+    load_after: str = ""
+    total_s: float = 0.0
+    setups: dict[str, SetupResult] = field(default_factory=dict)
+    failover: FailoverResult | None = None
+    bad_input: BadInputResult | None = None
+    provisioning: ProvisionResult | None = None
+    sections: list[Section] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return all(s.status == "ok" for s in self.sections)
+
+
+def _num(value: float | None, fmt: str = "{:.2f}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def throughput_table(setups: dict[str, SetupResult]) -> list[str]:
+    lines = ["| setup | requests/s | range over rounds | p50 (ms) | p99 (ms) | errors "
+             "| CPU idle before |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for key in SETUPS:
+        setup = setups.get(key)
+        label = f"({key}) {SETUPS[key][1]}"
+        if setup is None or setup.result is None:
+            why = setup.skipped if setup is not None and setup.skipped else "not run"
+            lines.append(f"| {label} | skipped: {why} | | | | | |")
+            continue
+        r, (low, high) = setup.result, setup.spread
+        idle = [i for i in setup.idle_before if i >= 0]
+        idle_text = f"{min(idle):.0f}-{max(idle):.0f}%" if idle else "-"
+        errors = sum(x.errors for x in setup.rounds)
+        lines.append(f"| {label} | {r.requests_per_sec:,.0f} | {low:,.0f}-{high:,.0f} | "
+                     f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {errors} | {idle_text} |")
+    return lines
+
+
+def busy_note(setups: dict[str, SetupResult]) -> list[str]:
+    """Say so when other work left the CPU mostly busy: such figures are low and noisy."""
+    idle = sorted(i for s in setups.values() for i in s.idle_before if i >= 0)
+    if not idle:
+        return []
+    median = idle[len(idle) // 2]
+    if median >= 50:
+        return [f"The machine was quiet: CPU idle before the rounds was {median:.0f}% (median)."]
+    return [f"**The machine was busy with other work during this run**: CPU idle before the "
+            f"rounds was {median:.0f}% (median), so these figures are lower and noisier than "
+            "on a quiet machine; the ratios, taken from setups that took turns, hold up better "
+            "than the absolute numbers."]
+
+
+def commands_lines(setups: dict[str, SetupResult]) -> list[str]:
+    return [f"- ({k}) `{setups[k].command}`" for k in SETUPS
+            if setups.get(k) is not None and setups[k].command]
+
+
+def ratio_lines(setups: dict[str, SetupResult]) -> list[str]:
+    lines = []
+    for num, den in RATIOS:
+        value = ratio(setups, num, den)
+        lines.append(f"- {num}/{den} (requests/s): " + ("not measured" if value is None
+                                                       else f"**{value:.2f}x**"))
+    return lines
+
+
+def _window_verdict(seconds: float, window: float | None) -> str:
+    if window is None:
+        return ""
+    verdict = "within" if seconds <= window else "OUTSIDE"
+    return f" ({verdict} the health check window: interval x unhealthy threshold = {window:g} s)"
+
+
+def failover_lines(result: FailoverResult | None) -> list[str]:
+    if result is None:
+        return ["Not measured in this run."]
+    window = result.health_window_s
+    rejoin = "did not rejoin" if result.rejoin_s is None else f"{result.rejoin_s:.2f} s"
+    kinds = result.failures_by_kind
+    lines = [
+        "| measure | value |", "|---|---:|",
+        f"| steady load (requests/s through the LB) | {result.request_rate:,.0f} |",
+        f"| requests sent during the drill | {result.requests:,} |",
+        f"| failed requests after killing `{result.victim}` | {result.failed_after_kill} |",
+        f"| time from the kill until the last failing request was sent | "
+        f"{result.failing_for_s:.2f} s |",
+        f"| time from the restart until it serves again | {rejoin} |",
+        f"| failed requests after the restart | {result.failed_after_restart} |",
+        "",
+    ]
+    if "502" in kinds:
+        count, last = kinds["502"]
+        lines.append(f"Requests sent to the dead instance (502) stopped {last:.2f} s after the "
+                     f"kill{_window_verdict(last, window)}; the last failure of any kind was "
+                     f"sent {result.failing_for_s:.2f} s after it"
+                     f"{_window_verdict(result.failing_for_s, window)}.")
+    else:
+        lines.append(f"Failures stopped {result.failing_for_s:.2f} s after the kill"
+                     f"{_window_verdict(result.failing_for_s, window)}.")
+    lines.append(f"Answers by status: {_statuses(result.statuses)}.")
+    if kinds:
+        lines += ["", "Failures after the kill, by kind:", "",
+                  "| kind | requests | last one sent after the kill |", "|---|---:|---:|"]
+        lines += [f"| {kind} | {n} | {last:.2f} s |" for kind, (n, last) in sorted(kinds.items())]
+        note = ("A 502 is a request the load balancer sent to the dead instance, until its "
+                "health checks took it out.")
+        if "503" in kinds:
+            note += (" A 503 is Caddy's own \"no upstreams available\": while one upstream is "
+                     "down and requests arrive concurrently, its round-robin selection now and "
+                     "then skips past the healthy one (with a single client thread none were "
+                     "seen). An ALB does not answer that way.")
+        lines += ["", note]
+    return lines
+
+
+def _statuses(statuses: dict) -> str:
+    return ", ".join(f"{k}: {v:,}" for k, v in sorted(statuses.items(), key=lambda kv: str(kv[0])))
+
+
+def bad_input_lines(result: BadInputResult | None) -> list[str]:
+    if result is None:
+        return ["Not measured in this run."]
+    lines = [
+        "| measure | value |", "|---|---:|",
+        f"| distinct requests tried | {result.tried} |",
+        f"| of which from the fixed corpus / generated by hypothesis | "
+        f"{result.from_corpus} / {result.generated} |",
+        f"| rejected with a 4xx | {result.rejected} |",
+        f"| accepted as a valid seed (integral strings, forms) | {result.accepted} |",
+        f"| **5xx answers** | **{result.server_errors}** |",
+        f"| no answer (connection closed) | {result.no_response} |",
+        f"| **refused requests that changed the seed** | **{result.changed_on_reject}** |",
+        "",
+        f"Answers by status: {_statuses(result.statuses)}.",
+    ]
+    for title, examples in (("5xx", result.examples_5xx),
+                            ("changed the seed", result.examples_changed)):
+        if examples:
+            lines += ["", f"Requests that got {title}:" if title == "5xx"
+                      else f"Refused requests that {title}:", ""]
+            lines += [f"- `{e[:200]}`" for e in examples[:10]]
+    return lines
+
+
+def provisioning_lines(result: ProvisionResult | None) -> list[str]:
+    if result is None:
+        return ["Not measured in this run."]
+    deploy_n, destroy_n = sum(result.deploy_calls.values()), sum(result.destroy_calls.values())
+    lines = [
+        "| | wall time | AWS API calls |", "|---|---:|---:|",
+        f"| deploy ({result.instances} instances) | {result.deploy_s:.2f} s | {deploy_n} |",
+        f"| destroy | {result.destroy_s:.2f} s | {destroy_n} |",
+        "", "API calls by operation:", "",
+        "| operation | deploy | destroy |", "|---|---:|---:|",
+    ]
+    for op in sorted(set(result.deploy_calls) | set(result.destroy_calls)):
+        lines.append(f"| {op} | {result.deploy_calls.get(op, 0)} | "
+                     f"{result.destroy_calls.get(op, 0)} |")
+    return lines
+
+
+def render_markdown(run: BenchRun, plot_name: str = "benchmarks.png") -> str:
+    s = run.load_settings
+    machine = [f"| {k} | {v} |" for k, v in run.machine.items()]
+    sections = [f"| {x.name} | {x.status} | {x.seconds:.1f} s | {x.note} |" for x in run.sections]
+    out = [
+        "# Benchmarks",
+        "",
+        f"Measured by `{run.command}` on {run.date}, all in one run of {run.total_s:.0f} s, "
+        "on one machine, every server on 127.0.0.1. Generated; do not edit by hand.",
+        "",
+        "## Machine",
+        "",
+        "| | |", "|---|---|", *machine,
+        f"| Load average (1, 5, 15 min) at the start | {run.load_before} |",
+        f"| Load average (1, 5, 15 min) at the end | {run.load_after} |",
+        "",
+        "## Throughput and latency",
+        "",
+        f"Load generator: **{run.generator}**, `GET /` for {s.duration_s} s with "
+        f"{s.connections} connections on {s.threads} threads (`wrk -t{s.threads} "
+        f"-c{s.connections} -d{s.duration_s}s --latency URL`), after a {s.warmup_s} s warm-up. "
+        f"The setups take turns, one loaded at a time, for {s.rounds} rounds (a b c d a b c d "
+        "...); each row is the median round by requests/s, with that round's latencies. "
+        "wrk shares the cores with the servers it measures. *CPU idle before* is the idle "
+        "share of all cores in the half second before each round: what other work on the "
+        "machine left.",
+        "",
+        *throughput_table(run.setups),
+        "",
+        *busy_note(run.setups),
+        "",
+        "Servers:",
+        "",
+        *commands_lines(run.setups),
+        "",
+        *ratio_lines(run.setups),
+        "",
+        f"![Throughput and latency per setup]({plot_name})",
+        "",
+        "## Failover",
+        "",
+        "Through the local load balancer (Caddy, active health checks mirroring the target "
+        "group), under a steady load of `GET /` from two threads; one instance is killed, "
+        "then started again.",
+        "",
+        *failover_lines(run.failover),
+        "",
+        "## Bad input",
+        "",
+        "Against one `python -m app`: a fixed corpus (booleans, floats, null, lists, objects, "
+        "huge integers, bad UTF-8, empty and malformed JSON, oversized bodies, bad methods, "
+        "malformed HTTP) plus bodies generated by hypothesis. The seed is read before and "
+        "after every request.",
+        "",
+        *bad_input_lines(run.bad_input),
+        "",
+        "## Provisioning (moto server)",
+        "",
+        "`Stack.deploy()` and `Stack.destroy()` against a moto server on 127.0.0.1 with fake "
+        "credentials; API calls counted with a botocore `before-call.*.*` hook (waiter polls "
+        "included). On AWS each call is a round trip, and the waits dominate.",
+        "",
+        *provisioning_lines(run.provisioning),
+        "",
+        "## Steps of this run",
+        "",
+        "| step | status | time | note |", "|---|---|---:|---|", *sections,
+        "",
+        "## Reproduce",
+        "",
+        "```sh",
+        run.command,
+        "```",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def plot(setups: dict[str, SetupResult], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: write the file only
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in SETUPS if setups.get(k) and setups[k].result is not None]
+    labels = [f"({k}) {SETUPS[k][0]}" for k in keys]
+    rps = [setups[k].result.requests_per_sec for k in keys]
+    p50 = [setups[k].result.p50_ms for k in keys]
+    p99 = [setups[k].result.p99_ms for k in keys]
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    bars = left.bar(labels, rps, color=["#9e9e9e", "#1f77b4", "#2ca02c", "#ff7f0e"][: len(keys)])
+    left.bar_label(bars, labels=[f"{v:,.0f}" for v in rps], fontsize=8)
+    left.set_ylabel("requests/s (higher is better)")
+    left.set_yscale("log")
+    left.set_title("Throughput, GET /")
+
+    xs = range(len(keys))
+    width = 0.38
+    b50 = right.bar([x - width / 2 for x in xs], p50, width, label="p50")
+    b99 = right.bar([x + width / 2 for x in xs], p99, width, label="p99")
+    right.bar_label(b50, labels=[f"{v:.1f}" for v in p50], fontsize=8)
+    right.bar_label(b99, labels=[f"{v:.1f}" for v in p99], fontsize=8)
+    right.set_xticks(list(xs), labels)
+    right.set_ylabel("latency, ms (lower is better)")
+    right.set_yscale("log")
+    right.set_title("Latency under load")
+    right.legend()
+    for axis in (left, right):
+        axis.tick_params(axis="x", labelsize=8, rotation=12)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def console_summary(run: BenchRun) -> str:
+    lines = ["", *throughput_table(run.setups), "", *ratio_lines(run.setups)]
+    if run.failover:
+        f = run.failover
+        lines.append(f"- failover: {f.failed_after_kill} failed requests over "
+                     f"{f.failing_for_s:.2f}s (health window {_num(f.health_window_s, '{:g}')}s)"
+                     f", rejoin {_num(f.rejoin_s)}s")
+    if run.bad_input:
+        b = run.bad_input
+        lines.append(f"- bad input: {b.tried} distinct requests, {b.server_errors} x 5xx, "
+                     f"{b.changed_on_reject} refused requests changed the seed")
+    if run.provisioning:
+        p = run.provisioning
+        lines.append(f"- provisioning: deploy {p.deploy_s:.2f}s / "
+                     f"{sum(p.deploy_calls.values())} calls, destroy {p.destroy_s:.2f}s / "
+                     f"{sum(p.destroy_calls.values())} calls")
+    for x in run.sections:
+        if x.status != "ok":
+            lines.append(f"- {x.name}: {x.status.upper()} - {x.note}")
+    return "\n".join(lines)

@@ -1,0 +1,183 @@
+"""`python -m infra doctor`: read the AWS side and name what would make the grader fail.
+
+It follows a request's path from the internet to the app (infra/doctor/examination.py): the load
+balancer (scheme, its security group, its subnets' routes), the listener on 80, the target
+group (port, health check), each target's health (AWS's reason codes in plain words,
+infra/doctor/target_reasons.py), and the instances (running, their security group, their
+Availability Zone). It only reads; it changes nothing.
+It works on any backend, and on stacks it did not create: find the load balancer by name,
+DNS name or ARN (--lb), or by this project's tags (--stack).
+
+Other modules use `diagnose(clients, stack, lb)` and `target_health_lines(clients, lb_dns)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import socket
+import sys
+from urllib.parse import urlparse
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+)
+
+from infra.aws import lb_lookup
+from infra.aws.clients import LOOPBACK_ONLY_ENV, Clients, resolve_target
+from infra.config import APP_PORT
+from infra.doctor.examination import Examination, load_balancer_target_groups, target_health
+from infra.doctor.findings import Finding, has_errors, summary_line
+from infra.doctor.target_reasons import plain_words
+from infra.errors import UserError
+
+__all__ = ["Finding", "diagnose", "target_health_lines", "register"]
+
+
+def diagnose(clients: Clients, stack: str | None = None, lb: str | None = None, *,
+             probe: bool | None = None) -> list[Finding]:
+    """Every finding for one load balancer (found by `lb`, else by `stack`'s tags).
+
+    `probe`: also GET each instance's health check path over HTTP. None means: only
+    against real AWS, never against an emulator or with SEEDLB_LOOPBACK_ONLY=1.
+    Raises UserError when the load balancer cannot be found.
+    """
+    if probe is None:
+        probe = not clients.target.is_emulator and os.environ.get(LOOPBACK_ONLY_ENV) != "1"
+    _emulator_must_answer(clients)
+    with _aws_errors_as_user_errors(clients):
+        found, how = lb_lookup.find(clients, stack=stack, lb=lb)
+        return Examination(clients, found, how, stack=None if lb else stack, probe=probe).run()
+
+
+def target_health_lines(clients: Clients, lb_dns: str) -> list[str]:
+    """Plain-words health of every target behind the load balancer with this DNS name.
+
+    For the grader, to explain a 502/503. Never raises for a missing load balancer or an
+    unreachable API: it returns one line that says so instead.
+    """
+    try:
+        _emulator_must_answer(clients)
+        with _aws_errors_as_user_errors(clients):
+            lb = lb_lookup.by_dns(clients, lb_dns)
+            groups = load_balancer_target_groups(clients, lb)
+            if not groups:
+                return [f"{lb['LoadBalancerName']}: no target group is attached "
+                        "(the listener does not forward anywhere)"]
+            lines = []
+            for tg in groups:
+                targets = target_health(clients, tg["TargetGroupArn"])
+                if not targets:
+                    lines.append(f"target group {tg['TargetGroupName']}: no targets registered; "
+                                 "register both instances on port "
+                                 f"{APP_PORT}")
+                for desc in targets:
+                    lines.append(f"target group {tg['TargetGroupName']}: " + _plain(desc))
+            return lines
+    except UserError as exc:
+        return [f"target health unavailable: {exc}"]
+
+
+def _emulator_must_answer(clients: Clients) -> None:
+    """A stopped emulator would cost botocore's ten retries (half a minute): ask once."""
+    if not clients.target.is_emulator:
+        return
+    url = urlparse(clients.target.endpoint_url)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=2).close()
+    except OSError as exc:
+        raise UserError(f"cannot reach the AWS API at {clients.target.endpoint_url} "
+                        f"({exc.strerror or exc}): is the emulator (moto server, LocalStack) "
+                        "running, and is AWS_ENDPOINT_URL right?") from exc
+
+
+_DENIED = ("AccessDenied", "UnauthorizedOperation", "AuthFailure")
+_BAD_CREDENTIALS = ("InvalidClientTokenId", "ExpiredToken", "SignatureDoesNotMatch",
+                    "UnrecognizedClient", "InvalidAccessKeyId")
+
+
+@contextlib.contextmanager
+def _aws_errors_as_user_errors(clients: Clients):
+    """Missing or rejected credentials, an unreachable endpoint, a denied call: one clear
+    line instead of a traceback. Any other AWS error is a bug here and propagates."""
+    where = clients.target.describe()
+    try:
+        yield
+    except NoCredentialsError as exc:
+        raise UserError(f"no AWS credentials ({where}): run `aws configure` or set "
+                        "AWS_PROFILE; for a local emulator set AWS_ENDPOINT_URL") from exc
+    except EndpointConnectionError as exc:
+        raise UserError(f"cannot reach the AWS API ({where}): check the network and "
+                        "--region, or, for an emulator, that it runs at AWS_ENDPOINT_URL") from exc
+    except BotoCoreError as exc:
+        raise UserError(f"AWS API call failed ({where}): {exc}") from exc
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if any(word in code for word in _DENIED):
+            raise UserError(f"AWS refused a read-only call ({code}, {where}): the doctor "
+                            "needs ec2:Describe* and elasticloadbalancing:Describe*") from exc
+        if any(word in code for word in _BAD_CREDENTIALS):
+            raise UserError(f"AWS rejected the credentials ({code}, {where}): refresh them "
+                            "(`aws sso login`, `aws configure`) or use another AWS_PROFILE"
+                            ) from exc
+        raise
+
+def _plain(desc: dict) -> str:
+    target, health = desc["Target"], desc.get("TargetHealth", {})
+    return plain_words(target["Id"], target.get("Port"), health.get("State", "unknown"),
+                       health.get("Reason"), health.get("Description"))
+
+# -- the command -----------------------------------------------------------------------------
+
+
+def register(subparsers, common) -> None:
+    parser = subparsers.add_parser(
+        "doctor",
+        parents=[common],
+        help="name what is misconfigured on the AWS side (read-only)",
+        description="Read the load balancer, listener, target group, target health, "
+        "instances, security groups and routes, and name each misconfiguration with its fix. "
+        "Read-only. Exit code 0 when there is no error-level finding, 1 otherwise.",
+        epilog="examples:\n  python -m infra doctor --stack seed-lb\n"
+        "  python -m infra doctor --lb my-alb\n"
+        "  python -m infra doctor --lb my-alb-123.us-east-1.elb.amazonaws.com --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--lb",
+        metavar="NAME_OR_DNS",
+        help="the load balancer's name, DNS name or ARN (for one made by hand); "
+        "without it the load balancer tagged with --stack is used",
+    )
+    parser.add_argument("--json", action="store_true", help="print the findings as JSON")
+    parser.add_argument(
+        "--no-probe",
+        action="store_true",
+        help="on real AWS, do not GET each instance's health check path over HTTP",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    region = args.region
+    if region is None and args.lb:
+        # a DNS name says its region: `make doctor LB=...` works whatever the profile's region
+        region = lb_lookup.region_in_dns(args.lb)
+    clients = Clients(resolve_target(args.backend, region))
+    probe = False if args.no_probe else None
+    findings = diagnose(clients, stack=args.stack, lb=args.lb, probe=probe)
+    if args.json:
+        json.dump({"ok": not has_errors(findings),
+                   "findings": [f.to_dict() for f in findings]}, sys.stdout, indent=2)
+        print()
+    else:
+        for finding in findings:
+            print(finding.render())
+        print(summary_line(findings))
+    return 1 if has_errors(findings) else 0

@@ -1,0 +1,607 @@
+"""The grader: checks a load balancer over plain HTTP, the way the autograder will.
+
+`grade(address, instances)` runs six checks and returns a Report. It is an HTTP client and
+nothing else (AWS is only touched by the CLI's `--aws`, through the doctor). The request
+sequence is planned so that the checks do not corrupt each other, and ends the way the real
+grader does: every instance holding the last number it POSTed.
+
+    1 connect       the name resolves and TCP to port 80 opens
+    2 GET / 200     every GET / of the run returned 200
+    3 body          each body is exactly ^-?\\d+$, not JSON, not a bytes literal, no newline
+    4 POST          {"num": N} sent as json= and as data=json.dumps(...) reaches every instance
+    5 spread        at least two instances answer through the load balancer
+    6 instances     each instance answers directly on :5000 and holds what the LB returns
+
+Sequence: 2 GETs (checks 2, 3); 4 POSTs of distinct numbers, alternating both styles, then
+GETs (check 5: each instance keeps the last number it got, so distinct values = distinct
+instances); POST N1 with json= until every instance took it, then GETs; the same with
+N2 and data=; then one GET per instance (check 6). Every phase is bounded, and so is the
+whole run (MAX_REQUESTS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import random
+import socket
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+from infra.config import STATE_DIR
+from infra.errors import UserError
+from infra.grade.address import (
+    Address,
+    Endpoint,
+    instances_from_state,
+    parse_address,
+    parse_instances,
+)
+from infra.grade.http_probe import SERVED_BY, BudgetExhausted, Exchange, ProbeClient
+from infra.grade.pitfalls import (
+    FORM_READER,
+    TRANSPORT_FINDINGS,
+    Finding,
+    classify_body,
+    explain_post_failure,
+    explain_status,
+    show_body,
+)
+from infra.grade.report import FAIL, PASS, SKIP, Check, Report
+
+__all__ = ["MAX_REQUESTS", "Check", "Report", "grade", "register"]
+
+MAX_REQUESTS = 60  # the grader is a client of somebody's server: never more than this
+STYLE_LABEL = {
+    "json": "json={'num': N}",
+    "data": "data=json.dumps({'num': N}) (no Content-Type)",
+    "form": "form-encoded num=N",
+}
+
+
+class _Grading:
+    def __init__(self, address: Address, instances: list[Endpoint], timeout: float,
+                 budget: int, rng: random.Random):
+        self.address = address
+        self.instances = instances
+        self.client = ProbeClient(timeout, budget)
+        self.timeout = timeout
+        self.rng = rng
+        self.log: list[Exchange] = []
+        self.stopped = ""  # why the LB got no more requests
+        self.checks = [
+            Check(1, f"connects to port {address.port}"),
+            Check(2, "GET / returns 200"),
+            Check(3, "body is a bare integer"),
+            Check(4, "POST / updates every instance"),
+            Check(5, "two or more instances serve"),
+            Check(6, "instances answer directly"),
+        ]
+        self.spread_posts: list[Exchange] = []
+        self.spread_gets: list[Exchange] = []
+        self.style_runs: dict[str, dict] = {}
+        self.final_value: int | None = None
+        self.form_probe: Exchange | None = None
+        self.base = 0
+
+    # -- sending --------------------------------------------------------------------------
+    def lb(self, method: str, style: str | None = None, num: int | None = None) -> Exchange:
+        if self.stopped or self.client.remaining() <= self.reserve():
+            raise BudgetExhausted
+        ex = self.client.send(method, self.address.endpoint, "lb", style, num)
+        self.log.append(ex)
+        if ex.error:  # no HTTP answer: don't wait out more timeouts on a dead address
+            self.stopped = ex.error
+        return ex
+
+    def lb_gets(self, n: int) -> list[Exchange]:
+        out = []
+        for _ in range(n):
+            if self.stopped or self.client.remaining() <= self.reserve():
+                break
+            out.append(self.lb("GET"))
+        return out
+
+    def reserve(self) -> int:
+        return len(self.instances)  # keep one request per instance for check 6
+
+    def backends(self) -> set[str]:
+        """The instances that answered through the load balancer, by X-Served-By."""
+        return {e.served_by for e in self.log if e.target == "lb" and e.ok and e.served_by}
+
+    def header_mode(self) -> bool:
+        answered = [e for e in self.log if e.target == "lb" and e.ok]
+        return bool(answered) and all(e.served_by for e in answered)
+
+    # -- the run --------------------------------------------------------------------------
+    def run(self) -> None:
+        if self.check_connect():
+            try:
+                self.lb_gets(2)  # checks 2 and 3; a second GET may meet the other instance
+                if self.any_get_200():
+                    self.probe_spread()
+                    for style, offset in (("json", 100), ("data", 200)):
+                        self.probe_style(style, self.base + offset)
+                    self.probe_form_if_json_fails()
+            except BudgetExhausted:
+                capped = not self.stopped
+            else:
+                capped = False
+            self.judge_status()
+            self.judge_body()
+            self.judge_post()
+            self.judge_spread()
+            if capped:
+                self.checks[3].details.append(
+                    f"stopped at the cap of {self.client.budget} requests "
+                    f"({len(self.instances)} kept for the instances)")
+        self.check_instances()
+
+    def check_connect(self) -> bool:
+        check = self.checks[0]
+        host, port = self.address.host, self.address.port
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as exc:
+            check.set(FAIL, f"{host} does not resolve ({exc})",
+                      "copy the DNS name from the load balancer's description; a new load "
+                      "balancer's name takes a minute or two to resolve", "dns")
+            self.skip_lb("the name does not resolve")
+            return False
+        ips = sorted({info[4][0] for info in infos})
+        family, _, _, _, sockaddr = infos[0]
+        started = time.monotonic()
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.settimeout(self.timeout)
+                sock.connect(sockaddr)
+        except TimeoutError:
+            private = [ip for ip in ips if _is_private(ip)]
+            why = (
+                "the load balancer's security group does not allow TCP "
+                f"{port} from anywhere (0.0.0.0/0), or the load balancer is internal"
+            )
+            if private and len(private) == len(ips):
+                why += f" (it resolves to private addresses {', '.join(private)}: internal)"
+            check.set(FAIL, f"TCP connect to {sockaddr[0]}:{port} timed out after "
+                      f"{self.timeout:g} s: {why}",
+                      f"give the load balancer its own security group allowing HTTP {port} from "
+                      "0.0.0.0/0 (not the default group), scheme internet-facing; and run the "
+                      "grader from your own machine, not from one of the instances (FAQ 5)",
+                      "connect-timeout")
+            self.skip_lb("TCP connect timed out")
+            return False
+        except ConnectionRefusedError:
+            check.set(FAIL, f"{sockaddr[0]}:{port} refused the connection: nothing listens on "
+                      f"port {port}",
+                      f"add an HTTP listener on port {port} to the load balancer, forwarding to "
+                      "the target group", "refused")
+            self.skip_lb("the connection was refused")
+            return False
+        except OSError as exc:
+            check.set(FAIL, f"cannot connect to {sockaddr[0]}:{port}: {exc}",
+                      "check the address and your network", "connect-error")
+            self.skip_lb("no connection")
+            return False
+        ms = (time.monotonic() - started) * 1000
+        check.set(PASS, f"{host} resolves to {', '.join(ips)}; TCP {port} opened in {ms:.0f} ms")
+        return True
+
+    def skip_lb(self, why: str) -> None:
+        for c in self.checks[1:5]:
+            c.set(SKIP, f"not run: {why} (check 1)")
+
+    def any_get_200(self) -> bool:
+        return any(e.status == 200 for e in self.log if e.method == "GET")
+
+    def probe_spread(self) -> None:
+        # Distinct numbers, alternating both POST styles: each instance keeps the last one it
+        # got, so the distinct values GET returns afterwards count the instances.
+        self.base = self.rng.randrange(10_000_000, 90_000_000)
+        for i in range(4):
+            style = "json" if i % 2 == 0 else "data"
+            self.spread_posts.append(self.lb("POST", style, self.base + i))
+        self.spread_gets = self.lb_gets(6)
+
+    def probe_style(self, style: str, num: int) -> None:
+        """POST num in one style until every known instance took it, then GET to confirm."""
+        run = {"num": num, "posts": [], "gets": [], "rounds": 0}
+        self.style_runs[style] = run
+        for _ in range(2):  # a second round only when the first left stale instances
+            run["rounds"] += 1
+            run["posts"] += self._post_until_covered(style, num)
+            if not any(p.ok for p in run["posts"]):
+                return  # this style is refused: check 4 says how; no GETs needed
+            known = self.backends()
+            gets = self.lb_gets(max(4, 2 * len(known)))
+            run["gets"] = gets
+            stale = [g for g in gets if g.value is not None and g.value != num]
+            acked = {p.served_by for p in run["posts"] if p.ok}
+            if not stale:
+                break
+            if self.header_mode() and all(g.served_by in acked for g in stale):
+                break  # they took it and still return the old number: no point in resending
+        if run["gets"] and all(g.value == num for g in run["gets"]):
+            self.final_value = num
+
+    def _post_until_covered(self, style: str, num: int) -> list[Exchange]:
+        posts: list[Exchange] = []
+        if self.header_mode():
+            known = self.backends()
+            target = max(2, len(known))
+            limit = min(8, 4 * target)  # random balancing misses one of 2 in 8 sends: 1%
+            while len(posts) < limit:
+                posts.append(self.lb("POST", style, num))
+                if not posts[-1].ok:
+                    break  # refused: repeating will not change the answer
+                acked = {p.served_by for p in posts}
+                if len(posts) >= target and self.backends() <= acked:
+                    break
+        else:
+            # Nothing names the instance: repeat; with 2 instances 4 sends reach both under
+            # round robin (the ALB's default), and the GETs after confirm it.
+            estimate = max(2, len({e.value for e in self.spread_gets if e.value is not None}))
+            for _ in range(2 * estimate):
+                posts.append(self.lb("POST", style, num))
+                if not posts[-1].ok:
+                    break
+        return posts
+
+    def probe_form_if_json_fails(self) -> None:
+        runs = self.style_runs
+        if runs and all(not any(p.ok for p in r["posts"]) for r in runs.values()):
+            self.form_probe = self.lb("POST", "form", self.base + 300)
+
+    # -- judging --------------------------------------------------------------------------
+    def judge_status(self) -> None:
+        check = self.checks[1]
+        gets = [e for e in self.log if e.method == "GET"]
+        if not gets:
+            if check.status == SKIP and not check.reason:
+                check.set(SKIP, "no GET was sent")
+            return
+        bad = [e for e in gets if e.status != 200]
+        if not bad:
+            check.set(PASS, f"{len(gets)} of {len(gets)} GETs returned 200")
+            return
+        first = bad[0]
+        if first.error:
+            finding = TRANSPORT_FINDINGS.get(first.error) or Finding(
+                first.error, first.detail, "check that the load balancer and the app are running"
+            )
+            prefix = f"GET / got no answer ({first.detail})" if first.error != "read-timeout" \
+                else f"GET / got no answer within {self.timeout:g} s"
+            check.set(FAIL, f"{prefix}: {finding.reason}", finding.fix, finding.code)
+            return
+        finding = explain_status(first.status)
+        counts = Counter(e.status for e in bad)
+        summary = ", ".join(f"{n}x {s}" for s, n in sorted(counts.items(), key=str))
+        share = f"{len(bad)} of {len(gets)} GETs failed ({summary})"
+        if len(bad) < len(gets):
+            share += "; the others returned 200, so one instance answers and another does not"
+        check.set(FAIL, f"{finding.reason}. {share}", finding.fix, finding.code)
+
+    def judge_body(self) -> None:
+        check = self.checks[2]
+        answered = [e for e in self.log if e.method == "GET" and e.status == 200]
+        if not answered:
+            if not check.reason:
+                check.set(SKIP, "no GET / returned 200 (check 2)")
+            return
+        for e in answered:
+            finding = classify_body(e.body, e.content_type)
+            if finding:
+                check.finding(FAIL, finding)
+                return
+        sample = answered[-1]
+        check.set(PASS, f"{len(answered)} bodies like {show_body(sample.body)}, "
+                  f"Content-Type {sample.content_type or '(none)'}")
+
+    def judge_post(self) -> None:
+        check = self.checks[3]
+        if check.reason:
+            return
+        if not self.style_runs:
+            check.set(SKIP, "not run: GET / never returned 200 (check 2)" if not self.stopped
+                      else f"not run: the load balancer stopped answering ({self.stopped})")
+            return
+        ok_styles = {s for s, r in self.style_runs.items() if any(p.ok for p in r["posts"])}
+        problems: list[tuple[str, Finding]] = []
+        summaries: list[str] = []
+        unverified: list[str] = []  # 2xx, but no GET body after it held a readable number
+        for style, run in self.style_runs.items():
+            num, posts, gets = run["num"], run["posts"], run["gets"]
+            label = STYLE_LABEL[style]
+            failed = [p for p in posts if not p.ok]
+            if failed:
+                p = failed[0]
+                if p.error:
+                    problems.append((style, Finding(
+                        f"post-{p.error}", f"POST / with {label} got no answer ({p.detail})",
+                        "the app must answer POST / quickly; read its log")))
+                else:
+                    problems.append((style, explain_post_failure(
+                        p.status, style, other_style_ok=bool(ok_styles - {style}))))
+                continue
+            answered = [g for g in gets if g.value is not None]
+            stale = [g for g in answered if g.value != num]
+            acked = sorted({p.served_by for p in posts if p.served_by})
+            who = (f"X-Served-By shows {len(acked)} instance(s) took it ({', '.join(acked)})"
+                   if acked else "no X-Served-By header, so it was repeated")
+            if not answered:
+                unverified.append(style)
+                continue
+            if stale:
+                values = Counter(g.value for g in stale)
+                shown = ", ".join(f"{v} ({n}x)" for v, n in values.most_common(3))
+                if self.header_mode():
+                    deaf = sorted({g.served_by for g in stale if g.served_by in acked})
+                    if deaf:
+                        why = (f"instance(s) {', '.join(deaf)} answered 2xx and still return "
+                               "the old number: the POST is not stored, or each worker process "
+                               "keeps its own copy (several gunicorn workers)")
+                    else:
+                        why = "some instance never got the POST"
+                else:
+                    why = ("either the POST is not stored (or kept per worker process), or an "
+                           "instance never got it")
+                problems.append((style, Finding(
+                    "post-not-applied",
+                    f"POST {{'num': {num}}} with {label} answered 2xx x{len(posts)}, yet "
+                    f"{len(stale)} of {len(answered)} GETs after it returned {shown}: {why}",
+                    "store int(data['num']) in state shared by all workers (a file or one "
+                    "worker), and make sure both instances run the same app")))
+                continue
+            summaries.append(f"{label}: sent {len(posts)}x, all 2xx; {who}; "
+                             f"{len(answered)} GETs after it returned {num}")
+        if problems and set(ok_styles) == set() and self.form_probe is not None:
+            if self.form_probe.ok:
+                check.finding(FAIL, FORM_READER)
+                check.details = [f"{STYLE_LABEL[s]}: {f.reason}" for s, f in problems]
+                return
+        if problems:
+            style, finding = problems[0]
+            check.finding(FAIL, finding)
+            check.details = [f"{STYLE_LABEL[s]}: {f.reason}" for s, f in problems[1:]]
+            check.details += summaries
+            return
+        if unverified:
+            check.set(SKIP, "POST / answered 2xx, but no GET after it returned a readable "
+                      "number (checks 2 and 3), so the update cannot be confirmed")
+            check.details = summaries
+            return
+        check.set(PASS, f"both ways graders send it took effect on every instance "
+                  f"({sum(len(r['posts']) for r in self.style_runs.values())} POSTs)")
+        check.details = summaries
+
+    def judge_spread(self) -> None:
+        check = self.checks[4]
+        if check.reason:
+            return
+        answered = [e for e in self.log if e.ok]
+        if not answered:
+            check.set(SKIP, "not run: the load balancer never answered 2xx (check 2)")
+            return
+        by_header = Counter(e.served_by for e in answered if e.served_by)
+        posted = {p.sent for p in self.spread_posts if p.ok}
+        values = Counter(g.value for g in self.spread_gets if g.value is not None)
+        count = max(len(by_header), len(values) if posted else 0)
+        evidence = []
+        if by_header:
+            evidence.append("X-Served-By: " + ", ".join(f"{k} ({n}x)" for k, n in
+                                                           sorted(by_header.items())))
+        if posted:
+            evidence.append(f"after {len(self.spread_posts)} distinct POSTs, "
+                            f"{len(self.spread_gets)} GETs returned {len(values)} distinct "
+                            f"value(s)")
+        if not by_header and not posted:
+            check.set(SKIP, "cannot count instances: POST fails (check 4) and responses carry "
+                      f"no {SERVED_BY} header")
+            return
+        if count >= 2:
+            check.set(PASS, f"{count} instances answer through the load balancer ("
+                      + "; ".join(evidence) + ")")
+            return
+        check.set(FAIL, "only one instance is serving traffic (" + "; ".join(evidence) + ")",
+                  "register both instances in the target group on port 5000 and get both "
+                  "healthy: the app running on each (FAQ 4), bound to 0.0.0.0 (FAQ 1), their "
+                  "security group allowing the load balancer on 5000 (FAQ 6)",
+                  "single-instance")
+
+    def check_instances(self) -> None:
+        check = self.checks[5]
+        if not self.instances:
+            check.set(SKIP, "no instance addresses (give --instances ip1,ip2 to check each "
+                      "instance on :5000)")
+            return
+
+        def probe(endpoint: Endpoint) -> Exchange:
+            with requests.Session() as session:
+                try:
+                    return self.client.send("GET", endpoint, str(endpoint), session=session)
+                except BudgetExhausted:
+                    return Exchange("GET", str(endpoint), error="budget",
+                                    detail="request budget used up")
+
+        with ThreadPoolExecutor(max_workers=min(8, len(self.instances))) as pool:
+            results = list(pool.map(probe, self.instances))
+        self.log += results
+        lb_backends = self.backends()
+        failures: list[tuple[Endpoint, Finding]] = []
+        for endpoint, ex in zip(self.instances, results, strict=True):
+            finding = self._judge_instance(endpoint, ex, lb_backends)
+            if finding is None:
+                check.details.append(f"{endpoint}: PASS, {show_body(ex.body)}"
+                                     + (f" from {ex.served_by}" if ex.served_by else ""))
+            else:
+                check.details.append(f"{endpoint}: FAIL, {finding.reason}; fix: {finding.fix}")
+                failures.append((endpoint, finding))
+        if failures:
+            endpoint, first = failures[0]
+            more = f" (and {len(failures) - 1} more, below)" if len(failures) > 1 else ""
+            check.set(FAIL, f"{endpoint}: {first.reason}{more}", first.fix, first.code)
+        else:
+            check.set(PASS, f"{len(self.instances)} instance(s) answer on their own and hold "
+                      "what the load balancer returns")
+
+    def _judge_instance(self, endpoint: Endpoint, ex: Exchange, lb_backends: set[str]
+                        ) -> Finding | None:
+        if ex.error == "connect-timeout":
+            return Finding("instance-timeout", f"TCP connect to :{endpoint.port} timed out",
+                           f"let the instances' security group allow TCP {endpoint.port} (seed "
+                           "step 2), and check the instance is running")
+        if ex.error == "refused":
+            return Finding("instance-refused", "connection refused: nothing listens there",
+                           "ssh in and start the app (FAQ 4), bound to 0.0.0.0, not 127.0.0.1 "
+                           "(FAQ 1: flask run --host=0.0.0.0)")
+        if ex.error:
+            base = TRANSPORT_FINDINGS.get(ex.error)
+            return Finding(f"instance-{ex.error}", base.reason if base else ex.detail,
+                           base.fix if base else "check that the app runs there")
+        if ex.status != 200:
+            s = explain_status(ex.status)
+            return Finding(f"instance-{s.code}", s.reason, s.fix)
+        body = classify_body(ex.body, ex.content_type)
+        if body:
+            return Finding(f"instance-{body.code}", body.reason, body.fix)
+        if self.final_value is not None and ex.value != self.final_value:
+            return Finding(
+                "instance-not-behind-lb",
+                f"holds {ex.value}, but every GET through the load balancer returned "
+                f"{self.final_value}, the number just POSTed to it: this instance is not one "
+                "of the load balancer's targets",
+                "register this instance in the target group (port 5000), or give the grader "
+                "the instances that are",
+            )
+        if ex.served_by and lb_backends and ex.served_by not in lb_backends:
+            return Finding(
+                "instance-not-behind-lb",
+                f"answers as {ex.served_by!r}, which never answered through the load balancer "
+                f"({', '.join(sorted(lb_backends))})",
+                "register this instance in the target group (port 5000)",
+            )
+        return None
+
+
+def _is_private(ip: str) -> bool:
+    import ipaddress
+
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return addr.is_private and not addr.is_loopback
+
+
+def grade(address: str | Address, instances: list[str | Endpoint] | None = None, *,
+          timeout: float = 3.0, max_requests: int = MAX_REQUESTS,
+          rng: random.Random | None = None) -> Report:
+    """Grade the load balancer at `address` (and each instance, when given) over HTTP."""
+    addr = address if isinstance(address, Address) else parse_address(address)
+    endpoints: list[Endpoint] = []
+    for item in instances or []:
+        for e in ([item] if isinstance(item, Endpoint) else parse_instances(item)):
+            if e not in endpoints:
+                endpoints.append(e)
+    started = time.monotonic()
+    grading = _Grading(addr, endpoints, timeout, max_requests, rng or random.Random())  # noqa: S311 - test values
+    grading.run()
+    statuses = [e.status for e in grading.log if e.target == "lb" and e.status
+                and e.status != 200 and e.method == "GET"]
+    return Report(addr, endpoints, grading.checks, grading.client.count,
+                  time.monotonic() - started, lb_statuses=statuses)
+
+
+# -- the command line ---------------------------------------------------------------------
+
+def register(subparsers, common) -> None:
+    parser = subparsers.add_parser(
+        "grade",
+        parents=[common],
+        help="check a load balancer the way the autograder will, and say why it would fail",
+        description="Check a load balancer over HTTP the way the autograder will: the name "
+        "resolves and port 80 opens, GET / returns a bare integer, POST / {\"num\": N} "
+        "reaches every instance, two instances serve, and (with instance addresses) each "
+        "instance answers on :5000. Each failure is named in the seed FAQ's terms.",
+        epilog="examples:\n"
+        "  python -m infra grade my-lb-123.us-east-1.elb.amazonaws.com\n"
+        "  python -m infra grade 127.0.0.1:8080 --instances 127.0.0.11:5000,127.0.0.12:5000\n"
+        "exit status: 0 on PASS, 1 on FAIL, 2 on a usage error",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("address", help="the load balancer's DNS name (http://, a trailing / "
+                        "and :80 are accepted and removed)")
+    parser.add_argument("--instances", default=None, metavar="IP1,IP2",
+                        help="instance addresses to check directly (ip means ip:5000; "
+                        "host:port allowed). Default: from the state file whose load balancer "
+                        "is ADDRESS, if any")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--timeout", type=float, default=3.0, metavar="S",
+                        help="connect and read timeout per request, in seconds (default: 3)")
+    parser.add_argument("--state-dir", default=STATE_DIR, help=argparse.SUPPRESS)
+    parser.add_argument("--aws", action="store_true",
+                        help="on a 502/503/504, ask AWS for the targets' health reasons "
+                        "(uses --backend/--region; without this flag AWS is never touched)")
+    parser.set_defaults(func=run_command)
+
+
+def run_command(args) -> int:
+    if not 0 < args.timeout <= 60:
+        raise UserError("--timeout must be between 0 and 60 seconds")
+    address = parse_address(args.address)
+    source = ""
+    match = instances_from_state(address, args.state_dir, args.stack)
+    if args.instances is not None:
+        instances = parse_instances(args.instances) if args.instances.strip() else []
+        source = "from --instances" if instances else ""
+    else:
+        instances = match.instances if match else []
+        if match:
+            source = f"from {match.path}"
+            if match.skipped:
+                source += f"; without a public IP: {', '.join(match.skipped)}"
+    report = grade(address, instances, timeout=args.timeout)
+    report.instances_source = source
+    if args.aws and any(s in (502, 503, 504) for s in report.lb_statuses):
+        report.check(2).details += _target_health(args, address, match.state if match else {})
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.render())
+    sys.stdout.flush()
+    return 0 if report.passed else 1
+
+
+def _target_health(args, address: Address, state: dict) -> list[str]:
+    """The doctor's view of the targets (AWS's reason codes), when it provides one.
+
+    A local address (the testbed's 127.0.0.1:8080) stands for the load balancer its state
+    file names: that file gives the DNS name, and the emulator's endpoint and region.
+    """
+    try:
+        doctor = importlib.import_module("infra.doctor.diagnosis")
+        lines = getattr(doctor, "target_health_lines", None)
+        if lines is None:
+            return ["--aws: infra.doctor.diagnosis has no target_health_lines yet"]
+        from infra.aws import clients as aws
+
+        lb_dns = str(state.get("lb_dns") or address.host)
+        region = args.region or state.get("region")
+        if state.get("endpoint_url") and not os.environ.get("AWS_ENDPOINT_URL"):
+            # the emulator the state file was deployed into, with the testbed's fake keys
+            from infra.local.testbed import emulator_clients
+
+            clients = emulator_clients(state["endpoint_url"], region or "us-east-1")
+        else:
+            clients = aws.Clients(aws.resolve_target(args.backend, region))
+        return ["AWS: " + line for line in lines(clients, lb_dns)]
+    except UserError as exc:
+        return [f"--aws: {exc}"]
+    except Exception as exc:  # noqa: BLE001 - a diagnosis aid must never break the grade
+        return [f"--aws: could not read target health ({type(exc).__name__}: {exc})"]

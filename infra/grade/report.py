@@ -1,0 +1,115 @@
+"""The grader's report: one line per check, a final PASS/FAIL line, and a dict for --json."""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass, field
+
+from infra.grade.address import Address, Endpoint
+from infra.grade.pitfalls import Finding
+
+PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
+
+
+@dataclass
+class Check:
+    number: int
+    name: str
+    status: str = SKIP
+    reason: str = ""
+    fix: str = ""
+    code: str = ""
+    details: list[str] = field(default_factory=list)
+
+    def set(self, status: str, reason: str, fix: str = "", code: str = "") -> Check:
+        self.status, self.reason, self.fix, self.code = status, reason, fix, code
+        return self
+
+    def finding(self, status: str, finding: Finding) -> Check:
+        return self.set(status, finding.reason, finding.fix, finding.code)
+
+
+@dataclass
+class Report:
+    address: Address
+    instances: list[Endpoint]
+    checks: list[Check]
+    requests: int = 0
+    seconds: float = 0.0
+    instances_source: str = ""
+    lb_statuses: list[int] = field(default_factory=list)  # non-200 statuses seen on the LB
+
+    @property
+    def passed(self) -> bool:
+        # 1-5 must pass; 6 may be skipped when no instance address is known
+        return all(
+            c.status == PASS or (c.number == 6 and c.status == SKIP) for c in self.checks
+        )
+
+    def check(self, number: int) -> Check:
+        return self.checks[number - 1]
+
+    def to_dict(self) -> dict:
+        return {
+            "passed": self.passed,
+            "address": self.address.given,
+            "url": self.address.endpoint.url,
+            "notes": list(self.address.notes),
+            "warnings": list(self.address.warnings),
+            "instances": [str(i) for i in self.instances],
+            "instances_source": self.instances_source,
+            "checks": [
+                {
+                    "number": c.number,
+                    "name": c.name,
+                    "status": c.status,
+                    "code": c.code,
+                    "reason": c.reason,
+                    "fix": c.fix,
+                    "details": list(c.details),
+                }
+                for c in self.checks
+            ],
+            "requests": self.requests,
+            "seconds": round(self.seconds, 3),
+        }
+
+    def render(self) -> str:
+        lines = [f"grading {self.address.endpoint.url}  (given: {self.address.given!r})"]
+        for label, texts in (("note", self.address.notes), ("warning", self.address.warnings)):
+            for text in texts:
+                lines += textwrap.wrap(f"{label}: {text}", 100, initial_indent="  ",
+                                       subsequent_indent="    ")
+        if self.instances:
+            source = f" ({self.instances_source})" if self.instances_source else ""
+            lines.append(f"  instances: {', '.join(map(str, self.instances))}{source}")
+        elif self.instances_source:
+            lines.append(f"  instances: {self.instances_source}")
+        lines.append("")
+        name_w = max(len(c.name) for c in self.checks)
+        indent = " " * (4 + name_w + 2 + 6)
+        lines.append(f"{'#':>2}  {'check':<{name_w}}  result")
+        for c in self.checks:
+            head = f"{c.number:>2}  {c.name:<{name_w}}  {c.status:<4}  "
+            text = f"[{c.code}] {c.reason}" if c.code and c.status == FAIL else c.reason
+            body = textwrap.wrap(text, 100 - len(indent)) or [""]
+            lines.append(head + body[0])
+            lines += [indent + b for b in body[1:]]
+            if c.fix and c.status == FAIL:
+                lines += textwrap.wrap(
+                    "fix: " + c.fix, 100, initial_indent=indent, subsequent_indent=indent + "     "
+                )
+            for d in c.details:
+                lines += textwrap.wrap(
+                    d, 100, initial_indent=indent + "- ", subsequent_indent=indent + "  "
+                )
+        lines.append("")
+        lines.append(f"{self.requests} requests in {self.seconds:.2f} s")
+        failed = [str(c.number) for c in self.checks if c.status == FAIL]
+        if self.passed:
+            lines.append("PASS")
+        elif failed:
+            lines.append(f"FAIL (check{'s' if len(failed) > 1 else ''} {', '.join(failed)})")
+        else:
+            lines.append("FAIL (not every check could run)")
+        return "\n".join(lines)

@@ -1,0 +1,282 @@
+"""Child processes of the local testbed: started in their own process group, recorded in pid
+files, and stopped again, also by a later command after the starting one was killed.
+
+A pid file records the pid, the process's start time and its command line. Before signalling
+a recorded pid we check that it still is that process: pids are reused, and `down` must never
+kill a stranger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from infra.errors import UserError
+
+# Where `python -m app` and `python -m infra` resolve: the checkout this module belongs to.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    name: str  # e.g. "moto", "caddy", "app-i-0123", "supervisor"
+    pid: int
+    started: str  # an opaque start-time token (see _start_token); "" if unknown
+    argv: list[str]
+    log: str
+
+    def describe(self) -> str:
+        return f"{self.name} (pid {self.pid})"
+
+
+def _start_token(pid: int) -> str:
+    """Something that changes when a pid is reused: the kernel's start time of the process."""
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.exists():
+        with contextlib.suppress(OSError, IndexError):
+            # Fields after the command name (which may hold spaces) are fixed; 22nd: starttime.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            return fields[19]
+        return ""
+    # macOS and other systems without /proc: ps gives the start time.
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(
+            ["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip()
+    return ""
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); it is dead for our purposes.
+    stat = Path(f"/proc/{pid}/stat")
+    with contextlib.suppress(OSError, IndexError):
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+def is_ours(record: ProcessRecord) -> bool:
+    """True if the recorded pid is alive and still the process we started."""
+    if not alive(record.pid):
+        return False
+    return not record.started or _start_token(record.pid) == record.started
+
+
+class ProcessGroup:
+    """The testbed's processes, one pid file each under `<runtime>/pids/`."""
+
+    def __init__(self, runtime_dir: Path):
+        self.runtime_dir = Path(runtime_dir)
+        self.pid_dir = self.runtime_dir / "pids"
+        self.log_dir = self.runtime_dir / "logs"
+
+    # --- starting -----------------------------------------------------------------------
+    def start(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: str | Path | None = None,
+    ) -> tuple[subprocess.Popen, ProcessRecord]:
+        """Start `argv` in a new session (its own process group), output into logs/<name>.log.
+
+        A new session keeps Ctrl-C in the terminal from reaching the child directly: the
+        testbed stops its children itself, in order, in its cleanup.
+        """
+        self.pid_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_dir / f"{name}.log"
+        with open(log, "ab") as out:
+            out.write(f"--- {time.strftime('%H:%M:%S')} {' '.join(argv)}\n".encode())
+            out.flush()
+            proc = subprocess.Popen(
+                argv,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=cwd or PROJECT_ROOT,
+            )
+        record = ProcessRecord(name, proc.pid, _start_token(proc.pid), list(argv), str(log))
+        self._write(record)
+        return proc, record
+
+    def _write(self, record: ProcessRecord) -> None:
+        path = self.pid_dir / f"{record.name}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(record)))
+        tmp.replace(path)
+
+    # --- reading ------------------------------------------------------------------------
+    def records(self) -> list[ProcessRecord]:
+        if not self.pid_dir.is_dir():
+            return []
+        found = []
+        for path in sorted(self.pid_dir.glob("*.json")):
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                found.append(ProcessRecord(**json.loads(path.read_text())))
+        return found
+
+    def record(self, name: str) -> ProcessRecord | None:
+        return next((r for r in self.records() if r.name == name), None)
+
+    # --- stopping -----------------------------------------------------------------------
+    def stop(self, name: str, timeout: float = 3.0) -> bool:
+        """Stop one recorded process (and its group); True if something was running."""
+        return bool(self.stop_many([name], timeout))
+
+    def signal_many(self, names: list[str]) -> list[ProcessRecord]:
+        """Ask the named processes to stop, without waiting; returns those that were running."""
+        running = []
+        for name in names:
+            record = self.record(name)
+            if record is None:
+                continue
+            if is_ours(record):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    # The leader only: it stops its own children (the group gets SIGKILL later).
+                    os.kill(record.pid, stop_signal(name))
+                running.append(record)
+            else:
+                self._forget(name)
+        return running
+
+    def wait_stopped(self, records: list[ProcessRecord], timeout: float = 3.0) -> list[str]:
+        """Wait for signalled processes to go; SIGKILL whatever lingers. Returns their names."""
+        wait_until(lambda: not any(alive(r.pid) for r in records), timeout)
+        for record in records:
+            # Also the stragglers of its group (gunicorn workers) when the leader is gone.
+            _signal_group(record.pid, signal.SIGKILL)
+        wait_until(lambda: not any(alive(r.pid) for r in records), 2.0)
+        for record in records:
+            self._forget(record.name)
+        return [r.name for r in records]
+
+    def stop_many(self, names: list[str], timeout: float = 3.0) -> list[str]:
+        """Stop the named processes in parallel; returns those that were running."""
+        return self.wait_stopped(self.signal_many(names), timeout)
+
+    def stop_all(self, timeout: float = 3.0) -> list[str]:
+        return self.stop_many([r.name for r in self.records()], timeout)
+
+    def _forget(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.pid_dir / f"{name}.json").unlink()
+
+
+def stop_signal(name: str) -> int:
+    # gunicorn: SIGQUIT to the master is its quick shutdown (SIGTERM waits for keep-alive
+    # connections to close); the master then stops its workers.
+    if name.startswith("app-"):
+        return signal.SIGQUIT
+    # moto's state is in memory and thrown away anyway; its SIGTERM handler takes a second.
+    if name == "moto":
+        return signal.SIGKILL
+    return signal.SIGTERM
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    # Each child leads its own session, so its pgid is its pid; the group takes its workers too.
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Poll a local condition (a port, a file, a pid) until true or `timeout` seconds pass.
+
+    For local processes only; AWS waits use boto3 waiters.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+# --- ports -----------------------------------------------------------------------------------
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True if something listens on host:port (or the address cannot be bound for that reason)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return True
+            raise
+    return False
+
+
+def listening(host: str, port: int, timeout: float = 0.2) -> bool:
+    with socket.socket() as s:
+        s.settimeout(timeout)
+        return s.connect_ex((host, port)) == 0
+
+
+def address_bindable(host: str) -> bool:
+    """Linux routes all of 127.0.0.0/8 to lo; macOS only has 127.0.0.1 unless aliased."""
+    with socket.socket() as s:
+        try:
+            s.bind((host, 0))
+        except OSError:
+            return False
+    return True
+
+
+def who_listens(host: str, port: int) -> str:
+    """Best effort: the process listening on host:port, for an error message ('' if unknown)."""
+    if not sys.platform.startswith("linux"):
+        return ""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(
+            ["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True, timeout=5
+        ).stdout
+        for line in out.splitlines():
+            if f"{host}:{port}" in line or f"*:{port}" in line or f"0.0.0.0:{port}" in line:
+                if "users:" in line:
+                    return line.split("users:", 1)[1].strip()
+                return line.split()[3] if len(line.split()) > 3 else ""
+    return ""
+
+
+def log_tail(path: str | Path, lines: int = 15) -> str:
+    with contextlib.suppress(OSError):
+        text = Path(path).read_text(errors="replace").splitlines()
+        return "\n".join("    " + line for line in text[-lines:])
+    return "    (no log)"
+
+
+def ensure_port_free(host: str, port: int, what: str, hint: str) -> None:
+    if port_in_use(host, port):
+        owner = who_listens(host, port)
+        by = f" by {owner}" if owner else ""
+        raise UserError(f"{what} {host}:{port} is already in use{by}. {hint}")

@@ -1,0 +1,766 @@
+"""The local testbed: the stack's control plane in a moto server, provisioned by the same
+`infra.aws.stack.Stack` code as AWS, then brought to life from what the control plane reports:
+one `python -m app` process per instance and Caddy standing in for the load balancer.
+
+    Testbed(stack="seed-lb-local", lb_port=8080).up()   # .instances, .lb_address
+    ...kill_instance(id), start_instance(id), status(), down()
+
+Everything runs in processes of their own (own process group, a pid file each under
+`.local/<stack>/pids/`), so `up` can return and leave the testbed running, and `down` can
+clean up after a run that was killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+import requests
+
+from infra.aws.clients import Clients, resolve_target
+from infra.config import APP_PORT, STATE_DIR, Settings
+from infra.errors import UserError
+from infra.local import motoserver, proxy
+from infra.local.mirror import StackView, read_stack
+from infra.local.processes import (
+    ProcessGroup,
+    address_bindable,
+    alive,
+    ensure_port_free,
+    free_port,
+    is_ours,
+    listening,
+    log_tail,
+    wait_until,
+)
+from infra.state import read_state, state_path, write_state
+
+DEFAULT_STACK = "seed-lb-local"
+DEFAULT_LB_PORT = 8080
+DEFAULT_REGION = "us-east-1"
+FIRST_ADDRESS = "127.0.0.11"  # then .12, ...: one loopback address per instance, port 5000
+RUNTIME_ROOT = ".local"
+META_FILE = "testbed.json"
+APP_READY_TIMEOUT = 20.0
+SUPERVISOR = "supervisor"
+SUPERVISOR_TIMEOUT = 15.0
+
+
+def app_process_name(instance_id: str) -> str:
+    return f"app-{instance_id}"
+
+
+@dataclass
+class Meta:
+    """What this testbed started, written to `<runtime>/testbed.json`: where to find its
+    processes again. Not a description of the stack: that stays in the control plane."""
+
+    stack: str
+    mode: str  # "up" (left running on purpose) or "test" (owned by a running `local test`)
+    owner_pid: int
+    endpoint: str = ""
+    region: str = DEFAULT_REGION
+    lb: str = ""
+    admin: str = ""
+    state_file: str = ""
+    instances: dict[str, str] = field(default_factory=dict)  # instance id -> "host:port"
+    app_env: dict[str, str] = field(default_factory=dict)  # extra app environment, if any
+
+    @classmethod
+    def load(cls, path: Path) -> Meta | None:
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.__dict__, indent=2))
+        tmp.replace(path)
+
+
+# os.environ is one per process: two threads swapping it at once would restore each other's
+# values and leave the emulator's endpoint set for good.
+_ENVIRONMENT_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def emulator_environment(endpoint: str, region: str) -> Iterator[None]:
+    """AWS_ENDPOINT_URL at the moto server, fake credentials, loopback only; restored after,
+    so the caller's process (a test session, the bench) is left as it was."""
+    wanted = dict(motoserver.FAKE_CREDENTIALS)
+    wanted.update(AWS_ENDPOINT_URL=endpoint, AWS_REGION=region, AWS_DEFAULT_REGION=region)
+    with _ENVIRONMENT_LOCK, motoserver.patched_environ(wanted, remove=("AWS_PROFILE",)):
+        yield
+
+
+def emulator_clients(endpoint: str, region: str) -> Clients:
+    """Clients for the local moto server, resolved the standard way (AWS_ENDPOINT_URL)."""
+    with emulator_environment(endpoint, region):
+        clients = Clients(resolve_target("aws", region))
+    clients.session = fake_session(region)
+    return clients
+
+
+def fake_session(region: str) -> boto3.session.Session:
+    """Explicit fake credentials: nothing from the user's profile ever reaches even the emulator."""
+    fake = motoserver.FAKE_CREDENTIALS
+    return boto3.session.Session(
+        region_name=region,
+        aws_access_key_id=fake["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=fake["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=fake["AWS_SESSION_TOKEN"],
+    )
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of an app process: no AWS credentials, as on an instance without a role."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def _quiet(_message: str) -> None:
+    pass
+
+
+class Testbed:
+    """One local testbed: a moto server, the app processes, Caddy and its supervisor."""
+
+    __test__ = False  # not a pytest test class, whatever its name says
+
+    def __init__(
+        self,
+        stack: str = DEFAULT_STACK,
+        *,
+        lb_port: int = DEFAULT_LB_PORT,
+        runtime_dir: str | Path | None = None,
+        state_dir: str | Path = STATE_DIR,
+        first_address: str = FIRST_ADDRESS,
+        instance_port: int | None = None,
+        caddy: str | None = None,
+        region: str = DEFAULT_REGION,
+        progress: Callable[[str], None] | None = None,
+        mode: str = "up",
+        app_env: dict[str, str] | None = None,
+    ):
+        _check_loopback(first_address, "--first-address")
+        for port, what in ((lb_port, "--lb-port"), (instance_port, "the instance port")):
+            if port is not None and not 0 < port < 65536:
+                raise UserError(f"{what} {port} is not a TCP port (1-65535)")
+        self.stack = stack
+        self.lb_port = lb_port
+        self.runtime_dir = Path(runtime_dir or Path(RUNTIME_ROOT) / stack).resolve()
+        self.state_dir = Path(state_dir).resolve()
+        self.first_address = first_address
+        self.instance_port = instance_port
+        self.caddy_path = caddy
+        self.region = region
+        self.progress = progress or _quiet
+        self.mode = mode
+        self.app_env = dict(app_env or {})  # extra environment for the app (APP_WORKERS=...)
+        self.processes = ProcessGroup(self.runtime_dir)
+        self.meta_path = self.runtime_dir / META_FILE
+        self._clients: Clients | None = None
+
+    # --- what others read ----------------------------------------------------------------
+    @property
+    def meta(self) -> Meta | None:
+        return Meta.load(self.meta_path)
+
+    def _require_meta(self) -> Meta:
+        meta = self.meta
+        if meta is None:
+            raise UserError(
+                f"no local testbed for stack {self.stack} (nothing in {self.runtime_dir}): "
+                "start one with `make local-up`"
+            )
+        return meta
+
+    @property
+    def lb_address(self) -> str:
+        return self._require_meta().lb
+
+    @property
+    def instances(self) -> dict[str, str]:
+        """Instance id -> the "host:port" its app process listens on."""
+        return dict(self._require_meta().instances)
+
+    @property
+    def endpoint_url(self) -> str:
+        return self._require_meta().endpoint
+
+    def clients(self) -> Clients:
+        if self._clients is None:
+            meta = self._require_meta()
+            self._clients = emulator_clients(meta.endpoint, meta.region)
+        return self._clients
+
+    def settings(self) -> Settings:
+        # The provisioning defaults (health check, ports), with waits paced for an emulator.
+        return Settings.fast(stack=self.stack, state_dir=str(self.state_dir))
+
+    def read_stack(self) -> StackView:
+        meta = self._require_meta()
+        with emulator_environment(meta.endpoint, meta.region):
+            return read_stack(self.clients(), self.stack)
+
+    # --- up ------------------------------------------------------------------------------
+    def up(self) -> Testbed:
+        """Start everything; on any failure (or Ctrl-C) stop what was started, then re-raise."""
+        caddy_binary = proxy.find_caddy(self.caddy_path)  # fail before starting anything
+        self._refuse_or_clean_previous()
+        ensure_port_free(
+            "127.0.0.1",
+            self.lb_port,
+            "the local load balancer's port",
+            "Stop what uses it, or choose another port with --lb-port.",
+        )
+        self._reset_runtime_dir()
+        meta = Meta(stack=self.stack, mode=self.mode, owner_pid=os.getpid(), region=self.region,
+                    app_env=self.app_env)
+        meta.save(self.meta_path)
+        try:
+            self._up(meta, caddy_binary)
+        except BaseException:
+            self.progress("start-up failed: stopping what was started")
+            with contextlib.suppress(Exception):
+                self.down()
+            raise
+        return self
+
+    def _up(self, meta: Meta, caddy_binary: str) -> None:
+        self.progress("control plane: starting a moto server")
+        meta.endpoint = motoserver.start(self.processes, child_env(**motoserver.FAKE_CREDENTIALS))
+        meta.save(self.meta_path)
+        self._clients = None
+
+        # moto builds each service's backend on its first call (EC2's takes seconds on a busy
+        # 2-core box): let it do that while this process loads the provisioning code.
+        warm = threading.Thread(target=_warm_up, args=(meta.endpoint, self.region), daemon=True)
+        warm.start()
+        self.progress(f"provisioning stack {self.stack} at {meta.endpoint} with infra.aws.stack")
+        from infra.aws.stack import Stack  # the provisioning code, unchanged
+
+        with emulator_environment(meta.endpoint, self.region):
+            stack = Stack(self.clients(), self.settings(), progress=self._sub_progress)
+            warm.join()
+            stack.deploy()  # writes the state file; the testbed reads moto, not it
+        meta.state_file = str(self._state_file())
+        meta.save(self.meta_path)
+
+        view = self.read_stack()
+        self._check_view(view)
+        meta.instances = self._assign_addresses(view)
+        meta.save(self.meta_path)
+        supervisor = self._start_supervisor(meta)  # starts up while the apps do
+
+        for instance_id, address in meta.instances.items():
+            host, port = address.rsplit(":", 1)
+            ensure_port_free(
+                host,
+                int(port),
+                f"instance {instance_id}'s address",
+                "Stop what uses it (`make local-down` for an old testbed), or start the "
+                "testbed with another --first-address.",
+            )
+        self.progress(
+            f"instances: starting {len(meta.instances)} app processes "
+            f"({', '.join(meta.instances.values())})"
+        )
+        procs = {iid: self._spawn_app(iid, addr) for iid, addr in meta.instances.items()}
+        for instance_id, proc in procs.items():
+            self._wait_app_ready(instance_id, meta.instances[instance_id], proc)
+
+        meta.admin = f"127.0.0.1:{free_port()}"
+        meta.lb = f"127.0.0.1:{self.lb_port}"
+        meta.save(self.meta_path)
+        config = self.proxy_config(view, meta)
+        self.progress(
+            f"load balancer: Caddy on {meta.lb} (listener port {view.listener_port}), "
+            f"{len(proxy.upstreams_of(config))} targets, health check {view.health.path} "
+            f"every {view.health.interval}s"
+        )
+        proxy.Caddy(meta.admin, self.runtime_dir).start(self.processes, caddy_binary, config)
+        self._wait_supervisor(supervisor)
+        self._write_grade_endpoints(meta)
+
+    def _sub_progress(self, message: str) -> None:
+        self.progress(f"  {message}")
+
+    def _state_file(self) -> Path:
+        return state_path(self.state_dir, self.stack)
+
+    def _check_view(self, view: StackView) -> None:
+        missing = []
+        if not view.instance_ids:
+            missing.append("running instances")
+        if view.lb_arn is None:
+            missing.append("a load balancer")
+        if view.listener_port is None:
+            missing.append("a listener that forwards to a target group")
+        if view.health is None:
+            missing.append("a target group")
+        if missing:
+            raise UserError(
+                f"the control plane has no {', '.join(missing)} tagged Stack={self.stack} after "
+                "deploy; see `python -m infra status` against the moto server"
+            )
+
+    def _assign_addresses(self, view: StackView) -> dict[str, str]:
+        """One loopback address per instance, in launch order, on the target group's port."""
+        port = self.instance_port or view.target_port or APP_PORT
+        prefix, last = self.first_address.rsplit(".", 1)
+        if address_bindable(self.first_address):
+            ids = view.instance_ids
+            return {iid: f"{prefix}.{int(last) + i}:{port}" for i, iid in enumerate(ids)}
+        # macOS: only 127.0.0.1 without aliases, so one port per instance instead.
+        return {iid: f"127.0.0.1:{port + 1 + i}" for i, iid in enumerate(view.instance_ids)}
+
+    def _seed_file(self, instance_id: str) -> Path:
+        return self.runtime_dir / "seeds" / f"{instance_id}.seed"
+
+    def _spawn_app(self, instance_id: str, address: str):
+        host, port = address.rsplit(":", 1)
+        self._seed_file(instance_id).parent.mkdir(parents=True, exist_ok=True)
+        meta = self.meta
+        env = child_env(**(meta.app_env if meta else self.app_env))
+        env.update(INSTANCE_ID=instance_id, SEED_FILE=str(self._seed_file(instance_id)))
+        # The production command, as the user data runs it on an instance.
+        argv = [sys.executable, "-m", "app", "--host", host, "--port", port]
+        proc, _record = self.processes.start(app_process_name(instance_id), argv, env=env)
+        return proc
+
+    def _wait_app_ready(self, instance_id: str, address: str, proc) -> None:
+        def ready() -> bool:
+            return proc.poll() is not None or health_ok(address)
+
+        wait_until(ready, APP_READY_TIMEOUT, 0.1)
+        if proc.poll() is not None or not health_ok(address):
+            record = self.processes.record(app_process_name(instance_id))
+            state = f"exited with code {proc.returncode}" if proc.poll() is not None else (
+                f"did not answer GET /health within {APP_READY_TIMEOUT:.0f} s"
+            )
+            raise UserError(
+                f"instance {instance_id}'s app ({address}) {state} at start-up; "
+                f"the last lines of its log ({record.log if record else '?'}):\n"
+                f"{log_tail(record.log) if record else ''}"
+            )
+
+    def proxy_config(self, view: StackView, meta: Meta) -> dict:
+        """Caddy's config for what the control plane says now (the supervisor re-runs this)."""
+        upstreams = [meta.instances[t.id] for t in view.in_service if t.id in meta.instances]
+        return proxy.build_config(
+            lb_listen=meta.lb,
+            admin_listen=meta.admin,
+            upstreams=upstreams,
+            health=view.health,
+            runtime_dir=self.runtime_dir,
+        )
+
+    def _start_supervisor(self, meta: Meta) -> None:
+        argv = [
+            sys.executable, "-m", "infra.local.supervisor",
+            "--stack", self.stack, "--runtime-dir", str(self.runtime_dir),
+        ]  # fmt: skip
+        env = child_env(**motoserver.FAKE_CREDENTIALS)
+        env.update(AWS_ENDPOINT_URL=meta.endpoint, AWS_REGION=self.region)
+        proc, _record = self.processes.start(SUPERVISOR, argv, env=env)
+        return proc
+
+    def _wait_supervisor(self, proc) -> None:
+        """The proxy must follow the control plane: its first sync must have happened."""
+        status = self.runtime_dir / "supervisor.json"
+        wait_until(lambda: proc.poll() is not None or status.exists(), SUPERVISOR_TIMEOUT, 0.05)
+        if not status.exists():
+            record = self.processes.record(SUPERVISOR)
+            log = record.log if record else "?"
+            raise UserError(
+                f"the supervisor that keeps Caddy in step with the control plane "
+                f"{'exited' if proc.poll() is not None else 'did not sync'} at start-up; "
+                f"its log ({log}):\n{log_tail(log)}"
+            )
+
+    def _write_grade_endpoints(self, meta: Meta) -> None:
+        """So that `make grade LB=<lb>` can check each local instance too."""
+        state = read_state(self.state_dir, self.stack)  # the file deploy just wrote
+        if state is None:
+            return
+        state["grade_endpoints"] = {"lb": meta.lb, "instances": list(meta.instances.values())}
+        write_state(self.state_dir, self.stack, state)
+
+    # --- previous runs -------------------------------------------------------------------
+    def _live_records(self):
+        return [r for r in self.processes.records() if is_ours(r)]
+
+    def _refuse_or_clean_previous(self) -> None:
+        meta = self.meta
+        live = self._live_records()
+        if meta is None and not live:
+            return
+        owner_alive = meta is not None and meta.owner_pid != os.getpid() and alive(meta.owner_pid)
+        if live and meta is not None and (meta.mode == "up" or owner_alive):
+            what = (
+                "`make local-up`"
+                if meta.mode == "up"
+                else f"a running `local test` (pid {meta.owner_pid})"
+            )
+            raise UserError(
+                f"a local testbed for stack {self.stack}, started by {what}, is still running "
+                f"({', '.join(r.describe() for r in live)}). `make local-status` shows it; "
+                "`make local-down` stops it."
+            )
+        if live:
+            self.progress(
+                "a previous run was killed and left "
+                f"{', '.join(r.describe() for r in live)}: cleaning up"
+            )
+        self.down()
+
+    def _reset_runtime_dir(self) -> None:
+        for sub in ("logs", "seeds", "caddy-data", "caddy-config"):
+            _remove_tree(self.runtime_dir / sub)
+        for name in ("supervisor.json", "caddy.json"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.runtime_dir / name).unlink()
+        self.runtime_dir.mkdir(parents=True, exist_ok=True)
+
+    # --- down ----------------------------------------------------------------------------
+    def down(self) -> dict:
+        """Stop every process, destroy the stack's resources in moto, stop moto.
+
+        Works from the pid files alone, so also after the process that ran `up` was killed.
+        """
+        meta = self.meta
+        report: dict = {"stopped": [], "destroyed": False, "listening": []}
+        # Everything but moto stops in parallel while the stack is destroyed: that needs moto.
+        others = [r.name for r in self.processes.records() if r.name != motoserver.NAME]
+        signalled = self.processes.signal_many(others)
+        try:
+            if meta and meta.endpoint and motoserver.responds(meta.endpoint):
+                self.progress(f"destroying stack {self.stack} in the moto server "
+                              "with infra.aws.stack")
+                from infra.aws.stack import Stack
+
+                with emulator_environment(meta.endpoint, meta.region):
+                    clients = emulator_clients(meta.endpoint, meta.region)
+                    Stack(clients, self.settings(), progress=self._sub_progress).destroy()
+                report["destroyed"] = True
+        finally:
+            report["stopped"] += self.processes.wait_stopped(signalled)
+        report["stopped"] += self.processes.stop_all()
+        state_file = Path(meta.state_file) if meta and meta.state_file else self._state_file()
+        with contextlib.suppress(FileNotFoundError):
+            # The resources it describes lived in the moto server, which is gone now.
+            state_file.unlink()
+        if meta:
+            report["listening"] = [
+                a for a in [meta.lb, meta.admin, meta.endpoint.removeprefix("http://"),
+                            *meta.instances.values()]
+                if a and listening(*_split(a))
+            ]  # fmt: skip
+        with contextlib.suppress(FileNotFoundError):
+            self.meta_path.unlink()
+        self._clients = None
+        return report
+
+    # --- instances -----------------------------------------------------------------------
+    def _instance_address(self, instance_id: str) -> str:
+        instances = self.instances
+        if instance_id not in instances:
+            known = ", ".join(instances) or "none"
+            raise UserError(f"no instance {instance_id} in the local testbed (instances: {known})")
+        return instances[instance_id]
+
+    def kill_instance(self, instance_id: str) -> None:
+        """SIGKILL the instance's app (its whole process group): a crash, not a shutdown."""
+        self._instance_address(instance_id)
+        record = self.processes.record(app_process_name(instance_id))
+        if record is None or not is_ours(record):
+            raise UserError(f"instance {instance_id}'s app is not running")
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(record.pid, signal.SIGKILL)
+        wait_until(lambda: not alive(record.pid), 5.0)
+
+    def start_instance(self, instance_id: str) -> None:
+        """Start the instance's app again, with the same SEED_FILE and address."""
+        address = self._instance_address(instance_id)
+        record = self.processes.record(app_process_name(instance_id))
+        if record is not None and is_ours(record):
+            raise UserError(f"instance {instance_id}'s app is already running (pid {record.pid})")
+        host, port = _split(address)
+        ensure_port_free(host, port, f"instance {instance_id}'s address", "Stop what uses it.")
+        proc = self._spawn_app(instance_id, address)
+        self._wait_app_ready(instance_id, address, proc)
+
+    # --- status --------------------------------------------------------------------------
+    def status(self) -> dict:
+        meta = self._require_meta()
+        records = {r.name: r for r in self.processes.records()}
+        processes = [
+            {"name": name, "pid": r.pid, "running": is_ours(r), "log": r.log}
+            for name, r in records.items()
+        ]
+        instances = []
+        for iid, address in meta.instances.items():
+            record = records.get(app_process_name(iid))
+            instances.append({
+                "id": iid,
+                "address": address,
+                "running": bool(record and is_ours(record)),
+                "health": health_ok(address),
+            })  # fmt: skip
+        control_plane: dict[str, str] = {}
+        moto_up = bool(meta.endpoint) and motoserver.responds(meta.endpoint)
+        if moto_up:
+            with contextlib.suppress(Exception):
+                view = self.read_stack()
+                control_plane = {t.id: t.state for t in view.targets}
+        caddy = proxy.Caddy(meta.admin, self.runtime_dir) if meta.admin else None
+        caddy_view: dict[str, str] = {}
+        if caddy is not None:
+            current = caddy.config()
+            if current:
+                upstreams = proxy.upstreams_of(current)
+                by_address = {a: i for i, a in meta.instances.items()}
+                caddy_view = {by_address.get(a, a): s for a, s in caddy.health(upstreams).items()}
+        return {
+            "stack": self.stack,
+            "mode": meta.mode,
+            "endpoint": meta.endpoint,
+            "moto": moto_up,
+            "lb": meta.lb,
+            "lb_listening": bool(meta.lb) and listening(*_split(meta.lb)),
+            "admin": meta.admin,
+            "processes": processes,
+            "instances": instances,
+            "control_plane": control_plane,  # moto's target health (it never probes)
+            "caddy": caddy_view,  # Caddy's active health checks: the real thing
+            "supervisor": _read_json(self.runtime_dir / "supervisor.json"),
+        }
+
+
+def _check_loopback(address: str, what: str) -> None:
+    """Instances must stay on this machine's loopback: never bind an app to a real interface."""
+    try:
+        ok = ipaddress.IPv4Address(address).is_loopback
+    except ValueError:
+        ok = False
+    if not ok:
+        raise UserError(f"{what} {address!r} must be an IPv4 loopback address (127.x.y.z)")
+
+
+def _warm_up(endpoint: str, region: str) -> None:
+    """Runs in a thread: touches no environment, builds its own session."""
+    with contextlib.suppress(Exception):  # only an optimisation: deploy reports real errors
+        session = fake_session(region)
+        session.client("ec2", endpoint_url=endpoint).describe_availability_zones()
+        session.client("elbv2", endpoint_url=endpoint).describe_load_balancers()
+
+
+def health_ok(address: str, timeout: float = 1.0) -> bool:
+    try:
+        return requests.get(f"http://{address}/health", timeout=timeout).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, port = address.rsplit(":", 1)
+    return host, int(port)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+
+
+# --- the command line: python -m infra local ... ----------------------------------------------
+LOCAL_HELP = """\
+the whole system on this machine: a moto server as the AWS control plane, provisioned by the
+same code as `make deploy-aws`; one `python -m app` process per instance (127.0.0.11:5000,
+127.0.0.12:5000, ...) and Caddy as the load balancer, both configured from what the control
+plane reports.
+
+  up                  start it and leave it running; prints the load balancer's address
+  status              processes, ports, and target health as Caddy and as moto see it
+  down                stop everything, delete the stack in moto (also after a killed run)
+  test                up, grade, failover drill, down: a PASS/FAIL table (make test-local)
+  kill-instance ID    crash one instance's app (SIGKILL)
+  start-instance ID   start it again, with the same seed file
+"""
+
+
+def _testbed(args, mode: str = "up", progress=None) -> Testbed:
+    return Testbed(
+        args.stack,
+        lb_port=args.lb_port,
+        runtime_dir=args.runtime_dir,
+        first_address=args.first_address,
+        caddy=args.caddy,
+        region=args.region,
+        progress=progress,
+        mode=mode,
+    )
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """`kill <pid>` of a running command cleans up like Ctrl-C does."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def cmd_up(args) -> int:
+    from infra.console import Progress
+
+    testbed = _testbed(args, "up", Progress())
+    with sigterm_as_interrupt():
+        testbed.up()
+    lb = testbed.lb_address
+    print(f"\nlocal load balancer: http://{lb}  (stands in for the ALB's listener)")
+    for iid, address in testbed.instances.items():
+        print(f"  instance {iid}: http://{address}")
+    print(f"\ncheck it:  make grade LB={lb}")
+    print("see it:    make local-status")
+    print("stop it:   make local-down")
+    return 0
+
+
+def cmd_status(args) -> int:
+    status = _testbed(args).status()
+    print(f"stack {status['stack']} ({status['mode']}), control plane {status['endpoint']}: "
+          f"{'answering' if status['moto'] else 'NOT answering'}")
+    print(f"load balancer http://{status['lb']}: "
+          f"{'listening' if status['lb_listening'] else 'NOT listening'} "
+          f"(Caddy admin API {status['admin']})")
+    print("\nprocesses:")
+    for p in status["processes"]:
+        print(f"  {p['name']:<28} pid {p['pid']:<8} {'running' if p['running'] else 'GONE'}"
+              f"   log {p['log']}")
+    print("\ninstances:              address              app      /health  moto     Caddy")
+    for inst in status["instances"]:
+        iid = inst["id"]
+        print(f"  {iid:<22} {inst['address']:<20} "
+              f"{'running' if inst['running'] else 'stopped':<8} "
+              f"{'200' if inst['health'] else 'down':<8} "
+              f"{status['control_plane'].get(iid, 'not registered'):<8} "
+              f"{status['caddy'].get(iid, 'not in rotation')}")
+    synced = status["supervisor"].get("synced_at")
+    if synced:
+        import time
+
+        print(f"\nsupervisor: last synced the proxy with the control plane "
+              f"{time.time() - synced:.1f}s ago")
+    print("\nmoto reports the target health it was told (it never probes); Caddy's column is "
+          "what its active health checks found.")
+    return 0
+
+
+def cmd_down(args) -> int:
+    from infra.console import Progress
+
+    progress = Progress()
+    testbed = _testbed(args, progress=progress)
+    if testbed.meta is None and not testbed.processes.records():
+        print(f"no local testbed for stack {args.stack}: nothing to stop")
+        return 0
+    report = testbed.down()
+    progress(f"stopped: {', '.join(report['stopped']) or 'nothing was running'}")
+    progress("stack destroyed in moto" if report["destroyed"] else
+             "moto was not running: its resources went with it")
+    if report["listening"]:
+        raise UserError(f"still listening after down: {', '.join(report['listening'])}",
+                        exit_code=1)
+    return 0
+
+
+def cmd_kill_instance(args) -> int:
+    _testbed(args).kill_instance(args.instance_id)
+    print(f"killed instance {args.instance_id}'s app; Caddy takes it out of rotation after "
+          "its failed health checks (`make local-status`)")
+    return 0
+
+
+def cmd_start_instance(args) -> int:
+    testbed = _testbed(args)
+    testbed.start_instance(args.instance_id)
+    print(f"instance {args.instance_id} is up again at {testbed.instances[args.instance_id]}; "
+          "Caddy puts it back after its passing health checks")
+    return 0
+
+
+def cmd_test(args) -> int:
+    from infra.local.testrun import run
+
+    return run(lambda progress: _testbed(args, "test", progress))
+
+
+def register(subparsers, common) -> None:
+    import argparse
+
+    parser = subparsers.add_parser(
+        "local",
+        help="the whole system on this machine (moto + app processes + Caddy)",
+        description=LOCAL_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    options = argparse.ArgumentParser(add_help=False)
+    group = options.add_argument_group("testbed")
+    group.add_argument("--stack", default=DEFAULT_STACK,
+                       help=f"stack name in the local moto server (default: {DEFAULT_STACK})")
+    group.add_argument("--region", default=DEFAULT_REGION,
+                       help=f"region inside moto (default: {DEFAULT_REGION})")
+    group.add_argument("--lb-port", type=int, default=DEFAULT_LB_PORT,
+                       help="local port that stands in for the listener's port "
+                            f"(default: {DEFAULT_LB_PORT})")
+    group.add_argument("--first-address", default=FIRST_ADDRESS,
+                       help=f"loopback address of the first instance, then +1 each "
+                            f"(default: {FIRST_ADDRESS})")
+    group.add_argument("--caddy", default=None,
+                       help="path to the caddy binary (default: .venv/bin/caddy, then PATH)")
+    group.add_argument("--runtime-dir", default=None,
+                       help=f"pid files, logs and seed files (default: {RUNTIME_ROOT}/<stack>)")
+    sub = parser.add_subparsers(dest="local_command", required=True, metavar="ACTION")
+    for name, func, text in [
+        ("up", cmd_up, "start the testbed and leave it running"),
+        ("status", cmd_status, "processes, ports and target health"),
+        ("down", cmd_down, "stop everything and delete the stack in moto"),
+        ("test", cmd_test, "up, grade, failover drill, down (make test-local)"),
+    ]:
+        sub.add_parser(name, parents=[options], help=text, description=text).set_defaults(
+            func=func)
+    for name, func, text in [
+        ("kill-instance", cmd_kill_instance, "crash one instance's app (SIGKILL)"),
+        ("start-instance", cmd_start_instance, "start an instance's app again (same seed file)"),
+    ]:
+        p = sub.add_parser(name, parents=[options], help=text, description=text)
+        p.add_argument("instance_id", metavar="ID", help="the instance id, as `status` lists it")
+        p.set_defaults(func=func)

@@ -1,0 +1,135 @@
+"""Helpers for the provisioning tests: a fault injector hooked into botocore's event system
+(before-call / before-send), so that any AWS API call can fail the way real AWS fails, and a
+census of every resource carrying a stack's tags."""
+
+from __future__ import annotations
+
+import json
+
+from botocore.awsrequest import AWSResponse
+
+from infra.aws.clients import Clients
+from infra.config import PROJECT, TAG_PROJECT, TAG_STACK, stack_filters
+
+REGION = "us-east-1"
+STACK = "t-prov"
+
+
+class _Raw:
+    """Just enough of a urllib3 response for botocore's AWSResponse."""
+
+    def __init__(self, body: bytes):
+        self._body = body
+
+    def stream(self, *args, **kwargs):
+        yield self._body
+
+    def read(self, *args, **kwargs):
+        body, self._body = self._body, b""
+        return body
+
+
+def error_result(code: str, message: str = "injected", status: int = 400):
+    """What a before-call handler returns to make the call fail with this AWS error."""
+    parsed = {"Error": {"Code": code, "Message": message},
+              "ResponseMetadata": {"HTTPStatusCode": status}}
+    return AWSResponse("https://injected.invalid/", status, {}, _Raw(b"")), parsed
+
+
+def throttle_response(request, protocol: str) -> AWSResponse:
+    """A raw HTTP throttling answer, parsed by botocore and retried by its retry config."""
+    if protocol == "ec2":
+        body = (b"<Response><Errors><Error><Code>RequestLimitExceeded</Code>"
+                b"<Message>Request limit exceeded.</Message></Error></Errors>"
+                b"<RequestID>injected</RequestID></Response>")
+        headers = {"Content-Type": "text/xml"}
+    elif protocol == "query":
+        body = (b"<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code>"
+                b"<Message>Rate exceeded</Message></Error><RequestId>injected</RequestId>"
+                b"</ErrorResponse>")
+        headers = {"Content-Type": "text/xml"}
+    else:
+        body = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode()
+        headers = {"Content-Type": "application/x-amz-json-1.1"}
+    return AWSResponse(request.url, 400, headers, _Raw(body))
+
+
+class Faults:
+    """Counts every AWS API call made through the clients and injects failures.
+
+    - `fail_at = k`: the k-th call (1-based) fails with InjectedFault, before reaching AWS.
+    - `rules`: callables (operation, params) -> error code or None, checked on every call.
+    """
+
+    def __init__(self):
+        self.calls: list[str] = []
+        self.fail_at: int | None = None
+        self.failed: str | None = None
+        self.rules: list = []
+
+    def reset(self) -> Faults:
+        self.calls, self.fail_at, self.failed, self.rules = [], None, None, []
+        return self
+
+    def attach(self, clients: Clients) -> Faults:
+        # Clients made later inherit the session's handlers; ones made already need their own.
+        clients.session.events.register("before-call", self._before_call)
+        for name in ("ec2", "elbv2", "ssm", "sts"):
+            if name in vars(clients):
+                getattr(clients, name).meta.events.register("before-call", self._before_call)
+        return self
+
+    def _before_call(self, model, params, **kwargs):
+        op = f"{model.service_model.service_name}.{model.name}"
+        self.calls.append(op)
+        if self.fail_at is not None and len(self.calls) == self.fail_at:
+            self.failed = op
+            return error_result("InjectedFault", f"injected failure at call {self.fail_at}")
+        for rule in self.rules:
+            code = rule(op, params)
+            if code:
+                return error_result(code, f"injected {code}")
+        return None
+
+
+def tagged_resources(clients: Clients, stack: str = STACK) -> dict[str, list[str]]:
+    """Every live resource carrying the stack's tags, by kind, as the describe calls see it."""
+    ec2, elbv2, flt = clients.ec2, clients.elbv2, stack_filters(stack)
+    found = {
+        "vpc": [v["VpcId"] for v in ec2.describe_vpcs(Filters=flt)["Vpcs"]],
+        "subnet": [s["SubnetId"] for s in ec2.describe_subnets(Filters=flt)["Subnets"]],
+        "igw": [i["InternetGatewayId"]
+                for i in ec2.describe_internet_gateways(Filters=flt)["InternetGateways"]],
+        "route_table": [r["RouteTableId"]
+                        for r in ec2.describe_route_tables(Filters=flt)["RouteTables"]],
+        "security_group": [g["GroupId"]
+                           for g in ec2.describe_security_groups(Filters=flt)["SecurityGroups"]],
+        "instance": [i["InstanceId"]
+                     for r in ec2.describe_instances(Filters=[*flt, {
+                         "Name": "instance-state-name",
+                         "Values": ["pending", "running", "stopping", "stopped",
+                                    "shutting-down"]}])["Reservations"]
+                     for i in r["Instances"]],
+    }
+    for kind, key, arn_key, op in (
+        ("load_balancer", "LoadBalancers", "LoadBalancerArn", elbv2.describe_load_balancers),
+        ("target_group", "TargetGroups", "TargetGroupArn", elbv2.describe_target_groups),
+    ):
+        arns = [x[arn_key] for x in op()[key]]
+        ours = []
+        for start in range(0, len(arns), 20):
+            for d in elbv2.describe_tags(ResourceArns=arns[start:start + 20])["TagDescriptions"]:
+                tags = {t["Key"]: t["Value"] for t in d["Tags"]}
+                if tags.get(TAG_PROJECT) == PROJECT and tags.get(TAG_STACK) == stack:
+                    ours.append(d["ResourceArn"])
+        found[kind] = ours
+    return found
+
+
+def count(found: dict[str, list[str]]) -> dict[str, int]:
+    return {kind: len(ids) for kind, ids in found.items()}
+
+
+FULL_STACK = {"vpc": 1, "subnet": 2, "igw": 1, "route_table": 1, "security_group": 2,
+              "instance": 2, "load_balancer": 1, "target_group": 1}
+EMPTY = dict.fromkeys(FULL_STACK, 0)
