@@ -15,8 +15,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from infra.aws.emulator import FAKE_CREDENTIALS, patched_environ
 from infra.bench.procs import LOOPBACK, ServerProcess
-from infra.local.motoserver import FAKE_CREDENTIALS, patched_environ
 from infra.local.processes import free_port
 
 # The testbed's fake credentials, and no profile files: nothing of the user's reaches moto.

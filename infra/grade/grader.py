@@ -595,7 +595,7 @@ def _target_health(args, address: Address, state: dict) -> list[str]:
         region = args.region or state.get("region")
         if state.get("endpoint_url") and not os.environ.get("AWS_ENDPOINT_URL"):
             # the emulator the state file was deployed into, with the testbed's fake keys
-            from infra.local.testbed import emulator_clients
+            from infra.aws.emulator import emulator_clients
 
             clients = emulator_clients(state["endpoint_url"], region or "us-east-1")
         else:

@@ -4,10 +4,7 @@ that it outlives `python -m infra local up`.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
-from collections.abc import Iterable, Iterator
 
 import requests
 
@@ -18,37 +15,6 @@ NAME = "moto"
 HOST = "127.0.0.1"
 # moto imports all of its services on the first request; the 2-core box is slow.
 READY_TIMEOUT = 20.0
-
-# Fake credentials and the loopback guard for everything that talks to the local control plane.
-FAKE_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_EC2_METADATA_DISABLED": "true",
-    "SEEDLB_LOOPBACK_ONLY": "1",
-}
-
-
-@contextlib.contextmanager
-def patched_environ(values: dict[str, str], remove: Iterable[str] = ()) -> Iterator[None]:
-    """Set `values` (and unset `remove`) in os.environ, and put every key back as it was.
-
-    boto3 reads AWS_ENDPOINT_URL and the credentials from the environment, so this is how a
-    caller aims the standard credential chain at the emulator without leaking it afterwards.
-    """
-    saved = {key: os.environ.get(key) for key in [*values, *remove]}
-    for key in remove:
-        os.environ.pop(key, None)
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
-
 
 def endpoint_for(port: int) -> str:
     return f"http://{HOST}:{port}"

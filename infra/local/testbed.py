@@ -24,10 +24,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import boto3
 import requests
 
-from infra.aws.clients import Clients, resolve_target
+from infra.aws.clients import Clients
+from infra.aws.emulator import (
+    FAKE_CREDENTIALS,
+    emulator_clients,
+    emulator_environment,
+    fake_session,
+)
 from infra.config import APP_PORT, STATE_DIR, Settings
 from infra.errors import UserError
 from infra.local import motoserver, proxy
@@ -88,40 +93,6 @@ class Meta:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.__dict__, indent=2))
         tmp.replace(path)
-
-
-# os.environ is one per process: two threads swapping it at once would restore each other's
-# values and leave the emulator's endpoint set for good.
-_ENVIRONMENT_LOCK = threading.RLock()
-
-
-@contextlib.contextmanager
-def emulator_environment(endpoint: str, region: str) -> Iterator[None]:
-    """AWS_ENDPOINT_URL at the moto server, fake credentials, loopback only; restored after,
-    so the caller's process (a test session, the bench) is left as it was."""
-    wanted = dict(motoserver.FAKE_CREDENTIALS)
-    wanted.update(AWS_ENDPOINT_URL=endpoint, AWS_REGION=region, AWS_DEFAULT_REGION=region)
-    with _ENVIRONMENT_LOCK, motoserver.patched_environ(wanted, remove=("AWS_PROFILE",)):
-        yield
-
-
-def emulator_clients(endpoint: str, region: str) -> Clients:
-    """Clients for the local moto server, resolved the standard way (AWS_ENDPOINT_URL)."""
-    with emulator_environment(endpoint, region):
-        clients = Clients(resolve_target("aws", region))
-    clients.session = fake_session(region)
-    return clients
-
-
-def fake_session(region: str) -> boto3.session.Session:
-    """Explicit fake credentials: nothing from the user's profile ever reaches even the emulator."""
-    fake = motoserver.FAKE_CREDENTIALS
-    return boto3.session.Session(
-        region_name=region,
-        aws_access_key_id=fake["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=fake["AWS_SECRET_ACCESS_KEY"],
-        aws_session_token=fake["AWS_SESSION_TOKEN"],
-    )
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -243,7 +214,7 @@ class Testbed:
 
     def _up(self, meta: Meta, caddy_binary: str) -> None:
         self.progress("control plane: starting a moto server")
-        meta.endpoint = motoserver.start(self.processes, child_env(**motoserver.FAKE_CREDENTIALS))
+        meta.endpoint = motoserver.start(self.processes, child_env(**FAKE_CREDENTIALS))
         meta.save(self.meta_path)
         self._clients = None
 
@@ -375,7 +346,7 @@ class Testbed:
             sys.executable, "-m", "infra.local.supervisor",
             "--stack", self.stack, "--runtime-dir", str(self.runtime_dir),
         ]  # fmt: skip
-        env = child_env(**motoserver.FAKE_CREDENTIALS)
+        env = child_env(**FAKE_CREDENTIALS)
         env.update(AWS_ENDPOINT_URL=meta.endpoint, AWS_REGION=self.region)
         proc, _record = self.processes.start(SUPERVISOR, argv, env=env)
         return proc

@@ -121,7 +121,8 @@ def test_comments_stay_in_the_template_only(default_script):
     code = [line for line in logical_lines(default_script) if line.lstrip().startswith("#")]
     assert code == [
         "#!/bin/bash",
-        "# seed-lb boot script, stack seed-lb: infra/aws/templates/user_data.sh, comments left out.",
+        "# seed-lb boot script, stack seed-lb: infra/aws/templates/user_data.sh, "
+        "comments left out.",
     ]
     template = userdata.TEMPLATE.read_text()
     assert len([ln for ln in template.splitlines() if ln.startswith("#")]) > 10

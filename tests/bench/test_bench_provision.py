@@ -5,8 +5,8 @@ from __future__ import annotations
 from moto import mock_aws
 
 from infra.aws.clients import Clients, Target
+from infra.aws.emulator import patched_environ
 from infra.bench.provision import CallCounter
-from infra.local.motoserver import patched_environ
 
 
 def test_counts_every_call_by_service_and_operation():
