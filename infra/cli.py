@@ -17,9 +17,9 @@ from infra.errors import UserError
 COMMAND_MODULES: tuple[str, ...] = (
     # one line per command module; keep this list in the order of `--help`
     "infra.aws.cli",
-    "infra.local.testbed",
-    "infra.grade.grader",
-    "infra.doctor.diagnosis",
+    "infra.local.cli",
+    "infra.grade.cli",
+    "infra.doctor.cli",
     "infra.bench.cli",
 )
 

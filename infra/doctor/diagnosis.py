@@ -1,4 +1,4 @@
-"""`python -m infra doctor`: read the AWS side and name what would make the grader fail.
+"""The doctor's diagnosis: read the AWS side and name what would make the grader fail.
 
 It follows a request's path from the internet to the app (infra/doctor/examination.py): the load
 balancer (scheme, its security group, its subnets' routes), the listener on 80, the target
@@ -13,12 +13,9 @@ Other modules use `diagnose(clients, stack, lb)` and `target_health_lines(client
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
 import socket
-import sys
 from urllib.parse import urlparse
 
 from botocore.exceptions import (
@@ -29,14 +26,14 @@ from botocore.exceptions import (
 )
 
 from infra.aws import lb_lookup
-from infra.aws.clients import LOOPBACK_ONLY_ENV, Clients, resolve_target
+from infra.aws.clients import LOOPBACK_ONLY_ENV, Clients
 from infra.config import APP_PORT
 from infra.doctor.examination import Examination, load_balancer_target_groups, target_health
-from infra.doctor.findings import Finding, has_errors, summary_line
+from infra.doctor.findings import Finding
 from infra.doctor.target_reasons import plain_words
 from infra.errors import UserError
 
-__all__ = ["Finding", "diagnose", "target_health_lines", "register"]
+__all__ = ["Finding", "diagnose", "target_health_lines"]
 
 
 def diagnose(clients: Clients, stack: str | None = None, lb: str | None = None, *,
@@ -132,52 +129,3 @@ def _plain(desc: dict) -> str:
     target, health = desc["Target"], desc.get("TargetHealth", {})
     return plain_words(target["Id"], target.get("Port"), health.get("State", "unknown"),
                        health.get("Reason"), health.get("Description"))
-
-# -- the command -----------------------------------------------------------------------------
-
-
-def register(subparsers, common) -> None:
-    parser = subparsers.add_parser(
-        "doctor",
-        parents=[common],
-        help="name what is misconfigured on the AWS side (read-only)",
-        description="Read the load balancer, listener, target group, target health, "
-        "instances, security groups and routes, and name each misconfiguration with its fix. "
-        "Read-only. Exit code 0 when there is no error-level finding, 1 otherwise.",
-        epilog="examples:\n  python -m infra doctor --stack seed-lb\n"
-        "  python -m infra doctor --lb my-alb\n"
-        "  python -m infra doctor --lb my-alb-123.us-east-1.elb.amazonaws.com --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--lb",
-        metavar="NAME_OR_DNS",
-        help="the load balancer's name, DNS name or ARN (for one made by hand); "
-        "without it the load balancer tagged with --stack is used",
-    )
-    parser.add_argument("--json", action="store_true", help="print the findings as JSON")
-    parser.add_argument(
-        "--no-probe",
-        action="store_true",
-        help="on real AWS, do not GET each instance's health check path over HTTP",
-    )
-    parser.set_defaults(func=run)
-
-
-def run(args) -> int:
-    region = args.region
-    if region is None and args.lb:
-        # a DNS name says its region: `make doctor LB=...` works whatever the profile's region
-        region = lb_lookup.region_in_dns(args.lb)
-    clients = Clients(resolve_target(args.backend, region))
-    probe = False if args.no_probe else None
-    findings = diagnose(clients, stack=args.stack, lb=args.lb, probe=probe)
-    if args.json:
-        json.dump({"ok": not has_errors(findings),
-                   "findings": [f.to_dict() for f in findings]}, sys.stdout, indent=2)
-        print()
-    else:
-        for finding in findings:
-            print(finding.render())
-        print(summary_line(findings))
-    return 1 if has_errors(findings) else 0

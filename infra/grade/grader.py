@@ -1,9 +1,9 @@
 """The grader: checks a load balancer over plain HTTP, the way the autograder will.
 
 `grade(address, instances)` runs six checks and returns a Report. It is an HTTP client and
-nothing else (AWS is only touched by the CLI's `--aws`, through the doctor). The request
-sequence is planned so that the checks do not corrupt each other, and ends the way the real
-grader does: every instance holding the last number it POSTed.
+nothing else (AWS is only touched by the CLI's `--aws`, in infra/grade/target_health.py).
+The request sequence is planned so that the checks do not corrupt each other, and ends the
+way the real grader does: every instance holding the last number it POSTed.
 
     1 connect       the name resolves and TCP to port 80 opens
     2 GET / 200     every GET / of the run returned 200
@@ -21,25 +21,17 @@ whole run (MAX_REQUESTS).
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import json
-import os
 import random
 import socket
-import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from infra.config import STATE_DIR
-from infra.errors import UserError
 from infra.grade.address import (
     Address,
     Endpoint,
-    instances_from_state,
     parse_address,
     parse_instances,
 )
@@ -55,7 +47,7 @@ from infra.grade.pitfalls import (
 )
 from infra.grade.report import FAIL, PASS, SKIP, Check, Report
 
-__all__ = ["MAX_REQUESTS", "Check", "Report", "grade", "register"]
+__all__ = ["MAX_REQUESTS", "Check", "Report", "grade"]
 
 MAX_REQUESTS = 60  # the grader is a client of somebody's server: never more than this
 STYLE_LABEL = {
@@ -516,92 +508,3 @@ def grade(address: str | Address, instances: list[str | Endpoint] | None = None,
                 and e.status != 200 and e.method == "GET"]
     return Report(addr, endpoints, grading.checks, grading.client.count,
                   time.monotonic() - started, lb_statuses=statuses)
-
-
-# -- the command line ---------------------------------------------------------------------
-
-def register(subparsers, common) -> None:
-    parser = subparsers.add_parser(
-        "grade",
-        parents=[common],
-        help="check a load balancer the way the autograder will, and say why it would fail",
-        description="Check a load balancer over HTTP the way the autograder will: the name "
-        "resolves and port 80 opens, GET / returns a bare integer, POST / {\"num\": N} "
-        "reaches every instance, two instances serve, and (with instance addresses) each "
-        "instance answers on :5000. Each failure is named in the seed FAQ's terms.",
-        epilog="examples:\n"
-        "  python -m infra grade my-lb-123.us-east-1.elb.amazonaws.com\n"
-        "  python -m infra grade 127.0.0.1:8080 --instances 127.0.0.11:5000,127.0.0.12:5000\n"
-        "exit status: 0 on PASS, 1 on FAIL, 2 on a usage error",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("address", help="the load balancer's DNS name (http://, a trailing / "
-                        "and :80 are accepted and removed)")
-    parser.add_argument("--instances", default=None, metavar="IP1,IP2",
-                        help="instance addresses to check directly (ip means ip:5000; "
-                        "host:port allowed). Default: from the state file whose load balancer "
-                        "is ADDRESS, if any")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument("--timeout", type=float, default=3.0, metavar="S",
-                        help="connect and read timeout per request, in seconds (default: 3)")
-    parser.add_argument("--state-dir", default=STATE_DIR, help=argparse.SUPPRESS)
-    parser.add_argument("--aws", action="store_true",
-                        help="on a 502/503/504, ask AWS for the targets' health reasons "
-                        "(uses --backend/--region; without this flag AWS is never touched)")
-    parser.set_defaults(func=run_command)
-
-
-def run_command(args) -> int:
-    if not 0 < args.timeout <= 60:
-        raise UserError("--timeout must be between 0 and 60 seconds")
-    address = parse_address(args.address)
-    source = ""
-    match = instances_from_state(address, args.state_dir, args.stack)
-    if args.instances is not None:
-        instances = parse_instances(args.instances) if args.instances.strip() else []
-        source = "from --instances" if instances else ""
-    else:
-        instances = match.instances if match else []
-        if match:
-            source = f"from {match.path}"
-            if match.skipped:
-                source += f"; without a public IP: {', '.join(match.skipped)}"
-    report = grade(address, instances, timeout=args.timeout)
-    report.instances_source = source
-    if args.aws and any(s in (502, 503, 504) for s in report.lb_statuses):
-        report.check(2).details += _target_health(args, address, match.state if match else {})
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        print(report.render())
-    sys.stdout.flush()
-    return 0 if report.passed else 1
-
-
-def _target_health(args, address: Address, state: dict) -> list[str]:
-    """The doctor's view of the targets (AWS's reason codes), when it provides one.
-
-    A local address (the testbed's 127.0.0.1:8080) stands for the load balancer its state
-    file names: that file gives the DNS name, and the emulator's endpoint and region.
-    """
-    try:
-        doctor = importlib.import_module("infra.doctor.diagnosis")
-        lines = getattr(doctor, "target_health_lines", None)
-        if lines is None:
-            return ["--aws: infra.doctor.diagnosis has no target_health_lines yet"]
-        from infra.aws import clients as aws
-
-        lb_dns = str(state.get("lb_dns") or address.host)
-        region = args.region or state.get("region")
-        if state.get("endpoint_url") and not os.environ.get("AWS_ENDPOINT_URL"):
-            # the emulator the state file was deployed into, with the testbed's fake keys
-            from infra.aws.emulator import emulator_clients
-
-            clients = emulator_clients(state["endpoint_url"], region or "us-east-1")
-        else:
-            clients = aws.Clients(aws.resolve_target(args.backend, region))
-        return ["AWS: " + line for line in lines(clients, lb_dns)]
-    except UserError as exc:
-        return [f"--aws: {exc}"]
-    except Exception as exc:  # noqa: BLE001 - a diagnosis aid must never break the grade
-        return [f"--aws: could not read target health ({type(exc).__name__}: {exc})"]

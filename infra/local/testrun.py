@@ -14,6 +14,7 @@ import requests
 from infra.console import Progress
 from infra.errors import UserError
 from infra.local.drill import run_drill
+from infra.local.testbed import sigterm_as_interrupt
 
 
 @dataclass
@@ -106,8 +107,6 @@ def run(make_testbed: Callable[..., object]) -> int:
     def drill() -> tuple[bool, str]:
         result = run_drill(testbed, progress)
         return result.passed, result.summary()
-
-    from infra.local.testbed import sigterm_as_interrupt
 
     interrupted = False
     try:
