@@ -19,14 +19,26 @@ from urllib.parse import urlparse
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError
 
+from infra.aws import failures
 from infra.errors import UserError
 
-# Throttling and transient errors are retried by botocore itself, with backoff.
+# Throttling and transient errors (5xx, dropped connections) are retried by botocore itself,
+# with backoff: `standard` is the mode the AWS SDKs reference guide recommends ("adaptive" is
+# for special cases: it also slows the client down after each throttle, see
+# https://docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html).
 RETRY_CONFIG = Config(
-    retries={"mode": "adaptive", "max_attempts": 10},
+    retries={"mode": "standard", "max_attempts": 8},
     connect_timeout=5,
     read_timeout=60,
+)
+# The first call of every command (STS GetCallerIdentity) says within 5 s that AWS cannot be
+# reached: two attempts of at most 2 s each, and standard mode's first backoff (at most 1 s).
+FIRST_CALL_CONFIG = Config(
+    retries={"mode": "standard", "total_max_attempts": 2},
+    connect_timeout=2,
+    read_timeout=2,
 )
 
 LOOPBACK_ONLY_ENV = "SEEDLB_LOOPBACK_ONLY"
@@ -80,7 +92,11 @@ def resolve_target(backend: str = "aws", region: str | None = None) -> Target:
         raise UserError(f"unknown backend {backend!r}: use aws or localstack")
     region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if region is None:
-        region = boto3.session.Session().region_name
+        try:  # the profile's region; reads ~/.aws/config, builds no client
+            region = boto3.session.Session().region_name
+        except BotoCoreError as exc:  # AWS_PROFILE naming no profile
+            raise failures.as_user_error(exc, "reading the AWS configuration",
+                                         exit_code=2) from None
     target = Target(region=region, endpoint_url=endpoint, backend=backend)
     _refuse_if_not_loopback(target)
     return target
@@ -99,16 +115,44 @@ def _refuse_if_not_loopback(target: Target) -> None:
 
 
 class Clients:
-    """One boto3 session and the clients every module shares, all aimed at one Target."""
+    """One boto3 session and the clients every module shares, all aimed at one Target.
+
+    Building it makes no client and sends nothing: the first client is built on first use,
+    after the CLI has checked the region and that credentials exist.
+    """
 
     def __init__(self, target: Target):
         self.target = target
-        self.session = boto3.session.Session(region_name=target.region)
+        try:
+            self._session = boto3.session.Session(region_name=target.region)
+        except BotoCoreError as exc:  # AWS_PROFILE naming no profile
+            raise failures.as_user_error(exc, "reading the AWS configuration",
+                                         exit_code=2) from None
+        self._watch(self._session)
 
-    def client(self, service: str):
-        return self.session.client(
-            service, endpoint_url=self.target.endpoint_url, config=RETRY_CONFIG
-        )
+    @property
+    def session(self) -> boto3.session.Session:
+        return self._session
+
+    @session.setter
+    def session(self, session: boto3.session.Session) -> None:
+        # The emulator's fake-credential session replaces this one: it gets the same hooks.
+        self._session = session
+        self._watch(session)
+
+    @staticmethod
+    def _watch(session: boto3.session.Session) -> None:
+        # Clients copy the session's handlers when created: every failed call names its
+        # IAM action (failures.stamp_iam_action).
+        session.events.register("after-call", failures.stamp_iam_action,
+                                unique_id="seedlb-iam-action")
+
+    def client(self, service: str, config: Config = RETRY_CONFIG):
+        if not self.target.region:
+            # botocore's NoRegionError would be a traceback; this says how to set one.
+            raise UserError(failures.no_region_line())
+        return self.session.client(service, endpoint_url=self.target.endpoint_url,
+                                   config=config)
 
     @cached_property
     def ec2(self):
@@ -125,3 +169,9 @@ class Clients:
     @cached_property
     def sts(self):
         return self.client("sts")
+
+    @cached_property
+    def first_call_sts(self):
+        """STS with tight timeouts and one retry: the call that finds out whether AWS
+        answers at all, so that no network means an answer within 5 s, not 30."""
+        return self.client("sts", FIRST_CALL_CONFIG)

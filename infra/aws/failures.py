@@ -1,0 +1,229 @@
+"""AWS's errors, sorted by what the user can do about them, each said in one line.
+
+Throttling and 5xx never reach here: botocore's `standard` retry mode retries them
+(clients.RETRY_CONFIG). What does reach here falls in one of these classes:
+
+- denied (AccessDenied, UnauthorizedOperation, an explicit deny): name the IAM action and
+  point at `python -m infra policy`; a retry changes nothing;
+- a limit (VcpuLimitExceeded, InstanceLimitExceeded, VpcLimitExceeded, OptInRequired, ...):
+  say which limit, and where to ask for more;
+- credentials: an expired SSO session (`aws sso login`), expired session credentials
+  (refresh AWS_SESSION_TOKEN: AWS Academy Learner Lab's sessions last 4 hours), keys AWS does
+  not know, no credentials at all;
+- the network: AWS cannot be reached;
+- anything else: the step, AWS's code and message, and "run it again or destroy".
+
+The IAM action of a failed call is stamped on its error response by `stamp_iam_action`, an
+`after-call` hook every Clients session carries: botocore's ClientError names the operation
+but not the service, and `DescribeTags` alone exists in both EC2 and ELBv2.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+    ProfileNotFound,
+    ReadTimeoutError,
+    SSOError,
+    TokenRetrievalError,
+)
+
+from infra.errors import UserError
+
+POLICY_HINT = "`python -m infra policy` prints every permission this tool needs (docs/aws.md)"
+DOCS = "docs/aws.md"
+
+DENIED_CODES = frozenset({
+    "AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnauthorizedAccess",
+    "AuthorizationError", "Forbidden",
+})
+# Service Quotas codes from the Service Quotas console (EC2 and VPC quotas pages).
+LIMITS = {
+    "VcpuLimitExceeded": "the account's On-Demand vCPU limit for standard (T) instances "
+                         "(Service Quotas > Amazon EC2 > 'Running On-Demand Standard "
+                         "(A, C, D, H, I, M, R, T, Z) instances', L-1216C47A)",
+    "InstanceLimitExceeded": "the account's instance limit (Service Quotas > Amazon EC2 > "
+                             "'Running On-Demand Standard ... instances')",
+    "MaxSpotInstanceCountExceeded": "the Spot instance limit (Service Quotas > Amazon EC2)",
+    "VpcLimitExceeded": "the VPCs per region limit, 5 by default (Service Quotas > Amazon "
+                        "VPC > 'VPCs per Region', L-F678F1CE); or delete an unused VPC",
+    "InternetGatewayLimitExceeded": "the internet gateways per region limit, 5 by default "
+                                    "(Service Quotas > Amazon VPC, L-A4707A72)",
+    "SubnetLimitExceeded": "the subnets per VPC limit (Service Quotas > Amazon VPC)",
+    "RouteTableLimitExceeded": "the route tables per VPC limit (Service Quotas > Amazon VPC)",
+    "SecurityGroupLimitExceeded": "the security groups per VPC limit (Service Quotas > "
+                                  "Amazon VPC)",
+    "RulesPerSecurityGroupLimitExceeded": "the rules per security group limit (Service "
+                                          "Quotas > Amazon VPC)",
+    "AddressLimitExceeded": "the Elastic IP / public IPv4 address limit (Service Quotas > "
+                            "Amazon EC2 > 'EC2-VPC Elastic IPs')",
+    "TooManyLoadBalancers": "the Application Load Balancers per region limit (Service "
+                            "Quotas > Elastic Load Balancing)",
+    "TooManyTargetGroups": "the target groups per region limit (Service Quotas > Elastic "
+                           "Load Balancing)",
+    "TooManyListeners": "the listeners per load balancer limit (Service Quotas > Elastic "
+                        "Load Balancing)",
+    "TooManyTags": "the tags per resource limit",
+}
+QUOTAS_CONSOLE = "https://console.aws.amazon.com/servicequotas/"
+EXPIRED_TOKEN_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "TokenRefreshRequired"})
+UNKNOWN_KEY_CODES = frozenset({"InvalidClientTokenId", "UnrecognizedClientException",
+                               "AuthFailure", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                               "IncompleteSignature", "MissingAuthenticationToken"})
+THROTTLE_CODES = frozenset({"Throttling", "ThrottlingException", "RequestLimitExceeded",
+                            "TooManyRequestsException", "RequestThrottled"})
+
+_PERFORM = re.compile(r"perform: ([a-z0-9-]+:[A-Za-z0-9]+)")
+
+
+def stamp_iam_action(http_response=None, parsed=None, model=None, **_kwargs) -> None:
+    """after-call hook: on an error response, note the IAM action (`ec2:RunInstances`) in the
+    parsed error, which botocore hands to ClientError as `exc.response`."""
+    if model is None or not isinstance(parsed, dict) or "Error" not in parsed:
+        return
+    parsed["Error"].setdefault("IamAction", iam_action_of(model))
+
+
+def iam_action_of(model) -> str:
+    """The IAM action of a botocore OperationModel: the service's signing name (ELBv2 signs as
+    `elasticloadbalancing`, IAM's prefix for it) and the operation's name."""
+    service = model.service_model
+    prefix = service.signing_name or service.endpoint_prefix
+    return f"{prefix}:{model.name}"
+
+
+def iam_action(exc: ClientError) -> str:
+    """The IAM action a failed call needed: stamped by the hook, else read from AWS's message
+    ('... is not authorized to perform: ssm:GetParameter ...'), else the operation's name."""
+    err = exc.response.get("Error", {})
+    found = _PERFORM.search(str(err.get("Message") or ""))
+    return err.get("IamAction") or (found.group(1) if found else exc.operation_name)
+
+
+def code_of(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code") or "")
+
+
+def is_denied(exc: ClientError) -> bool:
+    code = code_of(exc)
+    return code in DENIED_CODES or code.endswith(".UnauthorizedOperation")
+
+
+def explain(exc: Exception, step: str, *, created_nothing: bool = False) -> str:
+    """One line for any AWS failure: what happened while doing `step`, and what to do next."""
+    if isinstance(exc, ClientError):
+        return _client_error(exc, step, created_nothing)
+    return _botocore_error(exc, step)
+
+
+def _client_error(exc: ClientError, step: str, created_nothing: bool) -> str:
+    code, message = code_of(exc), str(exc.response.get("Error", {}).get("Message") or "")
+    action = iam_action(exc)
+    nothing = " Nothing was created." if created_nothing else ""
+    if is_denied(exc):
+        who = ("an explicit deny (a service control policy or permissions boundary set by "
+               "whoever runs the account: ask them)" if "explicit deny" in message.lower()
+               else "your IAM user or role lacks it")
+        return (f"AWS denied {action} while {step} ({code}): {who}. {POLICY_HINT}; a retry "
+                f"changes nothing.{nothing}")
+    if code in LIMITS:
+        return (f"{code} while {step}: {message} This is {LIMITS[code]}: ask for more at "
+                f"{QUOTAS_CONSOLE} (or free some up), then run the same command again.{nothing}")
+    if code == "OptInRequired":
+        return (f"OptInRequired while {step}: the region is not enabled for this account, or "
+                "the AMI needs a subscription. Enable the region (AWS console > Account > AWS "
+                "Regions) or choose another --region (us-east-1 is always enabled)." + nothing)
+    if code == "PendingVerification":
+        return (f"PendingVerification while {step}: AWS is still verifying this new account "
+                "for this region (usually minutes, up to 4 hours). Try again later; if it "
+                "lasts, AWS Support can help." + nothing)
+    if code in EXPIRED_TOKEN_CODES:
+        return expired_session_line(code)
+    if code in UNKNOWN_KEY_CODES:
+        return unknown_keys_line(code)
+    if code == "RequestExpired":
+        return ("RequestExpired: AWS found the request's time too far from its own: set this "
+                "machine's clock right (e.g. enable NTP), then run the same command again")
+    if code in THROTTLE_CODES:
+        return (f"AWS kept throttling while {step} ({code}) even after botocore's retries: "
+                "wait a minute, then run the same command again (it picks up what exists)")
+    return (f"stopped while {step}: {code}: {message}. Nothing is lost: run the same command "
+            "again (it picks up what exists), or destroy the stack to remove what was created")
+
+
+def _botocore_error(exc: Exception, step: str) -> str:
+    if isinstance(exc, (SSOError, TokenRetrievalError)) or "sso" in type(exc).__name__.lower():
+        return sso_line()
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return no_credentials_line()
+    if isinstance(exc, NoRegionError):
+        return no_region_line()
+    if isinstance(exc, ProfileNotFound):
+        return profile_not_found_line(str(getattr(exc, "kwargs", {}).get("profile", "")))
+    if isinstance(exc, EndpointConnectionError | ConnectTimeoutError | ReadTimeoutError):
+        return (f"cannot reach AWS while {step} ({exc}): check the network (and a proxy or "
+                "VPN), then run the same command again")
+    return (f"stopped while {step}: {exc}. Run the same command again, or destroy the stack "
+            "to remove what was created")
+
+
+def as_user_error(exc: Exception, step: str, *, created_nothing: bool = False,
+                  exit_code: int = 1) -> UserError:
+    return UserError(explain(exc, step, created_nothing=created_nothing), exit_code=exit_code)
+
+
+def is_aws_failure(exc: BaseException) -> bool:
+    return isinstance(exc, ClientError | BotoCoreError)
+
+
+# --- the credential lines, shared by the preflight and the CLI ---------------------------
+
+
+def no_region_line() -> str:
+    return ("no AWS region set: pass --region us-east-1, or set AWS_REGION=us-east-1, or run "
+            "`aws configure` and give a default region name")
+
+
+def no_credentials_line() -> str:
+    return ("no AWS credentials found: run `aws configure` (access keys), or `aws sso login` "
+            "with AWS_PROFILE set (IAM Identity Center), or set AWS_ACCESS_KEY_ID, "
+            "AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN (AWS Academy Learner Lab: copy all "
+            f"three from 'AWS Details'); see {DOCS}")
+
+
+def sso_line() -> str:
+    profile = os.environ.get("AWS_PROFILE")
+    command = f"aws sso login --profile {profile}" if profile else "aws sso login"
+    return (f"your AWS SSO session has expired or is not logged in: run `{command}`, then run "
+            "the same command again")
+
+
+def expired_session_line(code: str = "ExpiredToken") -> str:
+    return (f"your temporary AWS credentials have expired ({code}): get fresh ones and set "
+            "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN again (AWS Academy "
+            "Learner Lab: sessions last 4 hours; start the lab again and copy all three from "
+            "'AWS Details'), or `aws sso login` for an SSO profile")
+
+
+def unknown_keys_line(code: str) -> str:
+    key = os.environ.get("AWS_ACCESS_KEY_ID", "")
+    if key.startswith("ASIA") and not os.environ.get("AWS_SESSION_TOKEN"):
+        return (f"AWS does not accept these credentials ({code}): the access key starts with "
+                "ASIA, so it is temporary and needs AWS_SESSION_TOKEN as well (Learner Lab "
+                "gives three values: set all three)")
+    return (f"AWS does not accept these credentials ({code}): check AWS_PROFILE or the keys "
+            "(`aws configure list` shows which are used), or refresh your session")
+
+
+def profile_not_found_line(profile: str) -> str:
+    return (f"AWS_PROFILE names a profile {profile!r} that is not in your AWS config: list "
+            "them with `aws configure list-profiles`, or unset AWS_PROFILE")
