@@ -1,8 +1,12 @@
-"""Waiting for AWS: boto3 waiters with progress lines, the two bounded retries no waiter covers,
+"""Waiting for AWS: boto3 waiters with progress lines, the bounded retries no waiter covers,
 and deletes that find the resource already gone.
 
 Waiters run in short rounds so a long wait (minutes on real AWS) prints a progress line with
 the elapsed time after each round instead of going silent; the polling itself is the waiter's.
+
+Most waiters are botocore's own. Five of them do not know a state or an error code that AWS
+reports, and run here from the stricter definitions in STRICTER_WAITERS (built with
+botocore.waiter.create_waiter_with_client, the library's way to a custom waiter).
 """
 
 from __future__ import annotations
@@ -12,8 +16,97 @@ import time
 from collections.abc import Callable
 
 from botocore.exceptions import ClientError, WaiterError
+from botocore.waiter import WaiterModel, create_waiter_with_client
 
+from infra.aws import failures
 from infra.errors import UserError
+
+# What EC2 answers for an id it does not know (yet): "Eventual consistency in the Amazon EC2
+# API" (https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html) and the
+# error codes in the EC2 API reference. Only these are retried by `until_visible`.
+NOT_FOUND_CODES = frozenset({
+    "InvalidVpcID.NotFound",
+    "InvalidSubnetID.NotFound",
+    "InvalidGroup.NotFound",
+    "InvalidInternetGatewayID.NotFound",
+    "InvalidRouteTableID.NotFound",
+    "InvalidInstanceID.NotFound",
+    "InvalidNetworkInterfaceID.NotFound",
+})
+
+
+def _instance_states(state: str, expected: str) -> dict:
+    return {"matcher": "pathAny", "argument": "Reservations[].Instances[].State.Name",
+            "expected": expected, "state": state}
+
+
+def _missing(code: str) -> dict:
+    return {"matcher": "error", "expected": code, "state": "retry"}
+
+
+# botocore's definitions (botocore/data/ec2/2016-11-15/waiters-2.json and
+# botocore/data/elbv2/2015-12-01/waiters-2.json), each with the change its comment names.
+# tests/aws/test_waiters.py checks that nothing else differs from the installed botocore.
+STRICTER_WAITERS: dict[str, dict] = {
+    "ec2": {"version": 2, "waiters": {
+        # + retry on InvalidVpcID.NotFound: botocore's fails on the first describe of a VPC
+        # created a moment before.
+        "VpcAvailable": {"delay": 15, "operation": "DescribeVpcs", "maxAttempts": 40,
+                         "acceptors": [{"expected": "available", "matcher": "pathAll",
+                                        "state": "success", "argument": "Vpcs[].State"},
+                                       _missing("InvalidVpcID.NotFound")]},
+        # + retry on InvalidSubnetID.NotFound, for the same reason.
+        "SubnetAvailable": {"delay": 15, "operation": "DescribeSubnets", "maxAttempts": 40,
+                            "acceptors": [{"expected": "available", "matcher": "pathAll",
+                                           "state": "success", "argument": "Subnets[].State"},
+                                          _missing("InvalidSubnetID.NotFound")]},
+        # botocore retries on "InvalidInternetGateway.NotFound", a code EC2 never sends: EC2
+        # says InvalidInternetGatewayID.NotFound.
+        "InternetGatewayExists": {
+            "operation": "DescribeInternetGateways", "delay": 5, "maxAttempts": 6,
+            "acceptors": [{"expected": True, "matcher": "path", "state": "success",
+                           "argument": "length(InternetGateways[].InternetGatewayId) > `0`"},
+                          _missing("InvalidInternetGatewayID.NotFound")]},
+        # botocore fails at once on pending and stopping; a describe just after
+        # TerminateInstances can still show either, and shutting-down is on the way: all
+        # three are "not yet".
+        "InstanceTerminated": {
+            "delay": 15, "operation": "DescribeInstances", "maxAttempts": 40,
+            "acceptors": [{"expected": "terminated", "matcher": "pathAll", "state": "success",
+                           "argument": "Reservations[].Instances[].State.Name"},
+                          _instance_states("retry", "pending"),
+                          _instance_states("retry", "stopping"),
+                          _instance_states("retry", "shutting-down"),
+                          _missing("InvalidInstanceID.NotFound")]},
+    }},
+    "elbv2": {"version": 2, "waiters": {
+        # + failure on failed and active_impaired: botocore has no acceptor for them, so a
+        # failed load balancer is polled for 10 minutes.
+        "LoadBalancerAvailable": {
+            "delay": 15, "operation": "DescribeLoadBalancers", "maxAttempts": 40,
+            "acceptors": [{"state": "success", "matcher": "pathAll",
+                           "argument": "LoadBalancers[].State.Code", "expected": "active"},
+                          {"state": "retry", "matcher": "pathAny",
+                           "argument": "LoadBalancers[].State.Code",
+                           "expected": "provisioning"},
+                          {"state": "retry", "matcher": "error",
+                           "expected": "LoadBalancerNotFound"},
+                          {"state": "failure", "matcher": "pathAny",
+                           "argument": "LoadBalancers[].State.Code", "expected": "failed"},
+                          {"state": "failure", "matcher": "pathAny",
+                           "argument": "LoadBalancers[].State.Code",
+                           "expected": "active_impaired"}]},
+    }},
+}
+
+
+def waiter_for(client, waiter_name: str):
+    """botocore's waiter `waiter_name` (snake case), or its stricter version from above."""
+    camel = "".join(part.title() for part in waiter_name.split("_"))
+    stricter = STRICTER_WAITERS.get(client.meta.service_model.service_name, {})
+    if camel in stricter.get("waiters", {}):
+        return create_waiter_with_client(camel, WaiterModel(stricter), client)
+    return client.get_waiter(waiter_name)
 
 # Progress is printed at least this often while a waiter polls.
 ROUND_SECONDS = 30.0
@@ -33,23 +126,36 @@ def wait(
     *,
     delay: float,
     timeout: float,
+    announce: bool = True,
     **params,
 ) -> None:
-    """Run boto3's waiter `waiter_name` until it succeeds, fails, or `timeout` passes."""
-    waiter = client.get_waiter(waiter_name)
+    """Run boto3's waiter `waiter_name` until it succeeds, fails, or `timeout` passes.
+
+    `announce=False` is for the short waits after a create: no line unless it takes a round.
+    """
+    waiter = waiter_for(client, waiter_name)
     delay = max(delay, 0.001)
     attempts = max(1, math.ceil(timeout / delay))  # the whole wait, in polls
     per_round = min(attempts, max(1, int(ROUND_SECONDS // delay)))
     rounds = math.ceil(attempts / per_round)
-    progress(f"waiting for {what}")
+    if announce:
+        progress(f"waiting for {what}")
     started = time.monotonic()
     for attempt in range(rounds):
         try:
             # botocore sleeps `delay` between polls; a float is fine for it.
             waiter.wait(WaiterConfig={"Delay": delay, "MaxAttempts": per_round}, **params)
-            progress(f"{what}: done after {time.monotonic() - started:.1f}s")
+            if announce or attempt:
+                progress(f"{what}: done after {time.monotonic() - started:.1f}s")
             return
         except WaiterError as exc:
+            error = (exc.last_response or {}).get("Error")
+            if error and error.get("Code") not in (None, ""):
+                # An AWS error the waiter does not expect (AccessDenied, expired credentials):
+                # say it by its class, like any other failed call.
+                failed = ClientError(exc.last_response, waiter.config.operation)
+                raise UserError(failures.explain(failed, f"waiting for {what}"),
+                                exit_code=1) from None
             if "Max attempts exceeded" not in str(exc) or attempt == rounds - 1:
                 raise WaitTimeout(f"gave up waiting for {what}: {_reason(exc)}") from None
             now = _states(exc.last_response)
@@ -65,7 +171,9 @@ def _states(last) -> str:
     for reservation in last.get("Reservations") or []:
         parts += [f"{i['InstanceId']} {i['State']['Name']}" for i in reservation["Instances"]]
     for lb in last.get("LoadBalancers") or []:
-        parts.append(f"{lb['LoadBalancerName']} {lb.get('State', {}).get('Code')}")
+        state = lb.get("State") or {}
+        parts.append(f"{lb['LoadBalancerName']} {state.get('Code')}"
+                     + (f" ({state['Reason']})" if state.get("Reason") else ""))
     for d in last.get("TargetHealthDescriptions") or []:
         health = d["TargetHealth"]
         parts.append(f"{d['Target']['Id']} {health.get('State')}"
@@ -92,6 +200,23 @@ def ignore_missing(missing_code: str, call: Callable[..., object], **params) -> 
             raise
 
 
+def until_visible(
+    action: Callable[[], object],
+    what: str,
+    progress: Callable[[str], None],
+    *,
+    delay: float,
+    budget: float,
+):
+    """`action()`, a call that names a resource created moments before, called again while
+    EC2 answers that it does not know the id yet (NOT_FOUND_CODES). For the calls no waiter
+    covers; the total wait is bounded by `budget` seconds."""
+    return retry_while(action, tuple(sorted(NOT_FOUND_CODES)), what, progress, delay=delay,
+                       budget=budget, explain="EC2 is eventually consistent: an id created "
+                       "moments before can be unknown for a while; if it lasts, run the same "
+                       "command again")
+
+
 def retry_while(
     action: Callable[[], object],
     codes: tuple[str, ...],
@@ -104,9 +229,10 @@ def retry_while(
 ):
     """Call `action` again, with exponential backoff, while AWS answers with one of `codes`.
 
-    Only for the two cases no waiter covers: a security group that a deleted load balancer's
-    network interfaces still hold (DependencyViolation), and a target group still in use
-    (ResourceInUse). The total wait is bounded by `budget` seconds.
+    For what no waiter covers: a security group that a deleted load balancer's network
+    interfaces still hold (DependencyViolation), a target group still in use (ResourceInUse),
+    and an id EC2 does not show yet (until_visible). The total wait is bounded by `budget`
+    seconds.
     """
     started = time.monotonic()
     pause = delay
