@@ -44,10 +44,17 @@ def name_tag(resource: dict) -> str | None:
 
 # --- Provisioning settings (infra/aws/stack.py) ---------------------------------------------
 
-# Amazon Linux 2023's public SSM parameter: always the current AMI of the region.
+# Amazon Linux 2023's public SSM parameter: always the current AMI of the region (x86_64, so
+# the instance type must be x86_64 too).
 AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
-# Free-tier types, in order of preference; the first one that both AZs offer wins.
-FREE_TIER_TYPES = ("t3.micro", "t2.micro")
+AMI_ARCHITECTURE = "x86_64"
+# Which types are free-tier eligible is EC2's answer for the account (DescribeInstanceTypes,
+# free-tier-eligible=true). Among the eligible ones, these come first, in this order; the
+# rest follow by size. Without any eligible type, the first of these that is offered is used.
+PREFERRED_TYPES = ("t3.micro", "t2.micro")
+# Seconds the load balancer keeps sending in-flight requests to a deregistered target. AWS's
+# default is 300; this app answers in milliseconds, and 300 s slows every replacement.
+DEREGISTRATION_DELAY = 5
 
 
 @dataclass
@@ -56,7 +63,7 @@ class Settings:
 
     stack: str = DEFAULT_STACK
     instance_count: int = 2
-    instance_type: str | None = None  # None: t3.micro or t2.micro, whichever the AZs offer
+    instance_type: str | None = None  # None: a free-tier-eligible type, EC2's answer
     app_port: int = APP_PORT
     listener_port: int = LISTENER_PORT
     # Health check tuned so that targets turn healthy in ~10 s, not AWS's default 2.5 min.
@@ -80,6 +87,10 @@ class Settings:
     # Bounded retries for what no waiter covers (SG DependencyViolation, TG ResourceInUse).
     dependency_retry_delay: float = 5.0
     dependency_retry_budget: float = 600.0
+    # Bounded retry for an id EC2 does not show yet, right after it was created.
+    consistency_retry_delay: float = 1.0
+    consistency_retry_budget: float = 120.0
+    deregistration_delay: int = DEREGISTRATION_DELAY
     wait_for_healthy: bool = True
 
     @property
@@ -102,6 +113,8 @@ class Settings:
             "waiter_timeout": 60.0,
             "dependency_retry_delay": 0.01,
             "dependency_retry_budget": 5.0,
+            "consistency_retry_delay": 0.01,
+            "consistency_retry_budget": 5.0,
         }
         base.update(overrides)
         return cls(**base)

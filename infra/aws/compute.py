@@ -1,5 +1,6 @@
-"""The stack's EC2 instances: AMI lookup, launch (IMDSv2, public IP, spread over two AZs),
-and termination. Instances are named <stack>-app-1..N and found again by their tags.
+"""The stack's EC2 instances: launch (IMDSv2, a public IP asked for at launch, standard CPU
+credits, spread over two AZs) and termination. Instances are named <stack>-app-1..N and found
+again by their tags. The AMI and the type come from the preflight (preflight.py).
 """
 
 from __future__ import annotations
@@ -8,10 +9,35 @@ import uuid
 from collections.abc import Callable
 
 from infra.aws.waits import wait
-from infra.config import AMI_PARAMETER, Settings, name_tag, stack_filters, stack_tags
+from infra.config import Settings, name_tag, stack_filters, stack_tags
 
 # States in which an instance still counts as part of the stack.
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
+
+
+def launch_params(settings: Settings, name: str, instance_type: str, image_id: str, *,
+                  burstable: bool) -> dict:
+    """What RunInstances gets for every instance, less the network and user data: the
+    preflight's dry run sends exactly this, so what it allows is what the launch sends."""
+    tags = [*stack_tags(settings.stack), {"Key": "Name", "Value": name}]
+    params = {
+        "ImageId": image_id,
+        "InstanceType": instance_type,
+        "MinCount": 1,
+        "MaxCount": 1,
+        # IMDSv2 only: a token is required for every metadata request.
+        "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled",
+                            "HttpPutResponseHopLimit": 1},
+        "TagSpecifications": [{"ResourceType": "instance", "Tags": tags},
+                              {"ResourceType": "volume", "Tags": tags}],
+    }
+    if burstable:
+        # T3 and T4g launch in "unlimited" mode by default, which bills surplus credits;
+        # standard mode never bills beyond the hourly price.
+        params["CreditSpecification"] = {"CpuCredits": "standard"}
+    if settings.key_name:
+        params["KeyName"] = settings.key_name
+    return params
 
 
 def _sorted_by_name(instances: list[dict]) -> list[dict]:
@@ -27,22 +53,34 @@ def summary(instance: dict) -> dict:
         "az": instance.get("Placement", {}).get("AvailabilityZone"),
         "state": instance.get("State", {}).get("Name"),
         "name": name_tag(instance),
+        "type": instance.get("InstanceType"),
+        "launch_time": iso(instance.get("LaunchTime")),
     }
 
 
+def security_group_ids(instance: dict) -> list[str]:
+    """The instance's security groups. AWS lists them on the instance and on its primary
+    network interface; moto, for an instance launched with NetworkInterfaces (as deploy does),
+    only on the interface."""
+    groups = instance.get("SecurityGroups") or next(
+        (eni.get("Groups") or [] for eni in instance.get("NetworkInterfaces") or []
+         if (eni.get("Attachment") or {}).get("DeviceIndex") == 0), [])
+    return [g["GroupId"] for g in groups]
+
+
+def iso(moment) -> str | None:
+    """A botocore datetime as ISO 8601 text, for the state file and status."""
+    return moment.isoformat() if hasattr(moment, "isoformat") else moment
+
+
 class Instances:
-    def __init__(self, ec2, ssm, settings: Settings, progress: Callable[[str], None]):
+    def __init__(self, ec2, settings: Settings, progress: Callable[[str], None]):
         self.ec2 = ec2
-        self.ssm = ssm
         self.settings = settings
         self.progress = progress
 
     def wanted_names(self) -> list[str]:
         return [self.settings.name(f"app-{i + 1}") for i in range(self.settings.instance_count)]
-
-    def image_id(self) -> str:
-        """Amazon Linux 2023's current AMI, from its public SSM parameter."""
-        return self.ssm.get_parameter(Name=AMI_PARAMETER)["Parameter"]["Value"]
 
     def find(self, states: list[str] | None = None) -> list[dict]:
         filters = [*stack_filters(self.settings.stack),
@@ -61,7 +99,8 @@ class Instances:
         return _sorted_by_name(found)
 
     def ensure(self, subnets: list[tuple[str, str]], sg_id: str, instance_type: str,
-               user_data: str, existing: list[dict] | None = None) -> list[str]:
+               user_data: str, existing: list[dict] | None = None, *, image_id: str,
+               burstable: bool = False) -> list[str]:
         """Launch the missing instances, start stopped ones, terminate surplus ones.
 
         Returns the ids of the stack's wanted instances (launched now or before). Instance i
@@ -87,41 +126,31 @@ class Instances:
             self.wait_stopped(stopped)
             self.ec2.start_instances(InstanceIds=stopped)
             self.progress(f"starting stopped instances {', '.join(stopped)}")
-        image_id = None
         for index, name in enumerate(wanted):
             if name in by_name:
                 continue
-            image_id = image_id or self.image_id()
             subnet_id, zone = subnets[index % len(subnets)]
-            by_name[name] = self._launch(name, subnet_id, sg_id, instance_type, image_id,
-                                         user_data)
+            params = launch_params(self.settings, name, instance_type, image_id,
+                                   burstable=burstable)
+            by_name[name] = self._launch(params, name, subnet_id, sg_id, user_data)
             self.progress(f"launched {by_name[name]['InstanceId']} ({name}, {instance_type}, "
                           f"{zone})")
         return [by_name[name]["InstanceId"] for name in wanted]
 
-    def _launch(self, name: str, subnet_id: str, sg_id: str, instance_type: str,
-                image_id: str, user_data: str) -> dict:
-        tags = [*stack_tags(self.settings.stack), {"Key": "Name", "Value": name}]
+    def _launch(self, params: dict, name: str, subnet_id: str, sg_id: str,
+                user_data: str) -> dict:
         params = {
-            "ImageId": image_id,
-            "InstanceType": instance_type,
-            "MinCount": 1,
-            "MaxCount": 1,
+            **params,
             "UserData": user_data,
-            # IMDSv2 only: a token is required for every metadata request.
-            "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled",
-                                "HttpPutResponseHopLimit": 1},
-            # The subnet maps a public IP on launch (deploy makes sure of it).
-            "SubnetId": subnet_id,
-            "SecurityGroupIds": [sg_id],
-            "TagSpecifications": [{"ResourceType": "instance", "Tags": tags},
-                                  {"ResourceType": "volume", "Tags": tags}],
+            # The public IP is asked for here, at launch: a subnet attribute changed moments
+            # before may not be seen yet (EC2 is eventually consistent).
+            "NetworkInterfaces": [{"DeviceIndex": 0, "SubnetId": subnet_id, "Groups": [sg_id],
+                                   "AssociatePublicIpAddress": True,
+                                   "DeleteOnTermination": True}],
             # botocore's retries resend this same token, so a request whose response was
             # lost returns the instance it made instead of launching a second one.
             "ClientToken": f"{name}-{uuid.uuid4().hex}"[:64],
         }
-        if self.settings.key_name:
-            params["KeyName"] = self.settings.key_name
         return self.ec2.run_instances(**params)["Instances"][0]
 
     def wait_running(self, ids: list[str]) -> None:
@@ -146,6 +175,8 @@ class Instances:
         return ids
 
     def wait_terminated(self, ids: list[str]) -> None:
+        # waits.STRICTER_WAITERS' InstanceTerminated: a stale pending or stopping just after
+        # TerminateInstances is "not yet", not a failure.
         if ids:
             wait(self.ec2, "instance_terminated", "instances terminated", self.progress,
                  delay=self.settings.waiter_delay, timeout=self.settings.waiter_timeout,

@@ -79,6 +79,7 @@ class LoadBalancer:
                 if drift:
                     self.elbv2.modify_target_group(TargetGroupArn=tg["TargetGroupArn"], **wanted)
                     self.progress(f"target group health check updated: {', '.join(drift)}")
+                self._ensure_deregistration_delay(tg["TargetGroupArn"], known=False)
                 return tg["TargetGroupArn"]
         if found:
             # A target group's VPC and port cannot change: a left-over one blocks the name.
@@ -100,7 +101,23 @@ class LoadBalancer:
         self.progress(f"created target group {tg['TargetGroupName']} (HTTP {tg['Port']}, "
                       f"health check GET {self.settings.health_check_path} every "
                       f"{self.settings.health_check_interval}s)")
+        self._ensure_deregistration_delay(tg["TargetGroupArn"], known=True)
         return tg["TargetGroupArn"]
+
+    def _ensure_deregistration_delay(self, tg_arn: str, *, known: bool) -> None:
+        """A few seconds instead of AWS's 300: the app's requests take milliseconds, and every
+        instance replacement waits this long. CreateTargetGroup takes no attributes, so a new
+        group (`known`: its delay is AWS's default) gets it right after."""
+        key = "deregistration_delay.timeout_seconds"
+        wanted = str(self.settings.deregistration_delay)
+        if not known:
+            attributes = self.elbv2.describe_target_group_attributes(
+                TargetGroupArn=tg_arn)["Attributes"]
+            if {a["Key"]: a["Value"] for a in attributes}.get(key) == wanted:
+                return
+        self.elbv2.modify_target_group_attributes(
+            TargetGroupArn=tg_arn, Attributes=[{"Key": key, "Value": wanted}])
+        self.progress(f"target group deregistration delay: {wanted}s")
 
     def ensure_load_balancer(self, subnet_ids: list[str], sg_id: str,
                              found: list[dict] | None = None) -> dict:
@@ -169,6 +186,8 @@ class LoadBalancer:
             self.progress(f"deregistered targets {', '.join(extra)}")
 
     def wait_available(self, lb_arn: str) -> None:
+        # waits.STRICTER_WAITERS' LoadBalancerAvailable: `failed` or `active_impaired` ends the
+        # wait at once, with the reason AWS gives.
         wait(self.elbv2, "load_balancer_available", "load balancer active", self.progress,
              delay=self.settings.waiter_delay, timeout=self.settings.waiter_timeout,
              LoadBalancerArns=[lb_arn])

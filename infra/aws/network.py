@@ -1,5 +1,10 @@
 """The stack's network: VPC, two public subnets in two AZs, internet gateway, routes, and the
 two security groups. Everything is found again by its tags, never by a remembered id.
+
+EC2 is eventually consistent: an id just created may be unknown to the next call. After each
+create, a waiter (vpc_available, internet_gateway_exists, subnet_available,
+security_group_exists; see waits.STRICTER_WAITERS) sees it before anything names it; the
+route table has no waiter, so the calls naming it go through waits.until_visible.
 """
 
 from __future__ import annotations
@@ -7,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from infra.aws.waits import ignore_missing, retry_while
+from infra.aws.waits import ignore_missing, retry_while, until_visible, wait
 from infra.config import Settings, name_tag, stack_filters, stack_tags
 
 ANYWHERE_V4 = "0.0.0.0/0"
@@ -96,16 +101,15 @@ class Network:
             Filters=[{"Name": "vpc-id", "Values": [vpc_id]},
                      {"Name": "default-for-az", "Values": ["true"]}]
         )["Subnets"]
-        # Instances get their public IP from the subnet: skip subnets that do not give one.
-        public = {s["AvailabilityZone"]: s["SubnetId"] for s in subnets
-                  if s.get("MapPublicIpOnLaunch")}
-        if len(public) < 2:
+        # Default subnets route to the default VPC's internet gateway; the instances ask for
+        # their public IP at launch (AssociatePublicIpAddress), whatever the subnet's setting.
+        by_zone = {s["AvailabilityZone"]: s["SubnetId"] for s in subnets}
+        if len(by_zone) < 2:
             raise UserError(
-                f"the default VPC {vpc_id} has public default subnets in "
-                f"{len(public)} Availability Zone(s); an ALB needs two: drop --default-vpc "
-                "to build a dedicated VPC"
+                f"the default VPC {vpc_id} has default subnets in {len(by_zone)} Availability "
+                "Zone(s); an ALB needs two: drop --default-vpc to build a dedicated VPC"
             )
-        return vpc_id, public
+        return vpc_id, by_zone
 
     # --- converging ---------------------------------------------------------------------
 
@@ -134,6 +138,7 @@ class Network:
             TagSpecifications=self._tag_spec("vpc", self.settings.name("vpc")),
         )["Vpc"]
         self.progress(f"created VPC {vpc['VpcId']} ({self.settings.vpc_cidr})")
+        self._wait("vpc_available", f"VPC {vpc['VpcId']}", VpcIds=[vpc["VpcId"]])
         return vpc["VpcId"]
 
     def _ensure_igw(self, found: FoundNetwork, vpc_id: str) -> str:
@@ -143,6 +148,8 @@ class Network:
                 TagSpecifications=self._tag_spec("internet-gateway", self.settings.name("igw"))
             )["InternetGateway"]
             self.progress(f"created internet gateway {igw['InternetGatewayId']}")
+            self._wait("internet_gateway_exists", f"internet gateway {igw['InternetGatewayId']}",
+                       InternetGatewayIds=[igw["InternetGatewayId"]])
         attached = {a["VpcId"] for a in igw.get("Attachments") or []}
         if vpc_id not in attached:
             self.ec2.attach_internet_gateway(
@@ -153,7 +160,7 @@ class Network:
 
     def _ensure_subnets(self, found: FoundNetwork, vpc_id: str, zones: tuple[str, str]) \
             -> list[tuple[str, str]]:
-        result = []
+        result, created = [], []
         for index, zone in enumerate(zones):
             name = self.subnet_name(index)
             subnet = found.subnets.get(name)
@@ -165,11 +172,12 @@ class Network:
                     TagSpecifications=self._tag_spec("subnet", name),
                 )["Subnet"]
                 self.progress(f"created subnet {subnet['SubnetId']} in {zone}")
-            if not subnet.get("MapPublicIpOnLaunch"):
-                self.ec2.modify_subnet_attribute(
-                    SubnetId=subnet["SubnetId"], MapPublicIpOnLaunch={"Value": True}
-                )
+                created.append(subnet["SubnetId"])
+            # No MapPublicIpOnLaunch: the instances ask for a public IP at launch instead of
+            # relying on a subnet attribute changed moments before.
             result.append((subnet["SubnetId"], subnet["AvailabilityZone"]))
+        if created:
+            self._wait("subnet_available", f"subnets {', '.join(created)}", SubnetIds=created)
         return result
 
     def _subnet_cidr(self, index: int) -> str:
@@ -190,18 +198,31 @@ class Network:
         table_id = table["RouteTableId"]
         default_routes = [r for r in table.get("Routes") or []
                           if r.get("DestinationCidrBlock") == ANYWHERE_V4]
+        # EC2 has no waiter for a route table: the calls naming it retry a NotFound.
         if not default_routes:
-            self.ec2.create_route(
-                RouteTableId=table_id, DestinationCidrBlock=ANYWHERE_V4, GatewayId=igw_id
-            )
+            self._visible(lambda: self.ec2.create_route(
+                RouteTableId=table_id, DestinationCidrBlock=ANYWHERE_V4, GatewayId=igw_id),
+                f"adding the default route to {table_id}")
         elif default_routes[0].get("GatewayId") != igw_id:
-            self.ec2.replace_route(
-                RouteTableId=table_id, DestinationCidrBlock=ANYWHERE_V4, GatewayId=igw_id
-            )
+            self._visible(lambda: self.ec2.replace_route(
+                RouteTableId=table_id, DestinationCidrBlock=ANYWHERE_V4, GatewayId=igw_id),
+                f"replacing the default route of {table_id}")
         associated = {a.get("SubnetId") for a in table.get("Associations") or []}
         for subnet_id in subnet_ids:
             if subnet_id not in associated:
-                self.ec2.associate_route_table(RouteTableId=table_id, SubnetId=subnet_id)
+                self._visible(lambda s=subnet_id: self.ec2.associate_route_table(
+                    RouteTableId=table_id, SubnetId=s), f"associating {table_id} with {subnet_id}")
+
+    def _wait(self, waiter: str, what: str, **params) -> None:
+        """A just-created resource, seen by EC2's describe before anything else names it."""
+        s = self.settings
+        wait(self.ec2, waiter, what, self.progress, delay=s.waiter_delay,
+             timeout=s.consistency_retry_budget, announce=False, **params)
+
+    def _visible(self, action, what: str):
+        s = self.settings
+        return until_visible(action, what, self.progress, delay=s.consistency_retry_delay,
+                             budget=s.consistency_retry_budget)
 
     # --- security groups ----------------------------------------------------------------
 
@@ -215,6 +236,10 @@ class Network:
                                    "seed-lb load balancer: HTTP from anywhere")
         app_sg = self._ensure_group(found.get(self.app_sg_name), self.app_sg_name, vpc_id,
                                     "seed-lb instances: app port from the load balancer")
+        created = [g["GroupId"] for g in (lb_sg, app_sg) if g.get("created")]
+        if created:
+            self._wait("security_group_exists", f"security groups {', '.join(created)}",
+                       GroupIds=created)
         lb_rules = self.lb_rules()
         app_rules = self.app_rules(lb_sg["GroupId"], public_cidr, ssh_cidr)
         self._converge_rules(lb_sg, lb_rules)
@@ -244,7 +269,8 @@ class Network:
             TagSpecifications=self._tag_spec("security-group", name),
         )["GroupId"]
         self.progress(f"created security group {group_id} ({name})")
-        return {"GroupId": group_id, "GroupName": name, "VpcId": vpc_id, "IpPermissions": []}
+        return {"GroupId": group_id, "GroupName": name, "VpcId": vpc_id, "IpPermissions": [],
+                "created": True}
 
     def _converge_rules(self, group: dict, wanted: set[Rule]) -> None:
         have = rules_of(group)

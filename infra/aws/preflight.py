@@ -1,9 +1,14 @@
-"""The real-AWS rules that moto does not enforce, checked before anything is created.
+"""Everything a deploy needs, checked before anything is created, so that a mistake costs
+nothing: one line, a non-zero exit, and no resource at all.
 
-moto happily builds a load balancer in one subnet, a target group named with underscores or a
-health check timeout longer than its interval; real AWS refuses them half-way through a
-deploy. Every such rule is checked here first, so a bad deploy fails in seconds with one line
-and nothing to clean up.
+- The real-AWS rules that moto does not enforce: moto happily builds a load balancer in one
+  subnet, a target group named with underscores or a health check timeout longer than its
+  interval; real AWS refuses them half-way through a deploy.
+- Region and credentials, before any client exists (`check_region`, `require_credentials`),
+  then the account (STS GetCallerIdentity, with tight timeouts: no network answers in 5 s).
+- The AMI (ssm:GetParameter), the instance type (EC2's own free-tier answer, and two AZs
+  that offer it), and RunInstances itself as a dry run (DryRunOperation means allowed): a
+  denied permission shows here, not after the load balancer bills by the hour.
 """
 
 from __future__ import annotations
@@ -15,10 +20,11 @@ import re
 from dataclasses import dataclass
 
 import boto3
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.exceptions import BotoCoreError, ClientError
 
+from infra.aws import failures, pricing
 from infra.aws.clients import LOOPBACK_ONLY_ENV, Clients
-from infra.config import FREE_TIER_TYPES, STACK_NAME_RE, Settings
+from infra.config import AMI_ARCHITECTURE, AMI_PARAMETER, PREFERRED_TYPES, STACK_NAME_RE, Settings
 from infra.errors import UserError
 
 # Load balancer and target group names: at most 32 letters, digits or hyphens, and no
@@ -31,10 +37,12 @@ CHECKIP_URL = "https://checkip.amazonaws.com"
 
 @dataclass(frozen=True)
 class Placement:
-    """Where the instances go: a type both AZs offer, and the two AZs."""
+    """Where the instances go: a type both AZs offer, the two AZs, and why that type."""
 
     instance_type: str
     zones: tuple[str, str]
+    burstable: bool = False  # T types: launched with standard CPU credits
+    why: str = ""
 
 
 def check_settings(settings: Settings) -> None:
@@ -120,9 +128,7 @@ def public_cidr_choice(value: str) -> str | None:
 
 def check_region(region: str | None) -> str:
     if not region:
-        raise UserError(
-            "no AWS region set: pass --region (e.g. --region us-east-1) or set AWS_REGION"
-        )
+        raise UserError(failures.no_region_line())
     if region not in known_regions():
         raise UserError(f"unknown AWS region {region!r}: use one like us-east-1 or eu-west-1")
     return region
@@ -138,27 +144,40 @@ def known_regions() -> frozenset[str]:
     return frozenset(known)
 
 
-def check_credentials(clients: Clients) -> str:
-    """The account id, or one line saying why there is none."""
-    if clients.session.get_credentials() is None:
-        raise UserError(
-            "no AWS credentials found: run `aws configure` (or set AWS_PROFILE, or "
-            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) and try again"
-        )
+def require_credentials(clients: Clients) -> None:
+    """Credentials exist somewhere in boto3's chain (environment, profile, SSO cache). Sends
+    nothing to AWS and builds no client; an SSO profile's credentials are fetched later."""
     try:
-        return clients.sts.get_caller_identity()["Account"]
-    except NoCredentialsError:
-        raise UserError("no AWS credentials found: run `aws configure` and try again") from None
+        found = clients.session.get_credentials()
+    except BotoCoreError as exc:  # an SSO profile without a cached login, a broken profile
+        raise failures.as_user_error(exc, "reading the credentials", exit_code=2) from None
+    if found is None:
+        raise UserError(failures.no_credentials_line())
+
+
+def check_credentials(clients: Clients) -> str:
+    """The account id, or one line saying why there is none: the first call of every command,
+    with tight timeouts, so that no network answers within 5 s."""
+    require_credentials(clients)
+    try:
+        return clients.first_call_sts.get_caller_identity()["Account"]
     except ClientError as exc:
+        code = failures.code_of(exc)
+        if code in failures.EXPIRED_TOKEN_CODES:
+            raise UserError(failures.expired_session_line(code)) from None
+        if code in failures.UNKNOWN_KEY_CODES:
+            raise UserError(failures.unknown_keys_line(code)) from None
         err = exc.response.get("Error", {})
         raise UserError(
-            f"AWS refused the credentials ({err.get('Code')}: {err.get('Message')}): "
-            "check AWS_PROFILE / your access keys, or refresh your session"
+            f"AWS refused the credentials ({code}: {err.get('Message')}): check AWS_PROFILE "
+            "or your access keys (`aws configure list`), or refresh your session"
         ) from None
     except BotoCoreError as exc:
         where = clients.target.endpoint_url or "AWS"
-        raise UserError(f"cannot reach {where} ({exc}): check AWS_ENDPOINT_URL and the network") \
-            from None
+        if failures.explain(exc, "").startswith("cannot reach"):
+            raise UserError(f"cannot reach {where} ({exc}): check the network (and a proxy or "
+                            "VPN), or AWS_ENDPOINT_URL for an emulator") from None
+        raise failures.as_user_error(exc, "checking the credentials") from None
 
 
 # What LocalStack answers for a service outside its plan: HTTP 501 and this kind of message.
@@ -188,12 +207,51 @@ def check_elbv2_available(clients: Clients) -> None:
         raise
 
 
+def free_tier_types(clients: Clients) -> list[dict] | None:
+    """EC2's own answer: the types free-tier eligible for this account in this region, that
+    can run the x86_64 AMI. None when the endpoint does not know the filter (an emulator)."""
+    try:
+        pages = clients.ec2.get_paginator("describe_instance_types").paginate(
+            Filters=[{"Name": "free-tier-eligible", "Values": ["true"]}])
+        found = [t for page in pages for t in page["InstanceTypes"]]
+    except ClientError as exc:
+        if failures.code_of(exc) in ("InvalidParameterValue", "InvalidFilter",
+                                     "InvalidParameter"):
+            return None
+        raise
+    return [t for t in found
+            if AMI_ARCHITECTURE in t.get("ProcessorInfo", {}).get("SupportedArchitectures", [])]
+
+
+def _preference(info: dict) -> tuple:
+    name = info["InstanceType"]
+    rank = PREFERRED_TYPES.index(name) if name in PREFERRED_TYPES else len(PREFERRED_TYPES)
+    price = pricing.instance_hourly(name)
+    return (rank, price if price is not None else 1e9,
+            info.get("MemoryInfo", {}).get("SizeInMiB", 0), name)
+
+
+def _describe_types(clients: Clients, names: list[str]) -> list[dict]:
+    try:
+        return clients.ec2.describe_instance_types(InstanceTypes=names)["InstanceTypes"]
+    except ClientError as exc:
+        if failures.code_of(exc) not in ("InvalidInstanceType", "InvalidParameterValue"):
+            raise
+        raise UserError(
+            f"EC2 has no instance type {' or '.join(names)} in region "
+            f"{clients.target.region} ({failures.code_of(exc)}): check the name (e.g. "
+            "t3.micro), or drop --instance-type to get a free-tier-eligible one"
+        ) from None
+
+
 def choose_placement(clients: Clients, settings: Settings, zones: list[str] | None = None) \
         -> Placement:
-    """Two AZs that both offer the instance type; the type is the first free-tier one offered.
+    """The instance type and two AZs that both offer it.
 
-    `zones` narrows the choice (the default VPC's subnets' AZs); otherwise every available AZ
-    of the region is a candidate.
+    The type is EC2's answer for this account (DescribeInstanceTypes, free-tier-eligible=true):
+    t3.micro, then t2.micro, then the cheapest other eligible one; an explicit
+    --instance-type wins. `zones` narrows the AZs (the default VPC's subnets'); otherwise
+    every available AZ of the region is a candidate.
     """
     ec2 = clients.ec2
     if zones is None:
@@ -202,21 +260,97 @@ def choose_placement(clients: Clients, settings: Settings, zones: list[str] | No
                      {"Name": "zone-type", "Values": ["availability-zone"]}]
         )["AvailabilityZones"]
         zones = sorted(z["ZoneName"] for z in found)
-    candidates = [settings.instance_type] if settings.instance_type else list(FREE_TIER_TYPES)
+    eligible = free_tier_types(clients)
+    eligible_names = sorted(t["InstanceType"] for t in eligible or [])
+    if settings.instance_type:
+        candidates = _describe_types(clients, [settings.instance_type])
+        arch = candidates[0].get("ProcessorInfo", {}).get("SupportedArchitectures") if \
+            candidates else None
+        if arch and AMI_ARCHITECTURE not in arch:
+            raise UserError(
+                f"instance type {settings.instance_type} runs {'/'.join(arch)}, but the Amazon "
+                f"Linux 2023 AMI this deploy uses is {AMI_ARCHITECTURE}: choose an "
+                f"{AMI_ARCHITECTURE} type such as t3.micro"
+            )
+        if eligible is None:
+            why = "chosen with --instance-type"
+        elif settings.instance_type in eligible_names:
+            why = "chosen with --instance-type; free-tier eligible for this account"
+        else:
+            price = pricing.instance_hourly(settings.instance_type)
+            why = ("chosen with --instance-type; NOT free-tier eligible for this account"
+                   + (f": about ${price}/h each" if price else ""))
+    elif eligible:
+        candidates = sorted(eligible, key=_preference)
+        why = ("free-tier eligible for this account, EC2's answer (eligible x86_64 types "
+               f"here: {', '.join(eligible_names)})")
+    else:
+        candidates = sorted(_describe_types(clients, list(PREFERRED_TYPES)), key=_preference)
+        if eligible is None:
+            why = "the endpoint does not answer the free-tier question: the usual free type"
+        else:
+            first = pricing.instance_hourly(candidates[0]["InstanceType"]) if candidates else None
+            why = ("EC2 lists no free-tier-eligible x86_64 type for this account (free tier "
+                   "used up, or not offered here): the cheapest usual one, billed"
+                   + (f" about ${first}/h each" if first else ""))
+    names = [t["InstanceType"] for t in candidates]
     offered = ec2.describe_instance_type_offerings(
         LocationType="availability-zone",
-        Filters=[{"Name": "instance-type", "Values": candidates},
+        Filters=[{"Name": "instance-type", "Values": names},
                  {"Name": "location", "Values": zones}],
     )["InstanceTypeOfferings"]
-    for itype in candidates:
+    for info in candidates:
+        itype = info["InstanceType"]
         where = sorted({o["Location"] for o in offered if o["InstanceType"] == itype})
         if len(where) >= 2:
-            return Placement(itype, (where[0], where[1]))
+            return Placement(itype, (where[0], where[1]),
+                             burstable=bool(info.get("BurstablePerformanceSupported")),
+                             why=f"{why}; offered in {where[0]} and {where[1]}")
     raise UserError(
         f"no two Availability Zones among {', '.join(zones) or '(none)'} offer "
-        f"{' or '.join(candidates)}: an ALB needs subnets in two AZs. Try another --region"
+        f"{' or '.join(names)}: an ALB needs subnets in two AZs. Try another --region"
         + ("" if settings.instance_type is None else " or --instance-type")
     )
+
+
+def resolve_image(clients: Clients) -> str:
+    """Amazon Linux 2023's current AMI in the region, from its public SSM parameter."""
+    try:
+        return clients.ssm.get_parameter(Name=AMI_PARAMETER)["Parameter"]["Value"]
+    except ClientError as exc:
+        if failures.code_of(exc) != "ParameterNotFound":
+            raise
+        raise UserError(
+            f"SSM has no parameter {AMI_PARAMETER} in region {clients.target.region}: "
+            "Amazon Linux 2023 is not published there; choose another --region"
+        ) from None
+
+
+# What RunInstances' dry run can answer when only the subnet is missing (the network does
+# not exist before the deploy): the permission check came first and passed.
+_DRY_RUN_NEEDS_NETWORK = ("VPCIdNotSpecified", "MissingInput", "InvalidSubnet",
+                          "InvalidSubnetID.NotFound")
+
+
+def check_launch_allowed(clients: Clients, params: dict) -> str | None:
+    """RunInstances with DryRun=True: DryRunOperation means "would have succeeded"; a denied
+    permission (UnauthorizedOperation) or a limit shows here, before anything exists.
+    Returns a note when the dry run could not say (no default VPC to try it in)."""
+    try:
+        reply = clients.ec2.run_instances(**params, DryRun=True)
+    except ClientError as exc:
+        code = failures.code_of(exc)
+        if code == "DryRunOperation":
+            return None
+        if code in _DRY_RUN_NEEDS_NETWORK:
+            return (f"RunInstances' dry run needs a subnet ({code}): the launch permission "
+                    "is checked for real when the instances launch")
+        raise
+    # Real EC2 never gets here; an emulator that ignores DryRun does: undo what it launched.
+    ids = [i["InstanceId"] for i in reply.get("Instances", [])]
+    if ids:
+        clients.ec2.terminate_instances(InstanceIds=ids)
+    return "the endpoint ignores RunInstances' DryRun: the launch permission was not checked"
 
 
 def check_key_pair(clients: Clients, key_name: str) -> None:

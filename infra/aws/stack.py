@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from infra.aws import preflight
+from infra.aws import failures, preflight
 from infra.aws.clients import Clients
-from infra.aws.compute import Instances, summary
+from infra.aws.compute import Instances, iso, launch_params, summary
 from infra.aws.loadbalancer import LoadBalancer
 from infra.aws.network import FoundNetwork, Network, rules_of
 from infra.aws.userdata import ensure_fits, render_user_data
@@ -40,8 +40,11 @@ class DeployError(UserError):
 
 @dataclass
 class Decisions:
-    """What preflight settled: where the instances go, and who may reach them directly."""
+    """What preflight settled: the account, the AMI, where the instances go and of which
+    type, and who may reach them directly."""
 
+    account: str
+    image_id: str
     placement: preflight.Placement
     default_vpc: tuple[str, dict[str, str]] | None
     public_cidr: str | None
@@ -67,9 +70,10 @@ class Stack:
         self.settings = settings
         self.progress = progress or Progress()
         self.network = Network(clients.ec2, settings, self.progress)
-        self.instances = Instances(clients.ec2, clients.ssm, settings, self.progress)
+        self.instances = Instances(clients.ec2, settings, self.progress)
         self.lb = LoadBalancer(clients.elbv2, settings, self.progress)
         self._step = "starting"
+        self.account: str | None = None  # the preflight's STS answer
 
     # --- the public API -----------------------------------------------------------------
 
@@ -104,8 +108,10 @@ class Stack:
             known = survey.listeners if survey.load_balancers else []
             self.lb.ensure_listener(lb["LoadBalancerArn"], tg_arn, known)
         with self._stepping("launching the instances"):
-            ids = self.instances.ensure(net.subnets, app_sg, decisions.placement.instance_type,
-                                        user_data, survey.instances)
+            placement = decisions.placement
+            ids = self.instances.ensure(net.subnets, app_sg, placement.instance_type,
+                                        user_data, survey.instances, image_id=decisions.image_id,
+                                        burstable=placement.burstable)
         with self._stepping("waiting for the instances"):
             self.instances.wait_running(ids)
         with self._stepping("registering the targets"):
@@ -149,6 +155,8 @@ class Stack:
             return {
                 "stack": self.settings.stack,
                 "region": self.clients.target.region,
+                "account": self.account,
+                "emulator": self.clients.target.is_emulator,
                 "endpoint_url": self.clients.target.endpoint_url,
                 "vpc_id": survey.network.vpc["VpcId"] if survey.network.vpc else None,
                 "subnets": [{"id": sn["SubnetId"], "az": sn["AvailabilityZone"],
@@ -163,6 +171,8 @@ class Stack:
                     "name": lb["LoadBalancerName"], "arn": lb["LoadBalancerArn"],
                     "dns": lb["DNSName"], "state": lb.get("State", {}).get("Code"),
                     "scheme": lb.get("Scheme"),
+                    "created": iso(lb.get("CreatedTime")),
+                    "zones": len(lb.get("AvailabilityZones") or []),
                 },
                 "listeners": [{"port": li["Port"], "protocol": li["Protocol"],
                                "forwards_to": [a.get("TargetGroupArn")
@@ -208,43 +218,49 @@ class Stack:
     # --- the steps ----------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _stepping(self, step: str) -> Iterator[None]:
-        """Turn an AWS error into one line naming the step, and the way forward."""
+    def _stepping(self, step: str, *, created_nothing: bool = False) -> Iterator[None]:
+        """Turn an AWS error into one line naming the step and the way forward, by its class
+        (infra/aws/failures.py): denied, a limit, credentials, the network, or other."""
         self._step = step
         try:
             yield
-        except ClientError as exc:
-            err = exc.response.get("Error", {})
-            raise DeployError(
-                f"stopped while {step}: {err.get('Code')}: {err.get('Message')}. Nothing is "
-                "lost: run the same command again (it picks up what exists), or destroy "
-                "the stack to remove what was created"
-            ) from None
-        except BotoCoreError as exc:
-            raise DeployError(
-                f"stopped while {step}: {exc}. Run the same command again, or destroy the "
-                "stack to remove what was created"
-            ) from None
+        except (ClientError, BotoCoreError) as exc:
+            raise DeployError(failures.explain(exc, step, created_nothing=created_nothing)) \
+                from None
 
     def _preflight(self, *, for_deploy: bool) -> Decisions | None:
+        """Every check that needs no resource, before the first one is created. Any failure
+        here exits with one line and leaves nothing behind."""
         s, target = self.settings, self.clients.target
         preflight.check_settings(s)
         preflight.check_region(target.region)
-        preflight.check_credentials(self.clients)
+        self.account = preflight.check_credentials(self.clients)
         if not for_deploy:
             return None
-        with self._stepping("checking the load balancing service"):
+        with self._stepping("checking the load balancing service", created_nothing=True):
             preflight.check_elbv2_available(self.clients)
-        with self._stepping("checking the region's zones"):
+        with self._stepping("choosing the instance type and zones", created_nothing=True):
             default_vpc = None
             zones = None
             if s.use_default_vpc:
                 vpc_id, by_zone = self.network.default_vpc()
                 default_vpc, zones = (vpc_id, by_zone), sorted(by_zone)
             placement = preflight.choose_placement(self.clients, s, zones)
-            if s.key_name:
+        with self._stepping("looking up the Amazon Linux 2023 AMI", created_nothing=True):
+            image_id = preflight.resolve_image(self.clients)
+        if s.key_name:
+            with self._stepping("checking the key pair", created_nothing=True):
                 preflight.check_key_pair(self.clients, s.key_name)
-        notes = [f"instances: {placement.instance_type} in {' and '.join(placement.zones)}"]
+        with self._stepping("trying RunInstances as a dry run", created_nothing=True):
+            params = launch_params(s, self.instances.wanted_names()[0], placement.instance_type,
+                                   image_id, burstable=placement.burstable)
+            dry_run_note = preflight.check_launch_allowed(self.clients, params)
+        notes = [f"instances: {placement.instance_type} in {' and '.join(placement.zones)} "
+                 f"({placement.why})"]
+        if placement.burstable:
+            notes.append("CPU credits: standard (never billed beyond the hourly price)")
+        if dry_run_note:
+            notes.append(dry_run_note)
         chosen = preflight.public_cidr_choice(s.public_access)  # None: "me"
         explicit = None if s.public_access in ("me", "any") else chosen
         mine = None
@@ -263,7 +279,7 @@ class Stack:
                          else "no SSH rule: your IP is unknown (pass --public-access CIDR)")
         else:
             notes.append("no SSH: pass --key-name to open port 22 to your IP only")
-        return Decisions(placement, default_vpc, public, ssh, notes)
+        return Decisions(self.account, image_id, placement, default_vpc, public, ssh, notes)
 
     def _survey(self) -> Survey:
         lbs = self.lb.find_load_balancers()
@@ -348,9 +364,14 @@ class Stack:
             "listener_port": self.settings.listener_port,
             "app_port": self.settings.app_port,
             "vpc_id": vpc_id,
+            "account": d.account,
+            "emulator": self.clients.target.is_emulator,
+            "lb_zones": len(lb.get("AvailabilityZones") or []) or 2,
             "instance_type": d.placement.instance_type,
+            "instance_type_why": d.placement.why,
             "public_cidr": d.public_cidr,
-            "instances": [{k: i[k] for k in ("id", "public_ip", "private_ip", "az")}
+            "instances": [{k: i[k] for k in ("id", "public_ip", "private_ip", "az", "type",
+                                             "launch_time")}
                           for i in instances],
             "target_health": [],
         }

@@ -11,6 +11,7 @@ import functools
 
 from infra.aws import lb_lookup, sg_rules, subnet_routes
 from infra.aws.clients import Clients
+from infra.aws.compute import security_group_ids
 from infra.config import APP_PORT, HEALTH_CHECK_PATH, LISTENER_PORT
 from infra.doctor.findings import ERROR, INFO, WARNING, Finding, sort_findings
 from infra.doctor.health_probe import probe_health_check
@@ -339,7 +340,7 @@ class Examination:
                          f"instance {iid} is in {zone}, where {self.name} has no subnet, so it "
                          "gets no traffic",
                          f"add a subnet in {zone} to the load balancer's network mapping")
-            key = (tuple(sorted(g["GroupId"] for g in instance.get("SecurityGroups", []))), port)
+            key = (tuple(sorted(security_group_ids(instance))), port)
             by_groups.setdefault(key, []).append(instance)
             self.maybe_probe(iid, instance, port, tg)
         for (ids, port), members in by_groups.items():

@@ -54,6 +54,21 @@ def throttle_response(request, protocol: str) -> AWSResponse:
     return AWSResponse(request.url, 400, headers, _Raw(body))
 
 
+DRY_RUN = "(DryRun)"
+
+
+def is_dry_run(params: dict) -> bool:
+    """`params` of a before-call hook is the serialized request: EC2's query body."""
+    body = params.get("body")
+    return isinstance(body, dict) and str(body.get("DryRun")).lower() == "true"
+
+
+def writes(calls: list[str]) -> list[str]:
+    """The calls that may change something: not Describe*, Get* or a dry run."""
+    return [c for c in calls
+            if not c.split(".")[1].startswith(("Describe", "Get")) and not c.endswith(DRY_RUN)]
+
+
 class Faults:
     """Counts every AWS API call made through the clients and injects failures.
 
@@ -81,7 +96,8 @@ class Faults:
 
     def _before_call(self, model, params, **kwargs):
         op = f"{model.service_model.service_name}.{model.name}"
-        self.calls.append(op)
+        # A dry run changes nothing: it is recorded apart, so that it never counts as a write.
+        self.calls.append(f"{op}{DRY_RUN}" if is_dry_run(params) else op)
         if self.fail_at is not None and len(self.calls) == self.fail_at:
             self.failed = op
             return error_result("InjectedFault", f"injected failure at call {self.fail_at}")

@@ -14,6 +14,7 @@ from provision_helpers import (
     FULL_STACK,
     Faults,
     count,
+    is_dry_run,
     tagged_resources,
     throttle_response,
 )
@@ -167,7 +168,7 @@ def test_instance_not_found_right_after_run_instances(aws, settings):
     state = {"launched": False, "injected": 0}
 
     def not_found_after_launch(op, params):
-        if op == "ec2.RunInstances":
+        if op == "ec2.RunInstances" and not is_dry_run(params):
             state["launched"] = True
         elif op == "ec2.DescribeInstances" and state["launched"] and state["injected"] < 2:
             state["injected"] += 1

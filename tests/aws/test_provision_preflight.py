@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 from botocore.awsrequest import AWSResponse
-from provision_helpers import EMPTY, Faults, count, error_result, tagged_resources
+from provision_helpers import EMPTY, Faults, count, error_result, tagged_resources, writes
 
 from infra.aws import preflight
 from infra.aws.clients import Clients, Target
@@ -112,7 +112,8 @@ def test_refused_credentials_one_clear_line(aws):
     faults = Faults().attach(aws)
     faults.rules.append(lambda op, p: "InvalidClientTokenId" if op == "sts.GetCallerIdentity"
                         else None)
-    with pytest.raises(UserError, match="AWS refused the credentials .InvalidClientTokenId"):
+    with pytest.raises(UserError, match="AWS does not accept these credentials "
+                       ".InvalidClientTokenId"):
         preflight.check_credentials(aws)
 
 
@@ -136,11 +137,62 @@ def _offerings_answer(offered: dict[str, list[str]]):
     return rule
 
 
+def _free_tier_answer(*types: str, arch: str = "x86_64"):
+    """A before-call answer for DescribeInstanceTypes with the free-tier-eligible filter:
+    the account's eligible types, shaped as EC2 describes them."""
+    body = {"InstanceTypes": [
+        {"InstanceType": t, "FreeTierEligible": True, "BurstablePerformanceSupported":
+         t.startswith("t"), "ProcessorInfo": {"SupportedArchitectures": [arch]},
+         "MemoryInfo": {"SizeInMiB": 1024}} for t in types]}
+
+    def rule(model, params, **kwargs):
+        if model.name == "DescribeInstanceTypes" and "free-tier" in str(params.get("body")):
+            return AWSResponse("https://injected.invalid/", 200, {}, None), body
+        return None
+
+    return rule
+
+
 def test_placement_falls_back_to_t2_micro_where_t3_is_missing(aws, settings):
+    aws.session.events.register("before-call", _free_tier_answer("t3.micro", "t2.micro"))
     aws.session.events.register("before-call", _offerings_answer(
         {"t3.micro": ["us-east-1a"], "t2.micro": ["us-east-1b", "us-east-1c"]}))
     placement = preflight.choose_placement(aws, settings)
-    assert placement == preflight.Placement("t2.micro", ("us-east-1b", "us-east-1c"))
+    assert (placement.instance_type, placement.zones) == ("t2.micro",
+                                                          ("us-east-1b", "us-east-1c"))
+    assert placement.burstable and "free-tier eligible" in placement.why
+
+
+def test_placement_follows_the_accounts_free_tier_answer(aws, settings):
+    """Under the legacy offer, some accounts have t2.micro as their only free type."""
+    aws.session.events.register("before-call", _free_tier_answer("t2.micro"))
+    placement = preflight.choose_placement(aws, settings)
+    assert placement.instance_type == "t2.micro" and placement.burstable
+    assert "t2.micro" in placement.why and "EC2's answer" in placement.why
+
+
+def test_placement_without_any_free_type_says_it_bills(aws, settings):
+    aws.session.events.register("before-call", _free_tier_answer())
+    placement = preflight.choose_placement(aws, settings)
+    assert placement.instance_type == "t3.micro"
+    assert "no free-tier-eligible" in placement.why and "$0.0104/h" in placement.why
+
+
+def test_an_arm_only_free_tier_answer_is_not_used_for_the_x86_ami(aws, settings):
+    aws.session.events.register("before-call", _free_tier_answer("t4g.micro", arch="arm64"))
+    assert preflight.choose_placement(aws, settings).instance_type == "t3.micro"
+
+
+def test_explicit_instance_type_wins_and_says_when_it_bills(aws, settings):
+    chosen = preflight.choose_placement(aws, dataclasses.replace(settings,
+                                                                 instance_type="t3.medium"))
+    assert chosen.instance_type == "t3.medium" and chosen.burstable
+    assert "--instance-type" in chosen.why and "NOT free-tier eligible" in chosen.why
+
+
+def test_explicit_arm_type_is_refused_for_the_x86_ami(aws, settings):
+    with pytest.raises(UserError, match="t4g.micro runs arm64"):
+        preflight.choose_placement(aws, dataclasses.replace(settings, instance_type="t4g.micro"))
 
 
 def test_placement_avoids_an_az_without_the_type(aws, settings):
@@ -159,8 +211,7 @@ def test_one_az_is_not_enough_for_an_alb_and_nothing_is_created(aws, settings):
     faults = Faults().attach(aws)
     with pytest.raises(UserError, match="two Availability Zones"):
         Stack(aws, settings, progress=_quiet).deploy()
-    writes = [c for c in faults.calls if not c.split(".")[1].startswith(("Describe", "Get"))]
-    assert writes == []
+    assert writes(faults.calls) == []
     assert count(tagged_resources(aws)) == EMPTY
 
 
@@ -186,8 +237,7 @@ def test_localstack_without_elbv2_names_both_ways_out(aws, settings):
         Stack(aws, settings, progress=_quiet).deploy()
     text = str(failure.value)
     assert "LOCALSTACK_AUTH_TOKEN" in text and "moto" in text and "\n" not in text
-    writes = [c for c in faults.calls if not c.split(".")[1].startswith(("Describe", "Get"))]
-    assert writes == []
+    assert writes(faults.calls) == []
 
 
 @pytest.mark.parametrize("change, match", [
@@ -224,12 +274,11 @@ def test_me_against_real_aws_uses_the_looked_up_ip(aws, settings, monkeypatch):
     assert cidrs == {(5000, "198.51.100.23/32"), (22, "198.51.100.23/32")}
 
 
-def test_default_vpc_needs_two_public_subnets(aws, settings):
+def test_default_vpc_needs_default_subnets_in_two_zones(aws, settings):
     vpc = aws.ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]
     subnets = aws.ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])
     for subnet in subnets["Subnets"][1:]:
-        aws.ec2.modify_subnet_attribute(SubnetId=subnet["SubnetId"],
-                                        MapPublicIpOnLaunch={"Value": False})
+        aws.ec2.delete_subnet(SubnetId=subnet["SubnetId"])
     settings = dataclasses.replace(settings, use_default_vpc=True)
     with pytest.raises(UserError, match="needs two"):
         Stack(aws, settings, progress=_quiet).deploy()
@@ -240,5 +289,4 @@ def test_missing_key_pair_is_refused_before_anything_is_created(aws, settings):
     settings = dataclasses.replace(settings, key_name="nokey")
     with pytest.raises(UserError, match="no EC2 key pair named 'nokey'"):
         Stack(aws, settings, progress=_quiet).deploy()
-    writes = [c for c in faults.calls if not c.split(".")[1].startswith(("Describe", "Get"))]
-    assert writes == []
+    assert writes(faults.calls) == []
