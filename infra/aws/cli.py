@@ -1,12 +1,16 @@
 """`python -m infra deploy|destroy|plan|status`: the stack on AWS, LocalStack or a moto server.
 
 The backend is configuration only: --backend, AWS_ENDPOINT_URL, AWS_PROFILE, AWS_REGION.
+Before any client is built, each command checks what needs no AWS call: the settings, the
+region, and that credentials exist; each then says what went wrong in one line.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 
+from infra.aws import failures, preflight, pricing
 from infra.aws.clients import Clients, resolve_target
 from infra.config import DEFAULT_STACK, STATE_DIR, Settings
 from infra.console import Progress
@@ -56,7 +60,8 @@ def _stack_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("what to build")
     group.add_argument("--count", type=int, default=2, help="number of instances (default: 2)")
     group.add_argument("--instance-type", default=None,
-                       help="EC2 type (default: t3.micro or t2.micro, whichever the AZs offer)")
+                       help="EC2 type (default: one that EC2 says is free-tier eligible for "
+                       "your account, t3.micro or t2.micro first)")
     group.add_argument(
         "--public-access", default="me", metavar="me|any|CIDR",
         help="who else may reach port 5000 directly, besides the load balancer: me (your "
@@ -90,19 +95,41 @@ def settings_from(args: argparse.Namespace, target) -> Settings:
 
 
 def _stack(args: argparse.Namespace):
+    """The Stack, once everything that needs no AWS call is known to be right: the settings,
+    the region, and that credentials exist. No client is built before."""
     from infra.aws.stack import Stack
 
     target = resolve_target(args.backend, args.region)
-    return Stack(Clients(target), settings_from(args, target), Progress())
+    settings = settings_from(args, target)
+    preflight.check_settings(settings)
+    preflight.check_region(target.region)
+    clients = Clients(target)
+    preflight.require_credentials(clients)
+    return Stack(clients, settings, Progress())
 
 
+def _aws_errors(command):
+    """Any AWS error that no step named yet: one line by its class, never a traceback."""
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except Exception as exc:
+            if not failures.is_aws_failure(exc):
+                raise
+            raise failures.as_user_error(exc, f"running {args.command}") from None
+    return run
+
+
+@_aws_errors
 def cmd_deploy(args: argparse.Namespace) -> int:
     stack = _stack(args)
     state = stack.deploy()
-    print(render_deploy_summary(state, stack.settings))
+    print(render_deploy_summary(state, stack.settings, args.backend))
     return 0
 
 
+@_aws_errors
 def cmd_plan(args: argparse.Namespace) -> int:
     stack = _stack(args)
     lines = stack.plan()
@@ -112,11 +139,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+@_aws_errors
 def cmd_status(args: argparse.Namespace) -> int:
     print(render_status(_stack(args).status()))
     return 0
 
 
+@_aws_errors
 def cmd_destroy(args: argparse.Namespace) -> int:
     result = _stack(args).destroy()
     print(f"stack {result['stack']}: {len(result['deleted'])} resources deleted; "
@@ -129,12 +158,27 @@ def grade_command(state: dict, stack: str) -> str:
     return f"make grade LB={state['lb_dns']}{extra}"
 
 
-def render_deploy_summary(state: dict, settings: Settings) -> str:
+def destroy_command(stack: str, backend: str = "aws") -> str:
+    target = "destroy-localstack" if backend == "localstack" else "destroy-aws"
+    return f"make {target}" + ("" if stack == DEFAULT_STACK else f" STACK={stack}")
+
+
+# The testbed's way to grade the whole system on this machine (docs/testbed.md).
+LOCAL_GRADE = ("`python -m infra local up`, then `make grade LB=127.0.0.1:8080` (or "
+               "`make test-local` for the whole run: provision, grade, failover, tear down)")
+
+
+def render_deploy_summary(state: dict, settings: Settings, backend: str = "aws") -> str:
     health = {h["id"]: h for h in state.get("target_health") or []}
+    where = (f"account {state.get('account') or '?'}, region {state['region']}"
+             + (f", emulator at {state['endpoint_url']}" if state.get("emulator") else ""))
     lines = [
         "",
+        f"deployed stack {settings.stack}: {where}",
         f"load balancer: {state['lb_dns']} (HTTP {state['listener_port']} -> "
         f"instances' port {state['app_port']})",
+        f"instance type: {state.get('instance_type')} "
+        f"({state.get('instance_type_why') or 'chosen by an earlier deploy'})",
         "instances:",
     ]
     for inst in state["instances"]:
@@ -142,7 +186,23 @@ def render_deploy_summary(state: dict, settings: Settings) -> str:
         lines.append(f"  {inst['id']}  public {inst['public_ip'] or '-':15}  "
                      f"{inst['az']}  target {_health_text(h)}")
     lines.append(f"state file: {state_path(settings.state_dir, settings.stack)}")
-    lines.append(f"next: {grade_command(state, settings.stack)}")
+    items = pricing.stack_items([i.get("type") or state.get("instance_type") or ""
+                                 for i in state["instances"]],
+                                sum(1 for i in state["instances"] if i.get("public_ip")),
+                                1, state.get("lb_zones") or 2)
+    if state.get("emulator"):
+        lines.append(f"this DNS name was made by an emulator and does not resolve: nothing "
+                     f"answers at it. To grade the whole system on this machine: {LOCAL_GRADE}")
+        lines.append(f"cost: nothing here; on AWS this stack would cost about "
+                     f"${pricing.total_hourly(items):.4f} per hour ({pricing.PRICE_NOTE})")
+    else:
+        lines.append(f"submit this: {state['lb_dns']}")
+        lines.append("check it first as the autograder will: "
+                     f"{grade_command(state, settings.stack)}")
+        lines.append(f"cost while it exists ({pricing.PRICE_NOTE}):")
+        lines += pricing.render_items(items)
+    lines.append(f"run `{destroy_command(settings.stack, backend)}` when you are done: it deletes "
+                 "everything tagged with the stack, and the cost stops")
     return "\n".join(lines)
 
 
@@ -157,7 +217,8 @@ def _health_text(h: dict) -> str:
 
 def render_status(status: dict) -> str:
     lb = status["load_balancer"]
-    lines = [f"stack {status['stack']} in {status['region']}"
+    account = f"account {status['account']}, " if status.get("account") else ""
+    lines = [f"stack {status['stack']} in {account}region {status['region']}"
              + (f" at {status['endpoint_url']}" if status["endpoint_url"] else "")]
     nothing = not (lb or status["instances"] or status["vpc_id"] or status["security_groups"]
                    or status["target_group"])
@@ -185,6 +246,26 @@ def render_status(status: dict) -> str:
                      f"public {inst['public_ip'] or '-'} private {inst['private_ip'] or '-'}")
     for h in status["target_health"]:
         lines.append(f"  target: {h['id']}:{h['port']} {_health_text(h)}")
-    if lb:
+    lines.append(_age_and_cost(status))
+    if lb and status.get("emulator"):
+        lines.append(f"the DNS name exists only in the emulator and does not resolve; to grade "
+                     f"on this machine: {LOCAL_GRADE}")
+    elif lb:
         lines.append(f"next: {grade_command({'lb_dns': lb['dns']}, status['stack'])}")
+    lines.append(f"when you are done: {destroy_command(status['stack'])}")
     return "\n".join(lines)
+
+
+def _age_and_cost(status: dict) -> str:
+    """How long the stack has existed and what it has cost so far, at pricing.py's prices."""
+    live = [i for i in status["instances"] if i.get("state") in ("pending", "running")]
+    lb = status["load_balancer"]
+    hours, spent = pricing.cost_so_far(live, lb)
+    items = pricing.stack_items([i.get("type") or "" for i in live],
+                                sum(1 for i in live if i.get("public_ip")),
+                                1 if lb else 0, (lb or {}).get("zones") or 0)
+    age = f"up {pricing.render_age(hours)}" if hours is not None else "age unknown"
+    if status.get("emulator"):
+        return f"  {age}; costs nothing (an emulator)"
+    return (f"  {age}: about ${spent:.2f} so far, ${pricing.total_hourly(items):.4f} per hour "
+            f"now ({pricing.PRICE_NOTE})")

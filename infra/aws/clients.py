@@ -90,13 +90,13 @@ def resolve_target(backend: str = "aws", region: str | None = None) -> Target:
         endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
     else:
         raise UserError(f"unknown backend {backend!r}: use aws or localstack")
-    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    if region is None:
-        try:  # the profile's region; reads ~/.aws/config, builds no client
-            region = boto3.session.Session().region_name
-        except BotoCoreError as exc:  # AWS_PROFILE naming no profile
-            raise failures.as_user_error(exc, "reading the AWS configuration",
-                                         exit_code=2) from None
+    try:  # reads ~/.aws/config (the profile, its region), builds no client
+        session = boto3.session.Session()
+    except BotoCoreError as exc:  # AWS_PROFILE naming no profile
+        raise failures.as_user_error(exc, "reading the AWS configuration",
+                                     exit_code=2) from None
+    region = (region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+              or session.region_name)
     target = Target(region=region, endpoint_url=endpoint, backend=backend)
     _refuse_if_not_loopback(target)
     return target

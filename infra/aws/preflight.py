@@ -177,7 +177,7 @@ def check_credentials(clients: Clients) -> str:
         if failures.explain(exc, "").startswith("cannot reach"):
             raise UserError(f"cannot reach {where} ({exc}): check the network (and a proxy or "
                             "VPN), or AWS_ENDPOINT_URL for an emulator") from None
-        raise failures.as_user_error(exc, "checking the credentials") from None
+        raise failures.as_user_error(exc, "checking the credentials", exit_code=2) from None
 
 
 # What LocalStack answers for a service outside its plan: HTTP 501 and this kind of message.
@@ -282,8 +282,8 @@ def choose_placement(clients: Clients, settings: Settings, zones: list[str] | No
                    + (f": about ${price}/h each" if price else ""))
     elif eligible:
         candidates = sorted(eligible, key=_preference)
-        why = ("free-tier eligible for this account, EC2's answer (eligible x86_64 types "
-               f"here: {', '.join(eligible_names)})")
+        why = ("free-tier eligible for this account, EC2's answer (all eligible x86_64 "
+               f"types here: {', '.join(eligible_names)})")
     else:
         candidates = sorted(_describe_types(clients, list(PREFERRED_TYPES)), key=_preference)
         if eligible is None:
@@ -304,8 +304,7 @@ def choose_placement(clients: Clients, settings: Settings, zones: list[str] | No
         where = sorted({o["Location"] for o in offered if o["InstanceType"] == itype})
         if len(where) >= 2:
             return Placement(itype, (where[0], where[1]),
-                             burstable=bool(info.get("BurstablePerformanceSupported")),
-                             why=f"{why}; offered in {where[0]} and {where[1]}")
+                             burstable=bool(info.get("BurstablePerformanceSupported")), why=why)
     raise UserError(
         f"no two Availability Zones among {', '.join(zones) or '(none)'} offer "
         f"{' or '.join(names)}: an ALB needs subnets in two AZs. Try another --region"

@@ -255,8 +255,8 @@ class Stack:
             params = launch_params(s, self.instances.wanted_names()[0], placement.instance_type,
                                    image_id, burstable=placement.burstable)
             dry_run_note = preflight.check_launch_allowed(self.clients, params)
-        notes = [f"instances: {placement.instance_type} in {' and '.join(placement.zones)} "
-                 f"({placement.why})"]
+        notes = [f"instance type {placement.instance_type}: {placement.why}; in "
+                 f"{' and '.join(placement.zones)}, which both offer it"]
         if placement.burstable:
             notes.append("CPU credits: standard (never billed beyond the hourly price)")
         if dry_run_note:

@@ -5,6 +5,10 @@ census of every resource carrying a stack's tags."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from botocore.awsrequest import AWSResponse
 
@@ -13,6 +17,25 @@ from infra.config import PROJECT, TAG_PROJECT, TAG_STACK, stack_filters
 
 REGION = "us-east-1"
 STACK = "t-prov"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_cli(args: list[str], env: dict[str, str] | None = None, endpoint: str | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m infra ARGS` as a user runs it: a real subprocess, in the repository."""
+    env = dict(os.environ if env is None else env)
+    if endpoint:
+        env["AWS_ENDPOINT_URL"] = endpoint
+    return subprocess.run([sys.executable, "-m", "infra", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    """The one `error: ...` line a failed command prints, and nothing like a traceback."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and "Traceback" not in result.stderr
+    return lines[0]
 
 
 class _Raw:
@@ -140,6 +163,28 @@ def tagged_resources(clients: Clients, stack: str = STACK) -> dict[str, list[str
                     ours.append(d["ResourceArn"])
         found[kind] = ours
     return found
+
+
+def anything_billable_or_not(clients: Clients) -> dict[str, int]:
+    """Everything in the account, tagged or not, besides what AWS gives every account (the
+    default VPC, its subnets, gateway, route table and security group)."""
+    ec2, elbv2 = clients.ec2, clients.elbv2
+    default = [v["VpcId"] for v in ec2.describe_vpcs(
+        Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]]
+    vpcs = [v for v in ec2.describe_vpcs()["Vpcs"] if v["VpcId"] not in default]
+    groups = [g for g in ec2.describe_security_groups()["SecurityGroups"]
+              if g["VpcId"] not in default]
+    subnets = [s for s in ec2.describe_subnets()["Subnets"] if s["VpcId"] not in default]
+    gateways = [g for g in ec2.describe_internet_gateways()["InternetGateways"]
+                if not {a["VpcId"] for a in g.get("Attachments") or []} & set(default)]
+    instances = [i for r in ec2.describe_instances(Filters=[{
+        "Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped",
+                                                  "shutting-down"]}])["Reservations"]
+        for i in r["Instances"]]
+    return {"vpc": len(vpcs), "subnet": len(subnets), "igw": len(gateways),
+            "security_group": len(groups), "instance": len(instances),
+            "load_balancer": len(elbv2.describe_load_balancers()["LoadBalancers"]),
+            "target_group": len(elbv2.describe_target_groups()["TargetGroups"])}
 
 
 def count(found: dict[str, list[str]]) -> dict[str, int]:

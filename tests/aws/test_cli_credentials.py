@@ -1,0 +1,143 @@
+"""Region, credentials and the network, as a user meets them: the real `python -m infra`
+in a subprocess, with no region, no credentials, an expired SSO login or no answer at all.
+Each gets one line that says what to do, quickly, with no traceback, and nothing sent."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import pytest
+from provision_helpers import one_error_line, run_cli
+
+pytestmark = pytest.mark.integration
+
+AWS_COMMANDS = ["deploy", "destroy", "status", "plan"]
+CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+               "AWS_SECURITY_TOKEN", "AWS_PROFILE")
+
+
+@pytest.fixture
+def silent_port():
+    """A loopback port that accepts connections and never answers: a network that is gone."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)
+        yield server.getsockname()[1]
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def user_env(tmp_path, *, region: str | None, credentials: bool, endpoint: str) -> dict:
+    """A user's environment: no AWS settings but the ones given; empty AWS config files."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("AWS_REGION", "AWS_DEFAULT_REGION", *([] if credentials
+                                                               else CREDENTIALS))}
+    for name in ("config", "credentials"):
+        (tmp_path / name).write_text("")
+    env.update(AWS_CONFIG_FILE=str(tmp_path / "config"),
+               AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "credentials"),
+               HOME=str(tmp_path), AWS_ENDPOINT_URL=endpoint)
+    if region:
+        env["AWS_REGION"] = region
+    return env
+
+
+MISSING = {
+    # what is missing: (environment, the line's start, what it must name)
+    "region": ({"region": None, "credentials": True}, "no AWS region set",
+               ("--region", "AWS_REGION", "aws configure")),
+    "credentials": ({"region": "us-east-1", "credentials": False}, "no AWS credentials found",
+                    ("aws configure", "aws sso login", "AWS_SESSION_TOKEN", "Learner Lab")),
+}
+
+
+@pytest.mark.parametrize("missing", sorted(MISSING))
+@pytest.mark.parametrize("command", AWS_COMMANDS)
+def test_no_region_or_no_credentials_is_one_line_that_says_what_to_do(tmp_path, command,
+                                                                      missing):
+    # Nothing listens at the endpoint: the answer must come before any request.
+    given, starts, ways = MISSING[missing]
+    env = user_env(tmp_path, endpoint=f"http://127.0.0.1:{_closed_port()}", **given)
+    started = time.monotonic()
+    result = run_cli([command, "--stack", "missing"], env)
+    took = time.monotonic() - started
+    assert result.returncode == 2
+    line = one_error_line(result)
+    assert line.startswith(f"error: {starts}")
+    for way in ways:
+        assert way in line
+    print(f"{command} without {missing}: {took:.2f}s")
+
+
+def test_doctor_without_a_region_says_the_same(tmp_path, module_moto_server):
+    env = user_env(tmp_path, region=None, credentials=True, endpoint=module_moto_server)
+    result = run_cli(["doctor", "--stack", "noregion"], env)
+    assert result.returncode == 2
+    line = one_error_line(result)
+    assert "no AWS region set" in line and "AWS_REGION" in line
+
+
+def test_doctor_without_credentials_is_one_line_too(tmp_path, module_moto_server):
+    env = user_env(tmp_path, region="us-east-1", credentials=False,
+                   endpoint=module_moto_server)
+    result = run_cli(["doctor", "--stack", "nocreds"], env)
+    assert result.returncode == 2
+    assert "no AWS credentials" in one_error_line(result)
+
+
+def test_an_expired_sso_login_says_aws_sso_login(tmp_path):
+    env = user_env(tmp_path, region=None, credentials=False,
+                   endpoint=f"http://127.0.0.1:{_closed_port()}")
+    (tmp_path / "config").write_text(
+        "[profile student]\nsso_session = school\nsso_account_id = 123456789012\n"
+        "sso_role_name = Student\nregion = us-east-1\n\n[sso-session school]\n"
+        "sso_start_url = https://school.awsapps.com/start\nsso_region = us-east-1\n")
+    env["AWS_PROFILE"] = "student"
+    result = run_cli(["status", "--stack", "sso"], env)
+    assert result.returncode == 2
+    assert "run `aws sso login --profile student`" in one_error_line(result)
+
+
+def test_a_profile_that_does_not_exist_is_one_line(tmp_path):
+    env = user_env(tmp_path, region="us-east-1", credentials=False,
+                   endpoint=f"http://127.0.0.1:{_closed_port()}")
+    env["AWS_PROFILE"] = "nosuch"
+    result = run_cli(["deploy", "--stack", "noprofile"], env)
+    assert result.returncode == 2
+    assert "'nosuch'" in one_error_line(result) and "list-profiles" in result.stderr
+
+
+def test_temporary_keys_without_their_session_token(tmp_path, module_moto_server):
+    """Learner Lab's keys start with ASIA; without AWS_SESSION_TOKEN AWS does not know them."""
+    from strict_aws import StrictAWS, Strictness
+
+    answers = {"sts:GetCallerIdentity": (403, "InvalidClientTokenId",
+                                         "The security token included in the request is "
+                                         "invalid.")}
+    with StrictAWS(module_moto_server, Strictness(answers=answers)) as proxy:
+        env = user_env(tmp_path, region="us-east-1", credentials=False, endpoint=proxy.url)
+        env.update(AWS_ACCESS_KEY_ID="ASIAEXAMPLEEXAMPLE00", AWS_SECRET_ACCESS_KEY="x")
+        result = run_cli(["status", "--stack", "asia"], env)
+    assert result.returncode == 2
+    line = one_error_line(result)
+    assert "ASIA" in line and "AWS_SESSION_TOKEN" in line
+
+
+def test_no_network_answers_within_seconds(tmp_path, silent_port):
+    """The endpoint accepts the connection and never answers, as a dead network does: the
+    first call's tight timeouts answer in about 5 s, not botocore's default minute."""
+    env = user_env(tmp_path, region="us-east-1", credentials=True,
+                   endpoint=f"http://127.0.0.1:{silent_port}")
+    started = time.monotonic()
+    result = run_cli(["deploy", "--stack", "offline"], env, timeout=120)
+    took = time.monotonic() - started
+    assert result.returncode == 2
+    assert "cannot reach" in one_error_line(result)
+    print(f"deploy without network: {took:.2f}s")
+    assert took < 20, took  # loose: the bound is ~5 s, the box is shared
