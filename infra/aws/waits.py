@@ -11,6 +11,7 @@ botocore.waiter.create_waiter_with_client, the library's way to a custom waiter)
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -105,7 +106,8 @@ def waiter_for(client, waiter_name: str):
     camel = "".join(part.title() for part in waiter_name.split("_"))
     stricter = STRICTER_WAITERS.get(client.meta.service_model.service_name, {})
     if camel in stricter.get("waiters", {}):
-        return create_waiter_with_client(camel, WaiterModel(stricter), client)
+        # WaiterModel may keep and change the dict it gets: give it a copy.
+        return create_waiter_with_client(camel, WaiterModel(copy.deepcopy(stricter)), client)
     return client.get_waiter(waiter_name)
 
 # Progress is printed at least this often while a waiter polls.
