@@ -60,6 +60,10 @@ status: setup ## the stack's resources, target health and DNS name
 plan: setup ## what deploy would create or change; changes nothing
 	$(PY) -m infra plan --stack $(STACK) $(ARGS)
 
+.PHONY: iam-policy
+iam-policy: setup ## print the IAM policy that deploy, status, doctor and destroy need (docs/aws.md)
+	@$(PY) -m infra policy $(ARGS)
+
 deploy-localstack: setup ## deploy into LocalStack (docker compose -f docker-compose.localstack.yml up -d)
 	$(PY) -m infra deploy --backend localstack --stack $(STACK) $(ARGS)
 

@@ -17,6 +17,7 @@ from infra.errors import UserError
 COMMAND_MODULES: tuple[str, ...] = (
     # one line per command module; keep this list in the order of `--help`
     "infra.aws.cli",
+    "infra.aws.policy",
     "infra.local.cli",
     "infra.grade.cli",
     "infra.doctor.cli",

@@ -115,7 +115,13 @@ def code_of(exc: ClientError) -> str:
 
 def is_denied(exc: ClientError) -> bool:
     code = code_of(exc)
-    return code in DENIED_CODES or code.endswith(".UnauthorizedOperation")
+    if code in DENIED_CODES or code.endswith(".UnauthorizedOperation"):
+        return True
+    # A 403 whose body the client could not parse as its protocol's error (moto answers a
+    # JSON-protocol call with XML): AWS's wording still says what it is.
+    message = str(exc.response.get("Error", {}).get("Message") or "")
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return (code == "403" or status == 403) and "not authorized to perform" in message
 
 
 def explain(exc: Exception, step: str, *, created_nothing: bool = False) -> str:
