@@ -239,9 +239,8 @@ def test_deploy_over_http_against_a_moto_server(moto_server, settings, monkeypat
 def test_throttling_on_a_fraction_of_calls_is_retried_by_botocore(moto_server, settings,
                                                                    monkeypatch):
     """Every 12th HTTP request is answered with the service's throttling error before it
-    reaches the server; botocore's retry configuration retries it. (Adaptive mode also slows
-    the client's send rate after each throttle, as it would on AWS: that is most of this
-    test's time, so the fraction stays small.)"""
+    reaches the server; botocore's retry configuration (standard mode) retries it, with
+    backoff. test_strict_aws.py does the same on the wire, for a CLI subprocess."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
     clients = Clients(resolve_target("aws", "us-east-1"))
     sent = {"n": 0, "throttled": 0}
