@@ -13,6 +13,7 @@ clean up after a run that was killed.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ipaddress
 import json
 import os
@@ -38,6 +39,7 @@ from infra.errors import UserError
 from infra.local import motoserver, proxy
 from infra.local.mirror import StackView, read_stack
 from infra.local.processes import (
+    INTERRUPTS,
     ProcessGroup,
     address_bindable,
     alive,
@@ -46,6 +48,8 @@ from infra.local.processes import (
     is_ours,
     listening,
     log_tail,
+    same_process,
+    start_token,
     wait_until,
 )
 from infra.state import read_state, state_path, write_state
@@ -73,6 +77,7 @@ class Meta:
     stack: str
     mode: str  # "up" (left running on purpose) or "test" (owned by a running `local test`)
     owner_pid: int
+    owner_started: str = ""  # the owner's start token: its pid alone may be reused
     endpoint: str = ""
     region: str = DEFAULT_REGION
     lb: str = ""
@@ -80,6 +85,10 @@ class Meta:
     state_file: str = ""
     instances: dict[str, str] = field(default_factory=dict)  # instance id -> "host:port"
     app_env: dict[str, str] = field(default_factory=dict)  # extra app environment, if any
+
+    def owner_running(self) -> bool:
+        """The command that started this testbed is still running (not this process)."""
+        return self.owner_pid != os.getpid() and same_process(self.owner_pid, self.owner_started)
 
     @classmethod
     def load(cls, path: Path) -> Meta | None:
@@ -93,6 +102,11 @@ class Meta:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.__dict__, indent=2))
         tmp.replace(path)
+
+
+class StartRefused(UserError):
+    """`up` would not start, and touched nothing: a testbed of this stack runs, a port is
+    taken, Caddy is missing. Nothing to clean up after it."""
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -190,27 +204,51 @@ class Testbed:
 
     # --- up ------------------------------------------------------------------------------
     def up(self) -> Testbed:
-        """Start everything; on any failure (or Ctrl-C) stop what was started, then re-raise."""
-        caddy_binary = proxy.find_caddy(self.caddy_path)  # fail before starting anything
-        self._refuse_or_clean_previous()
-        ensure_port_free(
-            "127.0.0.1",
-            self.lb_port,
-            "the local load balancer's port",
-            "Stop what uses it, or choose another port with --lb-port.",
-        )
-        self._reset_runtime_dir()
-        meta = Meta(stack=self.stack, mode=self.mode, owner_pid=os.getpid(), region=self.region,
-                    app_env=self.app_env)
-        meta.save(self.meta_path)
+        """Start everything; on any failure (or Ctrl-C) stop what was started, then re-raise.
+
+        Raises StartRefused, having touched nothing, when it cannot start at all: a testbed
+        of this stack still runs, the load balancer's port is taken, Caddy is missing.
+        """
+        try:
+            caddy_binary = proxy.find_caddy(self.caddy_path)  # fail before starting anything
+            with self._start_lock():
+                self._refuse_or_clean_previous()
+                ensure_port_free(
+                    "127.0.0.1",
+                    self.lb_port,
+                    "the local load balancer's port",
+                    "Stop what uses it, or choose another port with --lb-port.",
+                )
+                self._reset_runtime_dir()
+                meta = Meta(stack=self.stack, mode=self.mode, owner_pid=os.getpid(),
+                            owner_started=start_token(os.getpid()), region=self.region,
+                            app_env=self.app_env)
+                meta.save(self.meta_path)
+        except StartRefused:
+            raise
+        except UserError as exc:
+            raise StartRefused(str(exc), exit_code=exc.exit_code) from None
         try:
             self._up(meta, caddy_binary)
         except BaseException:
             self.progress("start-up failed: stopping what was started")
+            report: dict = {}
             with contextlib.suppress(Exception):
-                self.down()
+                report = self.down()
+            if report.get("left"):
+                self.progress(f"left running: {', '.join(report['left'])}; "
+                              f"{self.down_command()} stops them")
             raise
         return self
+
+    @contextlib.contextmanager
+    def _start_lock(self) -> Iterator[None]:
+        """Two `up`s of one stack at once: the second waits until the first has written its
+        runtime file, then sees it and refuses."""
+        self.runtime_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.runtime_dir / "start.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            yield
 
     def _up(self, meta: Meta, caddy_binary: str) -> None:
         self.progress("control plane: starting a moto server")
@@ -377,21 +415,24 @@ class Testbed:
         return [r for r in self.processes.records() if is_ours(r)]
 
     def _refuse_or_clean_previous(self) -> None:
+        """Refuse (touching nothing) while another command owns a testbed of this stack: one
+        that `local up` left running, or one that a running `up`/`test` is starting or
+        using. Clean up after a run that was killed."""
         meta = self.meta
         live = self._live_records()
         if meta is None and not live:
             return
-        owner_alive = meta is not None and meta.owner_pid != os.getpid() and alive(meta.owner_pid)
-        if live and meta is not None and (meta.mode == "up" or owner_alive):
-            what = (
-                "`make local-up`"
-                if meta.mode == "up"
-                else f"a running `local test` (pid {meta.owner_pid})"
-            )
-            raise UserError(
-                f"a local testbed for stack {self.stack}, started by {what}, is still running "
-                f"({', '.join(r.describe() for r in live)}). `make local-status` shows it; "
-                "`make local-down` stops it."
+        owner_running = meta is not None and meta.owner_running()
+        if meta is not None and (owner_running or (meta.mode == "up" and live)):
+            if owner_running:
+                what = f"owned by a running `local {meta.mode}` (pid {meta.owner_pid})"
+            else:
+                what = "left running by `local up`"
+            running = ", ".join(r.describe() for r in live) or "starting"
+            shows = "" if self._cli_options() else " (`make local-status` shows it)"
+            raise StartRefused(
+                f"a local testbed for stack {self.stack}, {what}, is still running "
+                f"({running}); nothing was changed. {self.down_command()} stops it{shows}."
             )
         if live:
             self.progress(
@@ -399,6 +440,18 @@ class Testbed:
                 f"{', '.join(r.describe() for r in live)}: cleaning up"
             )
         self.down()
+
+    def _cli_options(self) -> str:
+        """The options that name this testbed on the command line, beyond the defaults."""
+        options = "" if self.stack == DEFAULT_STACK else f" --stack {self.stack}"
+        if self.runtime_dir != (Path(RUNTIME_ROOT) / self.stack).resolve():
+            options += f" --runtime-dir {self.runtime_dir}"
+        return options
+
+    def down_command(self) -> str:
+        """How the user stops this testbed: `make local-down`, or the command with its options."""
+        options = self._cli_options()
+        return f"`python -m infra local down{options}`" if options else "`make local-down`"
 
     def _reset_runtime_dir(self) -> None:
         for sub in ("logs", "seeds", "caddy-data", "caddy-config"):
@@ -413,39 +466,54 @@ class Testbed:
         """Stop every process, destroy the stack's resources in moto, stop moto.
 
         Works from the pid files alone, so also after the process that ran `up` was killed.
+        Ctrl-C (or SIGTERM) does not interrupt it: it skips the stack's destruction (moto's
+        resources go with moto) and SIGKILLs at once. `left` names any process that still
+        runs after all that; its pid file stays, for the next `down`.
         """
-        meta = self.meta
-        report: dict = {"stopped": [], "destroyed": False, "listening": []}
-        # Everything but moto stops in parallel while the stack is destroyed: that needs moto.
-        others = [r.name for r in self.processes.records() if r.name != motoserver.NAME]
-        signalled = self.processes.signal_many(others)
-        try:
-            if meta and meta.endpoint and motoserver.responds(meta.endpoint):
-                self.progress(f"destroying stack {self.stack} in the moto server "
-                              "with infra.aws.stack")
-                from infra.aws.stack import Stack
+        with INTERRUPTS.cleaning():
+            meta = self.meta
+            report: dict = {"stopped": [], "destroyed": False, "listening": [], "left": [],
+                            "interrupted": False}
+            # Everything but moto stops in parallel while the stack is destroyed: that needs moto.
+            others = [r.name for r in self.processes.records() if r.name != motoserver.NAME]
+            signalled = self.processes.signal_many(others)
+            try:
+                with INTERRUPTS.cuttable():
+                    if meta and meta.endpoint and motoserver.responds(meta.endpoint):
+                        self.progress(f"destroying stack {self.stack} in the moto server "
+                                      "with infra.aws.stack")
+                        from infra.aws.stack import Stack
 
-                with emulator_environment(meta.endpoint, meta.region):
-                    clients = emulator_clients(meta.endpoint, meta.region)
-                    Stack(clients, self.settings(), progress=self._sub_progress).destroy()
-                report["destroyed"] = True
-        finally:
-            report["stopped"] += self.processes.wait_stopped(signalled)
-        report["stopped"] += self.processes.stop_all()
-        state_file = Path(meta.state_file) if meta and meta.state_file else self._state_file()
-        with contextlib.suppress(FileNotFoundError):
-            # The resources it describes lived in the moto server, which is gone now.
-            state_file.unlink()
-        if meta:
-            report["listening"] = [
-                a for a in [meta.lb, meta.admin, meta.endpoint.removeprefix("http://"),
-                            *meta.instances.values()]
-                if a and listening(*_split(a))
-            ]  # fmt: skip
-        with contextlib.suppress(FileNotFoundError):
-            self.meta_path.unlink()
-        self._clients = None
-        return report
+                        with emulator_environment(meta.endpoint, meta.region):
+                            clients = emulator_clients(meta.endpoint, meta.region)
+                            Stack(clients, self.settings(), progress=self._sub_progress).destroy()
+                        report["destroyed"] = True
+            except KeyboardInterrupt:
+                report["interrupted"] = True
+                self.progress("interrupted: not destroying the stack in moto (its resources go "
+                              "with it); stopping every process now")
+            finally:
+                report["stopped"] += self.processes.wait_stopped(signalled)
+            report["stopped"] += self.processes.stop_all()
+            left = [r for r in self.processes.records() if is_ours(r)]
+            report["left"] = [r.describe() for r in left]
+            report["left_pids"] = [r.pid for r in left]
+            report["interrupted"] = report["interrupted"] or INTERRUPTS.hurry.is_set()
+            state_file = Path(meta.state_file) if meta and meta.state_file else self._state_file()
+            with contextlib.suppress(FileNotFoundError):
+                # The resources it describes lived in the moto server, which is gone now.
+                state_file.unlink()
+            if meta:
+                report["listening"] = [
+                    a for a in [meta.lb, meta.admin, meta.endpoint.removeprefix("http://"),
+                                *meta.instances.values()]
+                    if a and listening(*_split(a))
+                ]  # fmt: skip
+            if not report["left"]:  # else keep it: the next `down` needs to find them
+                with contextlib.suppress(FileNotFoundError):
+                    self.meta_path.unlink()
+            self._clients = None
+            return report
 
     # --- instances -----------------------------------------------------------------------
     def _instance_address(self, instance_id: str) -> str:
@@ -566,13 +634,15 @@ def _remove_tree(path: Path) -> None:
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """`kill <pid>` of a running command cleans up like Ctrl-C does."""
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
+    """`kill <pid>` of a running command cleans up like Ctrl-C does; a second Ctrl-C (or
+    kill) during that clean-up hurries it rather than leaving processes behind
+    (processes.Interrupts)."""
     try:
-        yield
+        with INTERRUPTS.installed():
+            yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if INTERRUPTS.interrupted and threading.current_thread() is threading.main_thread():
+            # The command ends because of it, its clean-up done: one more Ctrl-C could only
+            # turn its exit code 130 into a traceback.
+            for sig in INTERRUPTS.SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)
