@@ -21,6 +21,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,9 +33,8 @@ from infra.aws.emulator import (
     FAKE_CREDENTIALS,
     emulator_clients,
     emulator_environment,
-    fake_session,
 )
-from infra.config import APP_PORT, STATE_DIR, Settings
+from infra.config import AMI_PARAMETER, APP_PORT, STATE_DIR, Settings
 from infra.errors import UserError
 from infra.local import motoserver, proxy
 from infra.local.mirror import StackView, read_stack
@@ -85,6 +85,7 @@ class Meta:
     state_file: str = ""
     instances: dict[str, str] = field(default_factory=dict)  # instance id -> "host:port"
     app_env: dict[str, str] = field(default_factory=dict)  # extra app environment, if any
+    app_ready_seconds: float = 0.0  # how long the apps took to answer at start-up
 
     def owner_running(self) -> bool:
         """The command that started this testbed is still running (not this process)."""
@@ -252,20 +253,22 @@ class Testbed:
 
     def _up(self, meta: Meta, caddy_binary: str) -> None:
         self.progress("control plane: starting a moto server")
-        meta.endpoint = motoserver.start(self.processes, child_env(**FAKE_CREDENTIALS))
-        meta.save(self.meta_path)
-        self._clients = None
-
-        # moto builds each service's backend on its first call (EC2's takes seconds on a busy
-        # 2-core box): let it do that while this process loads the provisioning code.
-        warm = threading.Thread(target=_warm_up, args=(meta.endpoint, self.region), daemon=True)
+        moto_port = free_port(motoserver.HOST)
+        # boto3 builds its clients (seconds of model loading on a busy 2-core box) while moto
+        # starts; then moto builds each service's backend on its first call (EC2's takes
+        # seconds too) while this process loads the provisioning code.
+        warm = _Warmer(motoserver.endpoint_for(moto_port), self.region)
         warm.start()
+        meta.endpoint = motoserver.start(self.processes, child_env(**FAKE_CREDENTIALS),
+                                         port=moto_port)
+        meta.save(self.meta_path)
+        supervisor = self._start_supervisor(meta)  # imports while moto warms; waits for Caddy
         self.progress(f"provisioning stack {self.stack} at {meta.endpoint} with infra.aws.stack")
         from infra.aws.stack import Stack  # the provisioning code, unchanged
 
+        self._clients = warm.clients()  # boto3 sessions are not thread-safe: after the join
         with emulator_environment(meta.endpoint, self.region):
             stack = Stack(self.clients(), self.settings(), progress=self._sub_progress)
-            warm.join()
             stack.deploy()  # writes the state file; the testbed reads moto, not it
         meta.state_file = str(self._state_file())
         meta.save(self.meta_path)
@@ -274,7 +277,6 @@ class Testbed:
         self._check_view(view)
         meta.instances = self._assign_addresses(view)
         meta.save(self.meta_path)
-        supervisor = self._start_supervisor(meta)  # starts up while the apps do
 
         for instance_id, address in meta.instances.items():
             host, port = address.rsplit(":", 1)
@@ -289,9 +291,11 @@ class Testbed:
             f"instances: starting {len(meta.instances)} app processes "
             f"({', '.join(meta.instances.values())})"
         )
+        spawned = time.monotonic()
         procs = {iid: self._spawn_app(iid, addr) for iid, addr in meta.instances.items()}
-        for instance_id, proc in procs.items():
+        for instance_id, proc in procs.items():  # they start together; wait for each
             self._wait_app_ready(instance_id, meta.instances[instance_id], proc)
+        meta.app_ready_seconds = round(time.monotonic() - spawned, 2)
 
         meta.admin = f"127.0.0.1:{free_port()}"
         meta.lb = f"127.0.0.1:{self.lb_port}"
@@ -485,7 +489,7 @@ class Testbed:
                         from infra.aws.stack import Stack
 
                         with emulator_environment(meta.endpoint, meta.region):
-                            clients = emulator_clients(meta.endpoint, meta.region)
+                            clients = self._clients_for(meta)
                             Stack(clients, self.settings(), progress=self._sub_progress).destroy()
                         report["destroyed"] = True
             except KeyboardInterrupt:
@@ -514,6 +518,13 @@ class Testbed:
                     self.meta_path.unlink()
             self._clients = None
             return report
+
+    def _clients_for(self, meta: Meta) -> Clients:
+        """The clients `up` built, if they aim at this moto; building new ones takes a second."""
+        clients = self._clients
+        if clients is not None and clients.target.endpoint_url == meta.endpoint:
+            return clients
+        return emulator_clients(meta.endpoint, meta.region)
 
     # --- instances -----------------------------------------------------------------------
     def _instance_address(self, instance_id: str) -> str:
@@ -601,12 +612,31 @@ def _check_loopback(address: str, what: str) -> None:
         raise UserError(f"{what} {address!r} must be an IPv4 loopback address (127.x.y.z)")
 
 
-def _warm_up(endpoint: str, region: str) -> None:
-    """Runs in a thread: touches no environment, builds its own session."""
-    with contextlib.suppress(Exception):  # only an optimisation: deploy reports real errors
-        session = fake_session(region)
-        session.client("ec2", endpoint_url=endpoint).describe_availability_zones()
-        session.client("elbv2", endpoint_url=endpoint).describe_load_balancers()
+class _Warmer(threading.Thread):
+    """Builds the testbed's boto3 clients, then, as soon as moto answers, makes the first
+    call of each service the stack uses, so that moto builds those backends now."""
+
+    def __init__(self, endpoint: str, region: str):
+        super().__init__(daemon=True, name="moto-warm-up")
+        self.endpoint, self.region = endpoint, region
+        self._clients: Clients | None = None
+
+    def run(self) -> None:
+        with contextlib.suppress(Exception):  # only an optimisation: deploy reports real errors
+            clients = emulator_clients(self.endpoint, self.region)
+            for service in ("ec2", "elbv2", "ssm", "sts"):
+                getattr(clients, service)  # builds the client: boto3 loads its model
+            self._clients = clients
+            if wait_until(lambda: motoserver.responds(self.endpoint, timeout=0.5),
+                          motoserver.READY_TIMEOUT, 0.05):
+                clients.ec2.describe_availability_zones()
+                clients.elbv2.describe_load_balancers()
+                clients.ssm.get_parameter(Name=AMI_PARAMETER)
+
+    def clients(self) -> Clients | None:
+        """The warmed clients (None if building them failed), once the thread is done."""
+        self.join()
+        return self._clients
 
 
 def health_ok(address: str, timeout: float = 1.0) -> bool:
