@@ -93,10 +93,20 @@ def cmd_down(args) -> int:
     if testbed.meta is None and not testbed.processes.records():
         print(f"no local testbed for stack {args.stack}: nothing to stop")
         return 0
-    report = testbed.down()
+    with sigterm_as_interrupt():
+        report = testbed.down()
     progress(f"stopped: {', '.join(report['stopped']) or 'nothing was running'}")
-    progress("stack destroyed in moto" if report["destroyed"] else
-             "moto was not running: its resources went with it")
+    if report["destroyed"]:
+        progress("stack destroyed in moto")
+    elif report["interrupted"]:
+        progress("interrupted: the stack was not destroyed, but moto is stopped: its resources "
+                 "went with it")
+    else:
+        progress("moto was not running: its resources went with it")
+    if report["left"]:
+        pids = " ".join(str(pid) for pid in report["left_pids"])
+        raise UserError(f"still running after down: {', '.join(report['left'])}. Run "
+                        f"{testbed.down_command()} again, or `kill -9 {pids}`", exit_code=1)
     if report["listening"]:
         raise UserError(f"still listening after down: {', '.join(report['listening'])}",
                         exit_code=1)

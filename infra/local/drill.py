@@ -2,24 +2,38 @@
 load balancer, check that the proxy marks it down within the target group's health check
 window and that the other instance keeps answering, then start it again and check that it
 rejoins the rotation with its seed (SEED_FILE) intact.
+
+The health check keeps the target group's timing (AWS's: every 5 s, 2 to fail, 2 to pass),
+but the drill chooses when to act. It follows the checks' phase (HealthCheckClock), crashes
+the instance just before a check is due and starts it again just before another, so that
+detection and rejoin each take about one interval rather than anything up to two. It also
+counts the checks: an ALB marks a target down after `unhealthy` failed checks in a row and
+back after `healthy` passing ones; fewer is a load balancer more forgiving than AWS.
 """
 
 from __future__ import annotations
 
+import json
 import random
+import re
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import requests
 
 from infra.local.processes import wait_until
-from infra.local.proxy import read_events
+from infra.local.proxy import read_events, server_log
+from infra.local.testbed import app_process_name
 
 STREAM_PERIOD = 0.02  # one GET every ~20 ms
 REQUEST_TIMEOUT = 2.0
 WARMUP = 0.5  # seconds of stream before the crash: both instances must answer
 SLACK = 3.0  # seconds on top of the health check windows: process start, scheduling, polling
+KILL_LEAD = 0.3  # the crash lands this long before a health check is due
+RESTART_LEAD = 0.5  # the restarted app answers at least this long before a check is due
+CHECKER_LOGGER = "health_checker.active"  # Caddy's logger for its active health checks
 
 
 @dataclass
@@ -67,6 +81,128 @@ class RequestStream(threading.Thread):
         return [s for s in list(self.samples) if s.sent >= t]
 
 
+class HealthCheckClock:
+    """When the load balancer's next health check is due, from what the checks leave behind.
+
+    Caddy's checker starts with each config it loads (its "started" event, then one check of
+    every upstream at once) and checks again every interval. Each check is one `GET <path>`
+    line in each app's access log, whose arrival this clock notes as it polls that log; each
+    failed one is a line in Caddy's log with its time. The latest of these is the anchor.
+    """
+
+    def __init__(self, runtime_dir, interval: float, path: str, app_log: str | Path | None):
+        self.runtime_dir = runtime_dir
+        self.interval = float(interval)
+        # `GET /health HTTP/1.1"` or `GET /health?x`: the request line of any access log;
+        # our own probes (requests' User-Agent) do not count where the log shows it.
+        self._check_line = re.compile(rf"GET {re.escape(path)}[ ?]")
+        self._app_log = Path(app_log) if app_log else None
+        self._offset = self._size()
+        self.anchor: float | None = None
+        self.source = "none"
+        self._anchor_from_caddy()
+
+    def _size(self) -> int:
+        try:
+            return self._app_log.stat().st_size if self._app_log else 0
+        except OSError:
+            return 0
+
+    def _anchor_from_caddy(self) -> None:
+        for event in read_events(self.runtime_dir):
+            if event.get("name") == "started":
+                self._note(float(event["ts"]), "Caddy's config load")
+        for entry in failed_checks(self.runtime_dir, host=None, since=0.0):
+            self._note(float(entry["ts"]), "a failed check in Caddy's log")
+
+    def _note(self, ts: float, source: str) -> None:
+        if self.anchor is None or ts > self.anchor:
+            self.anchor, self.source = ts, source
+
+    def observe(self) -> None:
+        """New check lines in the app's log since the last call: a check happened about now."""
+        size = self._size()
+        if size <= self._offset or self._app_log is None:
+            self._offset = min(self._offset, size)
+            return
+        now = time.time()
+        with open(self._app_log, "rb") as log:
+            log.seek(self._offset)
+            chunk = log.read(size - self._offset).decode(errors="replace")
+        self._offset = size
+        if any(self._check_line.search(line) and "python-requests" not in line
+               for line in chunk.splitlines()):
+            self._note(now, "the app's access log")
+
+    def due_after(self, t: float) -> float | None:
+        """The first check due at or after `t` (None if no check was ever seen)."""
+        self._anchor_from_caddy()
+        if self.anchor is None:
+            return None
+        periods = max(0, -int(-(t - self.anchor) // self.interval))  # ceil
+        return self.anchor + periods * self.interval
+
+    def wait_before_next(self, lead: float) -> float | None:
+        """Sleep until `lead` seconds before the next check that is at least that far off;
+        return when that check is due (at once, None, if no check was ever seen)."""
+        due = self.due_after(time.time() + lead)
+        while due is not None and time.time() < due - lead:
+            self.sleep_until(min(due - lead, time.time() + 0.25))
+            due = self.due_after(due - self.interval / 2)  # the same check, as now seen
+        return due
+
+    def sleep_until(self, t: float, step: float = 0.02) -> None:
+        """Sleep until `t`, noting the checks that happen meanwhile."""
+        while (left := t - time.time()) > 0:
+            time.sleep(min(step, left))
+            self.observe()
+
+
+def failed_checks(runtime_dir, host: str | None, since: float, until: float = float("inf")):
+    """Caddy's log lines for its failed active health checks (connection refused, timeout,
+    wrong status), of `host` (or any) between `since` and `until`."""
+    found = []
+    try:
+        text = server_log(runtime_dir).read_text(errors="replace")
+    except OSError:
+        return found
+    for line in text.splitlines():
+        if CHECKER_LOGGER not in line:
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if (
+            str(entry.get("logger", "")).endswith(CHECKER_LOGGER)
+            and entry.get("msg") not in ("host is up", "host is down")
+            and (host is None or entry.get("host") == host)
+            and since <= float(entry.get("ts", 0)) <= until
+        ):
+            found.append(entry)
+    return found
+
+
+def count_check_lines(log: str | Path, offset: int, path: str) -> int:
+    """Health check requests in an app's access log after byte `offset` (not our probes)."""
+    pattern = re.compile(rf"GET {re.escape(path)}[ ?]")
+    try:
+        with open(log, "rb") as handle:
+            handle.seek(offset)
+            text = handle.read().decode(errors="replace")
+    except OSError:
+        return 0
+    return sum(1 for line in text.splitlines()
+               if pattern.search(line) and "python-requests" not in line)
+
+
+def _log_size(path: str | Path) -> int:
+    try:
+        return Path(path).stat().st_size
+    except OSError:
+        return 0
+
+
 @dataclass
 class DrillResult:
     passed: bool = False
@@ -76,6 +212,9 @@ class DrillResult:
     detected_after: float | None = None  # kill -> Caddy's "unhealthy" event
     rejoin_window: float = 0.0
     rejoined_after: float | None = None  # app answering again -> Caddy's "healthy" event
+    failed_checks: int | None = None  # Caddy's failed checks of the victim, crash -> down
+    passing_checks: int | None = None  # checks the victim answered, restart -> back
+    timed_by: str = ""  # what the drill took the health checks' phase from
     requests: int = 0
     failed: int = 0
     failed_before_detection: int = 0
@@ -87,9 +226,13 @@ class DrillResult:
     def summary(self) -> str:
         det = f"{self.detected_after:.1f}s" if self.detected_after is not None else "never"
         rej = f"{self.rejoined_after:.1f}s" if self.rejoined_after is not None else "never"
+        fails = f"{self.failed_checks} failed checks, " if self.failed_checks is not None else ""
+        passes = (f"{self.passing_checks} passing checks, "
+                  if self.passing_checks is not None else "")
         text = (
-            f"marked down after {det} (window {self.window:.0f}s), back after {rej} "
-            f"(window {self.rejoin_window:.0f}s); {self.requests} requests, {self.failed} failed "
+            f"marked down after {det} ({fails}window {self.window:.0f}s), back after {rej} "
+            f"({passes}window {self.rejoin_window:.0f}s); {self.requests} requests, "
+            f"{self.failed} failed "
             f"({self.failed_before_detection} before the proxy noticed, "
             f"{self.failed_after_detection} after); seed "
             f"{'intact' if self.seed_intact else 'LOST'}"
@@ -139,6 +282,13 @@ def _get_seed(address: str) -> str | None:
     return resp.text.strip() if resp.status_code == 200 else None
 
 
+def _settled_count(count, expected: int, settle: float = 1.0) -> int:
+    """A count read from logs that another process writes: give it a moment to reach
+    `expected` (a line may land just after the event it goes with), then take it."""
+    wait_until(lambda: count() >= expected, settle, 0.05)
+    return count()
+
+
 def run_drill(testbed, progress=None, rng: random.Random | None = None) -> DrillResult:
     say = progress or (lambda _m: None)
     result = DrillResult()
@@ -162,6 +312,15 @@ def run_drill(testbed, progress=None, rng: random.Random | None = None) -> Drill
         result.problems.append(f"could not set the seed {seed} on {result.victim} directly")
         return result
 
+    records = {iid: testbed.processes.record(app_process_name(iid))
+               for iid in (result.victim, result.survivor)}
+    victim_log = records[result.victim].log if records[result.victim] else None
+    survivor_log = records[result.survivor].log if records[result.survivor] else None
+    clock = HealthCheckClock(testbed.runtime_dir, health.interval, health.path, survivor_log)
+    meta = testbed.meta
+    # Time the restart so that the app answers just before a check, with room for a slow start.
+    start_budget = RESTART_LEAD + max(1.0, 2 * (meta.app_ready_seconds if meta else 1.0))
+
     stream = RequestStream(testbed.lb_address)
     stream.start()
     try:
@@ -171,14 +330,19 @@ def run_drill(testbed, progress=None, rng: random.Random | None = None) -> Drill
             return {s.served_by for s in stream.since(0) if s.ok}
 
         # Both must answer before the crash (a busy machine may need more than WARMUP).
-        time.sleep(WARMUP)
+        clock.sleep_until(time.time() + WARMUP)
         wait_until(lambda: both <= served(), 5.0, 0.05)
         if not both <= served():
             result.problems.append(f"before the crash only {sorted(served())} answered")
 
+        # Crash just before a check is due: that check is the first to fail.
+        due = clock.wait_before_next(KILL_LEAD)
+        result.timed_by = clock.source
         say(f"drill: crashing {result.victim} ({victim_addr}) under "
-            f"~{1 / STREAM_PERIOD:.0f} GET/s; the health check must notice within "
-            f"{result.window:.0f}s")
+            f"~{1 / STREAM_PERIOD:.0f} GET/s"
+            + (f", {due - time.time():.1f}s before a health check is due (phase from "
+               f"{clock.source})" if due else "")
+            + f"; the health check must notice within {result.window:.0f}s")
         killed_at = time.time()
         testbed.kill_instance(result.victim)
         down = _wait_health_event(
@@ -191,9 +355,24 @@ def run_drill(testbed, progress=None, rng: random.Random | None = None) -> Drill
         else:
             detected_at = float(down["ts"])
             result.detected_after = detected_at - killed_at
-            say(f"drill: Caddy marked {result.victim} down after {result.detected_after:.1f}s")
+            result.failed_checks = _settled_count(
+                lambda: len(failed_checks(testbed.runtime_dir, victim_addr, killed_at,
+                                          detected_at + 0.05)),
+                health.unhealthy,
+            )
+            say(f"drill: Caddy marked {result.victim} down after {result.detected_after:.1f}s "
+                f"({result.failed_checks} failed checks)")
+            if result.failed_checks != health.unhealthy:
+                result.problems.append(
+                    f"Caddy marked {result.victim} down after {result.failed_checks} failed "
+                    f"health checks; the target group needs {health.unhealthy} in a row, as an "
+                    "ALB counts them"
+                )
         # From here on every request must succeed, on the survivor until the victim is back.
+        clock.wait_before_next(start_budget)
         say(f"drill: starting {result.victim} again (same seed file)")
+        # Every check the new process answers counts, also one before our own probe returns.
+        restarted_from = _log_size(victim_log) if victim_log else 0
         testbed.start_instance(result.victim)
         answering_at = time.time()
         up = _wait_health_event(
@@ -204,7 +383,20 @@ def run_drill(testbed, progress=None, rng: random.Random | None = None) -> Drill
                                    f"{result.rejoin_window:.0f}s")
         else:
             result.rejoined_after = max(0.0, float(up["ts"]) - answering_at)
-            say(f"drill: Caddy put {result.victim} back after {result.rejoined_after:.1f}s")
+            if victim_log:
+                result.passing_checks = _settled_count(
+                    lambda: count_check_lines(victim_log, restarted_from, health.path),
+                    health.healthy,
+                )
+            say(f"drill: Caddy put {result.victim} back after {result.rejoined_after:.1f}s"
+                + (f" ({result.passing_checks} passing checks)"
+                   if result.passing_checks is not None else ""))
+            if result.passing_checks is not None and result.passing_checks < health.healthy:
+                result.problems.append(
+                    f"Caddy put {result.victim} back after {result.passing_checks} health "
+                    f"checks that its app's access log shows; the target group needs "
+                    f"{health.healthy}"
+                )
         # It must then actually serve through the load balancer, with its seed.
         rejoined = lambda: any(s.served_by == result.victim for s in stream.since(answering_at))  # noqa: E731
         wait_until(rejoined, 3.0, 0.05)

@@ -13,6 +13,7 @@ clean up after a run that was killed.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ipaddress
 import json
 import os
@@ -20,6 +21,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,13 +33,13 @@ from infra.aws.emulator import (
     FAKE_CREDENTIALS,
     emulator_clients,
     emulator_environment,
-    fake_session,
 )
-from infra.config import APP_PORT, STATE_DIR, Settings
+from infra.config import AMI_PARAMETER, APP_PORT, STATE_DIR, Settings
 from infra.errors import UserError
 from infra.local import motoserver, proxy
 from infra.local.mirror import StackView, read_stack
 from infra.local.processes import (
+    INTERRUPTS,
     ProcessGroup,
     address_bindable,
     alive,
@@ -46,6 +48,8 @@ from infra.local.processes import (
     is_ours,
     listening,
     log_tail,
+    same_process,
+    start_token,
     wait_until,
 )
 from infra.state import read_state, state_path, write_state
@@ -73,6 +77,7 @@ class Meta:
     stack: str
     mode: str  # "up" (left running on purpose) or "test" (owned by a running `local test`)
     owner_pid: int
+    owner_started: str = ""  # the owner's start token: its pid alone may be reused
     endpoint: str = ""
     region: str = DEFAULT_REGION
     lb: str = ""
@@ -80,6 +85,11 @@ class Meta:
     state_file: str = ""
     instances: dict[str, str] = field(default_factory=dict)  # instance id -> "host:port"
     app_env: dict[str, str] = field(default_factory=dict)  # extra app environment, if any
+    app_ready_seconds: float = 0.0  # how long the apps took to answer at start-up
+
+    def owner_running(self) -> bool:
+        """The command that started this testbed is still running (not this process)."""
+        return self.owner_pid != os.getpid() and same_process(self.owner_pid, self.owner_started)
 
     @classmethod
     def load(cls, path: Path) -> Meta | None:
@@ -93,6 +103,11 @@ class Meta:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.__dict__, indent=2))
         tmp.replace(path)
+
+
+class StartRefused(UserError):
+    """`up` would not start, and touched nothing: a testbed of this stack runs, a port is
+    taken, Caddy is missing. Nothing to clean up after it."""
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -190,44 +205,70 @@ class Testbed:
 
     # --- up ------------------------------------------------------------------------------
     def up(self) -> Testbed:
-        """Start everything; on any failure (or Ctrl-C) stop what was started, then re-raise."""
-        caddy_binary = proxy.find_caddy(self.caddy_path)  # fail before starting anything
-        self._refuse_or_clean_previous()
-        ensure_port_free(
-            "127.0.0.1",
-            self.lb_port,
-            "the local load balancer's port",
-            "Stop what uses it, or choose another port with --lb-port.",
-        )
-        self._reset_runtime_dir()
-        meta = Meta(stack=self.stack, mode=self.mode, owner_pid=os.getpid(), region=self.region,
-                    app_env=self.app_env)
-        meta.save(self.meta_path)
+        """Start everything; on any failure (or Ctrl-C) stop what was started, then re-raise.
+
+        Raises StartRefused, having touched nothing, when it cannot start at all: a testbed
+        of this stack still runs, the load balancer's port is taken, Caddy is missing.
+        """
+        try:
+            caddy_binary = proxy.find_caddy(self.caddy_path)  # fail before starting anything
+            with self._start_lock():
+                self._refuse_or_clean_previous()
+                ensure_port_free(
+                    "127.0.0.1",
+                    self.lb_port,
+                    "the local load balancer's port",
+                    "Stop what uses it, or choose another port with --lb-port.",
+                )
+                self._reset_runtime_dir()
+                meta = Meta(stack=self.stack, mode=self.mode, owner_pid=os.getpid(),
+                            owner_started=start_token(os.getpid()), region=self.region,
+                            app_env=self.app_env)
+                meta.save(self.meta_path)
+        except StartRefused:
+            raise
+        except UserError as exc:
+            raise StartRefused(str(exc), exit_code=exc.exit_code) from None
         try:
             self._up(meta, caddy_binary)
         except BaseException:
             self.progress("start-up failed: stopping what was started")
+            report: dict = {}
             with contextlib.suppress(Exception):
-                self.down()
+                report = self.down()
+            if report.get("left"):
+                self.progress(f"left running: {', '.join(report['left'])}; "
+                              f"{self.down_command()} stops them")
             raise
         return self
 
+    @contextlib.contextmanager
+    def _start_lock(self) -> Iterator[None]:
+        """Two `up`s of one stack at once: the second waits until the first has written its
+        runtime file, then sees it and refuses."""
+        self.runtime_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.runtime_dir / "start.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            yield
+
     def _up(self, meta: Meta, caddy_binary: str) -> None:
         self.progress("control plane: starting a moto server")
-        meta.endpoint = motoserver.start(self.processes, child_env(**FAKE_CREDENTIALS))
-        meta.save(self.meta_path)
-        self._clients = None
-
-        # moto builds each service's backend on its first call (EC2's takes seconds on a busy
-        # 2-core box): let it do that while this process loads the provisioning code.
-        warm = threading.Thread(target=_warm_up, args=(meta.endpoint, self.region), daemon=True)
+        moto_port = free_port(motoserver.HOST)
+        # boto3 builds its clients (seconds of model loading on a busy 2-core box) while moto
+        # starts; then moto builds each service's backend on its first call (EC2's takes
+        # seconds too) while this process loads the provisioning code.
+        warm = _Warmer(motoserver.endpoint_for(moto_port), self.region)
         warm.start()
+        meta.endpoint = motoserver.start(self.processes, child_env(**FAKE_CREDENTIALS),
+                                         port=moto_port)
+        meta.save(self.meta_path)
+        supervisor = self._start_supervisor(meta)  # imports while moto warms; waits for Caddy
         self.progress(f"provisioning stack {self.stack} at {meta.endpoint} with infra.aws.stack")
         from infra.aws.stack import Stack  # the provisioning code, unchanged
 
+        self._clients = warm.clients()  # boto3 sessions are not thread-safe: after the join
         with emulator_environment(meta.endpoint, self.region):
             stack = Stack(self.clients(), self.settings(), progress=self._sub_progress)
-            warm.join()
             stack.deploy()  # writes the state file; the testbed reads moto, not it
         meta.state_file = str(self._state_file())
         meta.save(self.meta_path)
@@ -236,7 +277,6 @@ class Testbed:
         self._check_view(view)
         meta.instances = self._assign_addresses(view)
         meta.save(self.meta_path)
-        supervisor = self._start_supervisor(meta)  # starts up while the apps do
 
         for instance_id, address in meta.instances.items():
             host, port = address.rsplit(":", 1)
@@ -251,9 +291,11 @@ class Testbed:
             f"instances: starting {len(meta.instances)} app processes "
             f"({', '.join(meta.instances.values())})"
         )
+        spawned = time.monotonic()
         procs = {iid: self._spawn_app(iid, addr) for iid, addr in meta.instances.items()}
-        for instance_id, proc in procs.items():
+        for instance_id, proc in procs.items():  # they start together; wait for each
             self._wait_app_ready(instance_id, meta.instances[instance_id], proc)
+        meta.app_ready_seconds = round(time.monotonic() - spawned, 2)
 
         meta.admin = f"127.0.0.1:{free_port()}"
         meta.lb = f"127.0.0.1:{self.lb_port}"
@@ -377,21 +419,24 @@ class Testbed:
         return [r for r in self.processes.records() if is_ours(r)]
 
     def _refuse_or_clean_previous(self) -> None:
+        """Refuse (touching nothing) while another command owns a testbed of this stack: one
+        that `local up` left running, or one that a running `up`/`test` is starting or
+        using. Clean up after a run that was killed."""
         meta = self.meta
         live = self._live_records()
         if meta is None and not live:
             return
-        owner_alive = meta is not None and meta.owner_pid != os.getpid() and alive(meta.owner_pid)
-        if live and meta is not None and (meta.mode == "up" or owner_alive):
-            what = (
-                "`make local-up`"
-                if meta.mode == "up"
-                else f"a running `local test` (pid {meta.owner_pid})"
-            )
-            raise UserError(
-                f"a local testbed for stack {self.stack}, started by {what}, is still running "
-                f"({', '.join(r.describe() for r in live)}). `make local-status` shows it; "
-                "`make local-down` stops it."
+        owner_running = meta is not None and meta.owner_running()
+        if meta is not None and (owner_running or (meta.mode == "up" and live)):
+            if owner_running:
+                what = f"owned by a running `local {meta.mode}` (pid {meta.owner_pid})"
+            else:
+                what = "left running by `local up`"
+            running = ", ".join(r.describe() for r in live) or "starting"
+            shows = "" if self._cli_options() else " (`make local-status` shows it)"
+            raise StartRefused(
+                f"a local testbed for stack {self.stack}, {what}, is still running "
+                f"({running}); nothing was changed. {self.down_command()} stops it{shows}."
             )
         if live:
             self.progress(
@@ -399,6 +444,18 @@ class Testbed:
                 f"{', '.join(r.describe() for r in live)}: cleaning up"
             )
         self.down()
+
+    def _cli_options(self) -> str:
+        """The options that name this testbed on the command line, beyond the defaults."""
+        options = "" if self.stack == DEFAULT_STACK else f" --stack {self.stack}"
+        if self.runtime_dir != (Path(RUNTIME_ROOT) / self.stack).resolve():
+            options += f" --runtime-dir {self.runtime_dir}"
+        return options
+
+    def down_command(self) -> str:
+        """How the user stops this testbed: `make local-down`, or the command with its options."""
+        options = self._cli_options()
+        return f"`python -m infra local down{options}`" if options else "`make local-down`"
 
     def _reset_runtime_dir(self) -> None:
         for sub in ("logs", "seeds", "caddy-data", "caddy-config"):
@@ -413,39 +470,61 @@ class Testbed:
         """Stop every process, destroy the stack's resources in moto, stop moto.
 
         Works from the pid files alone, so also after the process that ran `up` was killed.
+        Ctrl-C (or SIGTERM) does not interrupt it: it skips the stack's destruction (moto's
+        resources go with moto) and SIGKILLs at once. `left` names any process that still
+        runs after all that; its pid file stays, for the next `down`.
         """
-        meta = self.meta
-        report: dict = {"stopped": [], "destroyed": False, "listening": []}
-        # Everything but moto stops in parallel while the stack is destroyed: that needs moto.
-        others = [r.name for r in self.processes.records() if r.name != motoserver.NAME]
-        signalled = self.processes.signal_many(others)
-        try:
-            if meta and meta.endpoint and motoserver.responds(meta.endpoint):
-                self.progress(f"destroying stack {self.stack} in the moto server "
-                              "with infra.aws.stack")
-                from infra.aws.stack import Stack
+        with INTERRUPTS.cleaning():
+            meta = self.meta
+            report: dict = {"stopped": [], "destroyed": False, "listening": [], "left": [],
+                            "interrupted": False}
+            # Everything but moto stops in parallel while the stack is destroyed: that needs moto.
+            others = [r.name for r in self.processes.records() if r.name != motoserver.NAME]
+            signalled = self.processes.signal_many(others)
+            try:
+                with INTERRUPTS.cuttable():
+                    if meta and meta.endpoint and motoserver.responds(meta.endpoint):
+                        self.progress(f"destroying stack {self.stack} in the moto server "
+                                      "with infra.aws.stack")
+                        from infra.aws.stack import Stack
 
-                with emulator_environment(meta.endpoint, meta.region):
-                    clients = emulator_clients(meta.endpoint, meta.region)
-                    Stack(clients, self.settings(), progress=self._sub_progress).destroy()
-                report["destroyed"] = True
-        finally:
-            report["stopped"] += self.processes.wait_stopped(signalled)
-        report["stopped"] += self.processes.stop_all()
-        state_file = Path(meta.state_file) if meta and meta.state_file else self._state_file()
-        with contextlib.suppress(FileNotFoundError):
-            # The resources it describes lived in the moto server, which is gone now.
-            state_file.unlink()
-        if meta:
-            report["listening"] = [
-                a for a in [meta.lb, meta.admin, meta.endpoint.removeprefix("http://"),
-                            *meta.instances.values()]
-                if a and listening(*_split(a))
-            ]  # fmt: skip
-        with contextlib.suppress(FileNotFoundError):
-            self.meta_path.unlink()
-        self._clients = None
-        return report
+                        with emulator_environment(meta.endpoint, meta.region):
+                            clients = self._clients_for(meta)
+                            Stack(clients, self.settings(), progress=self._sub_progress).destroy()
+                        report["destroyed"] = True
+            except KeyboardInterrupt:
+                report["interrupted"] = True
+                self.progress("interrupted: not destroying the stack in moto (its resources go "
+                              "with it); stopping every process now")
+            finally:
+                report["stopped"] += self.processes.wait_stopped(signalled)
+            report["stopped"] += self.processes.stop_all()
+            left = [r for r in self.processes.records() if is_ours(r)]
+            report["left"] = [r.describe() for r in left]
+            report["left_pids"] = [r.pid for r in left]
+            report["interrupted"] = report["interrupted"] or INTERRUPTS.hurry.is_set()
+            state_file = Path(meta.state_file) if meta and meta.state_file else self._state_file()
+            with contextlib.suppress(FileNotFoundError):
+                # The resources it describes lived in the moto server, which is gone now.
+                state_file.unlink()
+            if meta:
+                report["listening"] = [
+                    a for a in [meta.lb, meta.admin, meta.endpoint.removeprefix("http://"),
+                                *meta.instances.values()]
+                    if a and listening(*_split(a))
+                ]  # fmt: skip
+            if not report["left"]:  # else keep it: the next `down` needs to find them
+                with contextlib.suppress(FileNotFoundError):
+                    self.meta_path.unlink()
+            self._clients = None
+            return report
+
+    def _clients_for(self, meta: Meta) -> Clients:
+        """The clients `up` built, if they aim at this moto; building new ones takes a second."""
+        clients = self._clients
+        if clients is not None and clients.target.endpoint_url == meta.endpoint:
+            return clients
+        return emulator_clients(meta.endpoint, meta.region)
 
     # --- instances -----------------------------------------------------------------------
     def _instance_address(self, instance_id: str) -> str:
@@ -533,12 +612,31 @@ def _check_loopback(address: str, what: str) -> None:
         raise UserError(f"{what} {address!r} must be an IPv4 loopback address (127.x.y.z)")
 
 
-def _warm_up(endpoint: str, region: str) -> None:
-    """Runs in a thread: touches no environment, builds its own session."""
-    with contextlib.suppress(Exception):  # only an optimisation: deploy reports real errors
-        session = fake_session(region)
-        session.client("ec2", endpoint_url=endpoint).describe_availability_zones()
-        session.client("elbv2", endpoint_url=endpoint).describe_load_balancers()
+class _Warmer(threading.Thread):
+    """Builds the testbed's boto3 clients, then, as soon as moto answers, makes the first
+    call of each service the stack uses, so that moto builds those backends now."""
+
+    def __init__(self, endpoint: str, region: str):
+        super().__init__(daemon=True, name="moto-warm-up")
+        self.endpoint, self.region = endpoint, region
+        self._clients: Clients | None = None
+
+    def run(self) -> None:
+        with contextlib.suppress(Exception):  # only an optimisation: deploy reports real errors
+            clients = emulator_clients(self.endpoint, self.region)
+            for service in ("ec2", "elbv2", "ssm", "sts"):
+                getattr(clients, service)  # builds the client: boto3 loads its model
+            self._clients = clients
+            if wait_until(lambda: motoserver.responds(self.endpoint, timeout=0.5),
+                          motoserver.READY_TIMEOUT, 0.05):
+                clients.ec2.describe_availability_zones()
+                clients.elbv2.describe_load_balancers()
+                clients.ssm.get_parameter(Name=AMI_PARAMETER)
+
+    def clients(self) -> Clients | None:
+        """The warmed clients (None if building them failed), once the thread is done."""
+        self.join()
+        return self._clients
 
 
 def health_ok(address: str, timeout: float = 1.0) -> bool:
@@ -566,13 +664,15 @@ def _remove_tree(path: Path) -> None:
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """`kill <pid>` of a running command cleans up like Ctrl-C does."""
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
+    """`kill <pid>` of a running command cleans up like Ctrl-C does; a second Ctrl-C (or
+    kill) during that clean-up hurries it rather than leaving processes behind
+    (processes.Interrupts)."""
     try:
-        yield
+        with INTERRUPTS.installed():
+            yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if INTERRUPTS.interrupted and threading.current_thread() is threading.main_thread():
+            # The command ends because of it, its clean-up done: one more Ctrl-C could only
+            # turn its exit code 130 into a traceback.
+            for sig in INTERRUPTS.SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)

@@ -1,6 +1,9 @@
 """`make test-local`: up, grade, failover drill, down, each timed, then a PASS/FAIL table.
 
-Down always runs (also after a failure or Ctrl-C), so a second run needs no manual cleanup.
+Down always runs (also after a failure or Ctrl-C), so a second run needs no manual cleanup;
+a second Ctrl-C during it hurries it, and it still stops every process it started. Only
+when `up` refuses to start (a testbed of this stack already runs) does nothing run: the
+running testbed is left exactly as it was.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import requests
 from infra.console import Progress
 from infra.errors import UserError
 from infra.local.drill import run_drill
-from infra.local.testbed import sigterm_as_interrupt
+from infra.local.processes import INTERRUPTS
+from infra.local.testbed import StartRefused, sigterm_as_interrupt
 
 
 @dataclass
@@ -53,13 +57,16 @@ def grade_phase(testbed) -> tuple[bool, str]:
 
 def down_phase(testbed, was_up: bool) -> tuple[bool, str]:
     report = testbed.down()  # also probes every address the testbed used
-    leftovers = [r.describe() for r in testbed.processes.records()]
+    leftovers = report["left"]
     still = report["listening"]  # those that still answer
     problems = []
     if was_up and not report["destroyed"]:
-        problems.append("the stack was not destroyed in moto")
+        problems.append("the stack was not destroyed in moto"
+                        + (" (interrupted; moto is stopped, and its resources with it)"
+                           if report["interrupted"] else ""))
     if leftovers:
-        problems.append(f"processes left: {', '.join(leftovers)}")
+        problems.append(f"processes left: {', '.join(leftovers)}; "
+                        f"{testbed.down_command()} stops them")
     if still:
         problems.append(f"still listening: {', '.join(still)}")
     detail = (f"stopped {len(report['stopped'])} processes, "
@@ -89,6 +96,8 @@ def run(make_testbed: Callable[..., object]) -> int:
         started = time.monotonic()
         try:
             phase.passed, phase.detail = step()
+        except StartRefused:
+            raise  # nothing was started: no phase to report, nothing to clean up
         except UserError as exc:
             phase.passed, phase.detail = False, str(exc)
         except KeyboardInterrupt:
@@ -109,19 +118,22 @@ def run(make_testbed: Callable[..., object]) -> int:
         return result.passed, result.summary()
 
     interrupted = False
-    try:
-        with sigterm_as_interrupt():
+    # The handler stays for the clean-up too: a second Ctrl-C there must not skip it.
+    with sigterm_as_interrupt():
+        try:
             timed(phases[0], up)
             if phases[0].passed:
                 timed(phases[1], lambda: grade_phase(testbed))
                 timed(phases[2], drill)
-    except KeyboardInterrupt:
-        interrupted = True
-        progress("interrupted: cleaning up")
-    finally:
-        if phases[0].passed is not None or interrupted:
-            timed(phases[3], lambda: down_phase(testbed, bool(phases[0].passed)))
-    print(render(phases, progress.elapsed), flush=True)
+        except KeyboardInterrupt:
+            interrupted = True
+            progress("interrupted: cleaning up")
+        finally:
+            if phases[0].passed is not None or interrupted:
+                with INTERRUPTS.cleaning():
+                    timed(phases[3], lambda: down_phase(testbed, bool(phases[0].passed)))
+                interrupted = interrupted or INTERRUPTS.hurry.is_set()
+        print(render(phases, progress.elapsed), flush=True)
     if interrupted:
         return 130
     return 0 if all(p.passed for p in phases) else 1

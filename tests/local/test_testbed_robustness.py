@@ -140,7 +140,8 @@ def test_a_testbed_left_running_by_up_is_kept_and_its_supervisor_follows_it(
     first = new_testbed()  # mode "up": left running on purpose
     first.up()
     again = new_testbed(stack=first.stack)
-    with pytest.raises(UserError, match="still running.*make local-down"):
+    with pytest.raises(UserError, match="still running.*nothing was changed.*local down "
+                                        f"--stack {first.stack}"):
         again.up()
     assert first.status()["lb_listening"]
     # The supervisor goes away by itself once the testbed's runtime file does.

@@ -13,9 +13,10 @@ import requests
 from botocore.config import Config
 
 from infra.local import proxy
-from infra.local.drill import run_drill
+from infra.local.drill import HealthCheckClock, count_check_lines, run_drill
 from infra.local.mirror import find_instance_ids
 from infra.local.processes import listening, wait_until
+from infra.local.testbed import app_process_name
 
 pytestmark = pytest.mark.integration
 
@@ -103,16 +104,39 @@ def test_health_check_changes_in_the_target_group_reach_caddy(testbed):
     assert wait_until(lambda: interval() == "1s", 6.0, 0.2)
 
 
+def test_the_drill_knows_when_the_next_health_check_is_due(testbed):
+    """The checks' phase as the drill reads it (Caddy's config load and failed checks) says
+    when the app will see the next checks; its own access log shows when it did."""
+    health = testbed.read_stack().health
+    assert health.interval == 1  # set by the test above: a check every second
+    log = testbed.processes.record(app_process_name(next(iter(testbed.instances)))).log
+    clock = HealthCheckClock(testbed.runtime_dir, health.interval, health.path, app_log=None)
+    for _ in range(3):
+        due = clock.due_after(time.time() + 0.3)
+        assert due is not None
+        offset = Path(log).stat().st_size
+        assert wait_until(lambda o=offset: count_check_lines(log, o, health.path) > 0, 3.0, 0.01)
+        seen = time.time()
+        # Within a few ms when quiet; a wrong phase would be off by up to half a second.
+        assert abs(seen - due) < 0.15, f"a check came {seen - due:+.2f}s from the prediction"
+
+
 def test_failover_and_recovery(testbed):
     """Crash one instance under load: Caddy marks it down within the health check window,
-    the other keeps answering, and it comes back with its seed."""
+    the other keeps answering, and it comes back with its seed. The drill times both to the
+    checks' phase, and counts them: an ALB needs `unhealthy` failed checks and `healthy`
+    passing ones."""
     time.sleep(1.5)  # let the 1 s health check settle after the reload
+    health = testbed.read_stack().health
     result = run_drill(testbed)
     assert result.passed, result.summary()
     assert result.detected_after is not None and result.detected_after <= result.window
     assert result.rejoined_after is not None
     assert result.failed_after_detection == 0
     assert result.seed_intact
+    assert result.failed_checks == health.unhealthy, result.summary()
+    assert result.passing_checks == health.healthy, result.summary()
+    assert result.timed_by, "the drill did not see the health checks' phase"
     health = proxy.Caddy(testbed.meta.admin, testbed.runtime_dir).health(
         list(testbed.instances.values())
     )
