@@ -9,7 +9,7 @@ import sys
 from infra.config import STATE_DIR
 from infra.errors import UserError
 from infra.grade.address import instances_from_state, parse_address, parse_instances
-from infra.grade.grader import grade
+from infra.grade.grader import DEFAULT_DEADLINE, DEFAULT_TIMEOUT, grade
 from infra.grade.target_health import target_health
 
 
@@ -35,8 +35,12 @@ def register(subparsers, common) -> None:
                         "host:port allowed). Default: from the state file whose load balancer "
                         "is ADDRESS, if any")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument("--timeout", type=float, default=3.0, metavar="S",
-                        help="connect and read timeout per request, in seconds (default: 3)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
+                        help="deadline for each request: connect, status line, headers and "
+                        f"body together, in seconds (default: {DEFAULT_TIMEOUT:g})")
+    parser.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE, metavar="S",
+                        help="deadline for the whole grade, in seconds (default: "
+                        f"{DEFAULT_DEADLINE:g}); a dead address costs one --timeout, not this")
     parser.add_argument("--state-dir", default=STATE_DIR, help=argparse.SUPPRESS)
     parser.add_argument("--aws", action="store_true",
                         help="on a 502/503/504, ask AWS for the targets' health reasons "
@@ -47,6 +51,8 @@ def register(subparsers, common) -> None:
 def run_command(args) -> int:
     if not 0 < args.timeout <= 60:
         raise UserError("--timeout must be between 0 and 60 seconds")
+    if not 0 < args.deadline <= 600:
+        raise UserError("--deadline must be between 0 and 600 seconds")
     address = parse_address(args.address)
     source = ""
     match = instances_from_state(address, args.state_dir, args.stack)
@@ -59,7 +65,7 @@ def run_command(args) -> int:
             source = f"from {match.path}"
             if match.skipped:
                 source += f"; without a public IP: {', '.join(match.skipped)}"
-    report = grade(address, instances, timeout=args.timeout)
+    report = grade(address, instances, timeout=args.timeout, deadline=args.deadline)
     report.instances_source = source
     if args.aws and any(s in (502, 503, 504) for s in report.lb_statuses):
         report.check(2).details += target_health(args, address, match.state if match else {})
