@@ -10,7 +10,6 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
-import time
 from collections.abc import Callable, Iterable
 
 Step = tuple[float, bytes]
@@ -133,7 +132,7 @@ def self_signed_context() -> ssl.SSLContext:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=1))
@@ -152,9 +151,3 @@ def self_signed_context() -> ssl.SSLContext:
                                       serialization.NoEncryption()))
         context.load_cert_chain(cert_path, key_path)
     return context
-
-
-def wait_closed(server: ScriptedServer, seconds: float = 5) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and any(t.is_alive() for t in server._threads):
-        time.sleep(0.02)
