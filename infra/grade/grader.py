@@ -68,7 +68,8 @@ MAX_REQUESTS = 60  # the grader is a client of somebody's server: never more tha
 DEFAULT_TIMEOUT = 3.0  # one request: connect, status line, headers and body
 DEFAULT_DEADLINE = 30.0  # the whole run; a dead target costs one timeout, not this
 # An answer that may be a TLS server's reaction to plain HTTP: worth one handshake to ask.
-_MAYBE_TLS = {"reset", "no-response", "cut-off", "bad-status-line"}
+# (A TLS alert or handshake record that comes back is recognized by the probe itself.)
+_MAYBE_TLS = {"reset", "no-response", "cut-off"}
 STYLE_LABEL = {
     "json": "json={'num': N}",
     "data": "data=json.dumps({'num': N}) (no Content-Type)",
@@ -292,7 +293,7 @@ class _Grading:
         else:
             # Nothing names the instance: repeat; with 2 instances 4 sends reach both under
             # round robin (the ALB's default), and the GETs after confirm it.
-            estimate = max(2, len({e.value for e in self.spread_gets if e.value is not None}))
+            estimate = max(2, min(4, self.count_by_values()[0]))
             for _ in range(2 * estimate):
                 posts.append(self.lb("POST", style, num))
                 if not posts[-1].ok:
@@ -451,14 +452,8 @@ class _Grading:
         by_header = Counter(e.served_by for e in answered if e.served_by)
         posted = {p.sent for p in self.spread_posts if p.ok}
         values = Counter(g.value for g in self.spread_gets if g.value is not None)
-        # Each instance holds the last number it got: a POSTed value marks one instance, an
-        # old value seen twice one that missed every POST. Values never POSTed that change
-        # from GET to GET mark no instance at all: a random or counting server.
-        held = [v for v in values if v in posted]
-        stale = [v for v, n in values.items() if v not in posted and n >= 2]
-        one_off = [v for v, n in values.items() if v not in posted and n == 1]
-        unstable = len(one_off) >= 2
-        by_values = len(held) + len(stale) + (1 if len(one_off) == 1 else 0)
+        by_values, one_off = self.count_by_values()
+        unstable = one_off >= 2
         count = max(len(by_header), 0 if unstable or not posted else by_values)
         if self.cut_short and "spread" not in self.finished and count < 2:
             check.set(SKIP, f"not finished: {self.cut_short}")
@@ -472,7 +467,7 @@ class _Grading:
                             f"{len(self.spread_gets)} GETs returned {len(values)} distinct "
                             f"value(s)")
         if unstable:
-            changing = (f"{len(one_off)} of the values GET returned were never POSTed and "
+            changing = (f"{one_off} of the values GET returned were never POSTed and "
                         "changed from one GET to the next: the value is not a stored seed, so "
                         "it counts no instance")
             if not by_header:
@@ -487,6 +482,10 @@ class _Grading:
             check.set(SKIP, "cannot count instances: POST fails (check 4) and responses carry "
                       f"no {SERVED_BY} header")
             return
+        if not by_header and not values:
+            check.set(SKIP, "cannot count instances: no GET returned a readable number (check "
+                      f"3) and responses carry no {SERVED_BY} header")
+            return
         if count >= 2:
             check.set(PASS, f"{count} instances answer through the load balancer ("
                       + "; ".join(evidence) + ")")
@@ -496,6 +495,20 @@ class _Grading:
                   "healthy: the app running on each (FAQ 4), bound to 0.0.0.0 (FAQ 1), their "
                   "security group allowing the load balancer on 5000 (FAQ 6)",
                   "single-instance")
+
+    def count_by_values(self) -> tuple[int, int]:
+        """(instances the spread GETs' values show, values that mark none).
+
+        Each instance holds the last number it got: a POSTed value marks one instance, an
+        old value seen twice one that missed every POST. Values never POSTed that change
+        from GET to GET mark no instance at all: a random or counting server.
+        """
+        posted = {p.sent for p in self.spread_posts if p.ok}
+        values = Counter(g.value for g in self.spread_gets if g.value is not None)
+        held = [v for v in values if v in posted]
+        stale = [v for v, n in values.items() if v not in posted and n >= 2]
+        one_off = sum(1 for v, n in values.items() if v not in posted and n == 1)
+        return len(held) + len(stale) + (1 if one_off == 1 else 0), one_off
 
     def check_instances(self) -> None:
         check = self.checks[5]

@@ -399,12 +399,12 @@ class ProbeClient:
         if phase == "connect":
             return "connect-timeout", f"TCP connect did not complete within the {budget}"
         if cut_by_run:
-            return "run-deadline", (f"the {budget} passed while the {phase} was arriving "
+            return "run-deadline", (f"the {budget} passed with the {phase} still arriving "
                                     f"({ex.received:,} bytes so far)")
         if ex.received == 0:
             return "read-timeout", f"connected, but no byte of an answer came within the {budget}"
-        return "slow-response", (f"the answer came too slowly: {ex.received:,} bytes in "
-                                 f"{self.timeout:g} s, and the {phase} was still arriving")
+        return "slow-response", (f"{ex.received:,} bytes in {self.timeout:g} s, the {phase} "
+                                 "still arriving")
 
     def _request(self, method: str, endpoint: Endpoint, style: str | None,
                  num: int | None) -> bytes:

@@ -106,6 +106,24 @@ def test_a_class_of_forty_every_row_named_and_the_wall_time_near_the_slowest(sch
     assert re.search(r"graded 40/40  PASS 12  FAIL 28", proc.stderr)
 
 
+ISSUE_15 = {"correct": 20, "bytes-literal": 10, "json-quoted": 10, "blackhole": 10,
+            "refused": 8, "empty": 1, "garbage": 1}
+
+
+def test_the_sixty_student_roster_of_issue_15(school, tmp_path):
+    # the default bounds (3 s per request, 30 s per grade), as an instructor runs it
+    setups = school(ISSUE_15)
+    assert len(setups) == 60
+    roster, out = tmp_path / "roster.csv", tmp_path / "grades.csv"
+    classroom.write_roster(setups, roster)
+    proc, _ = grade_cli("--roster", str(roster), "--out", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _, rows = read_gradebook(out)
+    for row, setup in zip(rows, setups, strict=True):
+        assert_row_matches_its_setup(row, setup)
+    assert "60 of 60 students graded" in proc.stdout and "20 PASS, 40 FAIL" in proc.stdout
+
+
 def test_json_rows_have_the_csv_fields(school, tmp_path):
     setups = school({"correct": 2, "json-quoted": 1, "refused": 1, "empty": 1})
     roster = tmp_path / "roster.csv"
