@@ -163,8 +163,10 @@ def run_roster(args) -> int:
     print(f"grading {len(students)} students, {jobs} at a time, each within "
           f"{args.deadline:g} s and {MAX_REQUESTS} requests ({args.timeout:g} s per request)",
           file=sys.stderr, flush=True)
+    progress = ProgressLine()
     run = grade_class(students, scheme, jobs=jobs, timeout=args.timeout,
-                      deadline=args.deadline, progress=ProgressLine())
+                      deadline=args.deadline, progress=progress)
+    progress.close()
     rows = run.graded()
     if args.out:
         write_csv(rows, args.out)

@@ -178,6 +178,7 @@ class ProgressLine:
         self.every = every
         self.last = -every
         self.shown = -1
+        self.open = False
 
     def __call__(self, run: ClassRun, elapsed: float) -> None:
         rows = run.rows.values()
@@ -191,8 +192,15 @@ class ProgressLine:
         line = (f"graded {count}/{len(run.students)}  PASS {passes}  FAIL {count - passes}  "
                 f"{elapsed:.1f} s")
         self.last, self.shown = elapsed, count
-        end = "\n" if finished or not self.tty else ""
-        print(("\r" if self.tty else "") + line, end=end, file=self.stream, flush=True)
+        self.open = self.tty and not finished
+        print(("\r" if self.tty else "") + line, end="" if self.open else "\n",
+              file=self.stream, flush=True)
+
+    def close(self) -> None:
+        """End a line left open on a terminal (an interrupted run)."""
+        if self.open:
+            print(file=self.stream, flush=True)
+            self.open = False
 
 
 def write_csv(rows: list[Row], path: str | Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -94,3 +95,47 @@ def test_a_bad_scheme_file_is_a_usage_error(tmp_path, text, words):
         load_scheme(write(tmp_path, text, "p.toml"))
     for word in words:
         assert word in str(err.value), str(err.value)
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty: bool):
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def _run_with(done: int, of: int):
+    from infra.grade.gradebook import ClassRun, Row
+    from infra.grade.roster import Student
+
+    run = ClassRun([Student(i + 2, f"s{i}", "x") for i in range(of)])
+    for i in range(done):
+        run.rows[i] = Row(f"s{i}", "x", "PASS" if i % 2 == 0 else "FAIL", 0, 0, {}, [], "")
+    return run
+
+
+def test_progress_rewrites_one_line_on_a_terminal():
+    from infra.grade.gradebook import ProgressLine
+
+    stream = _Stream(tty=True)
+    progress = ProgressLine(stream)
+    progress(_run_with(1, 3), 0.1)
+    progress(_run_with(2, 3), 0.2)
+    progress.close()  # interrupted: the open line is ended
+    assert stream.getvalue() == ("\rgraded 1/3  PASS 1  FAIL 0  0.1 s"
+                                 "\rgraded 2/3  PASS 1  FAIL 1  0.2 s\n")
+
+
+def test_progress_in_a_log_is_a_line_every_few_seconds_and_at_the_end():
+    from infra.grade.gradebook import ProgressLine
+
+    stream = _Stream(tty=False)
+    progress = ProgressLine(stream, every=5)
+    progress(_run_with(1, 3), 0.1)
+    progress(_run_with(2, 3), 1.0)  # too soon after the last: nothing
+    progress(_run_with(3, 3), 1.5)  # the end: always
+    progress.close()
+    assert stream.getvalue().splitlines() == ["graded 1/3  PASS 1  FAIL 0  0.1 s",
+                                              "graded 3/3  PASS 2  FAIL 1  1.5 s"]
