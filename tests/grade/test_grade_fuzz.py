@@ -99,6 +99,7 @@ def script_of(b: dict):
     return script
 
 
+@pytest.mark.timeout(max(300, 10 * EXAMPLES))  # each case is a grader process: ~1-2 s
 @settings(max_examples=EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(behaviour=behaviours())
