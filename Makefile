@@ -11,7 +11,7 @@ PORT   ?= 5000
 .DEFAULT_GOAL := help
 .PHONY: help setup lock test lint run test-local local-up local-status local-down \
         deploy-aws destroy-aws status plan deploy-localstack destroy-localstack \
-        grade doctor bench clean
+        grade grade-class doctor bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -73,6 +73,10 @@ destroy-localstack: setup ## destroy the stack in LocalStack
 grade: setup ## check a load balancer as the autograder would: make grade LB=<dns> [INSTANCES=ip1,ip2]
 	@if [ -z "$(LB)" ]; then echo "usage: make grade LB=<load balancer DNS name> [INSTANCES=ip1,ip2]" >&2; exit 2; fi
 	$(PY) -m infra grade "$(LB)" $(if $(INSTANCES),--instances "$(INSTANCES)") --stack $(STACK) $(ARGS)
+
+grade-class: setup ## grade a class: make grade-class ROSTER=class.csv OUT=grades.csv [ARGS=--jobs 32]
+	@if [ -z "$(ROSTER)" ] || [ -z "$(OUT)" ]; then echo "usage: make grade-class ROSTER=<roster.csv> OUT=<grades.csv>" >&2; exit 2; fi
+	$(PY) -m infra grade --roster "$(ROSTER)" --out "$(OUT)" $(ARGS)
 
 doctor: setup ## name what is misconfigured on the AWS side: make doctor [STACK=..] [LB=name-or-dns]
 	$(PY) -m infra doctor $(if $(LB),--lb "$(LB)",--stack $(STACK)) $(ARGS)

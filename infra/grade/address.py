@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from infra.config import APP_PORT, LISTENER_PORT
 from infra.errors import UserError
+from infra.grade.display import shown
 
 ELB_SUFFIX = ".elb.amazonaws.com"
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
@@ -64,31 +65,63 @@ class Address:
         return self.host.lower().endswith(ELB_SUFFIX)
 
 
+def quoted(text: str, limit: int = 80) -> str:
+    """What the user typed, for a message: escaped, cut, in quotes."""
+    return f"'{shown(text, limit)}'"
+
+
 def _split(text: str, default_port: int, what: str) -> tuple[str, str, int, bool, str]:
     """-> (scheme, host, port, port_given, path) or UserError."""
     raw = text.strip()
     if not raw:
         example = f"my-lb-123.us-east-1{ELB_SUFFIX}"
         raise UserError(f"empty {what}: give a DNS name or IP, e.g. {example}")
+    netloc_end = len(re.split(r"[/?#]", raw.split("://", 1)[-1], maxsplit=1)[0])
+    if "@" in raw.split("://", 1)[-1][:netloc_end]:
+        # user:pass@host, or two addresses glued together: never echo the part before '@'
+        rest = raw.rsplit("@", 1)[1]
+        raise UserError(
+            f"{what} '***@{shown(rest, 60)}' has '@' in it: what comes before it is a user "
+            "name and password, or another address (not shown). The grader sends no "
+            "credentials and takes one bare DNS name: give just the name after '@', if "
+            "that is the load balancer")
     if any(c.isspace() for c in raw):
-        raise UserError(f"{what} {text!r} contains spaces: give one DNS name or IP")
+        raise UserError(f"{what} {quoted(text)} contains spaces: give one DNS name or IP")
+    if not raw.isprintable():
+        raise UserError(f"{what} {quoted(text)} contains control characters: type or paste "
+                        "the DNS name again")
     scheme = ""
     match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", raw)
     if match:
         scheme = match.group(1).lower()
         if scheme not in ("http", "https"):
-            raise UserError(f"{what} {text!r}: scheme {scheme}:// is not HTTP; give the DNS name")
+            raise UserError(f"{what} {quoted(text)}: scheme {shown(scheme, 20)}:// is not "
+                            "HTTP; give the DNS name")
         raw = raw[match.end():]
     try:
         parts = urlsplit("//" + raw)
         port = parts.port
         host = parts.hostname
     except ValueError as exc:
-        raise UserError(f"{what} {text!r}: bad port ({exc}); use host or host:port") from None
+        raise UserError(f"{what} {quoted(text)}: bad port ({shown(str(exc), 60)}); use host "
+                        "or host:port, the port a number from 1 to 65535") from None
     if not host:
-        raise UserError(f"{what} {text!r} has no host name; give a DNS name or IP")
+        raise UserError(f"{what} {quoted(text)} has no host name; give a DNS name or IP")
+    if port is None and parts.netloc.endswith(":"):
+        raise UserError(f"{what} {quoted(text)} ends in ':' with no port: give host "
+                        f"(port {default_port}) or host:port")
+    if port == 0:
+        raise UserError(f"{what} {quoted(text)}: port 0 is not a port one can connect to; "
+                        f"give host (port {default_port}) or host:port, from 1 to 65535")
+    bare = host.rstrip(".")
+    if re.fullmatch(r"[0-9.]+", bare) and not _valid_host(bare):
+        raise UserError(f"{what} {quoted(text)}: {shown(bare, 40)} is not a valid IPv4 address "
+                        "(four numbers from 0 to 255, like 54.12.0.7), and a name cannot be "
+                        "all digits: give the load balancer's DNS name")
     if not _valid_host(host):
-        raise UserError(f"{what} {text!r}: {host!r} is not a DNS name or IP address")
+        named = "" if host == raw.lower() else f": {quoted(host, 60)}"
+        raise UserError(f"{what} {quoted(text)}{named} is not a DNS name or IP address (a "
+                        "name has letters, digits, '-' and dots, at most 253 characters)")
     path = parts.path + (f"?{parts.query}" if parts.query else "")
     return scheme, host.lower(), port if port is not None else default_port, port is not None, path
 
@@ -98,6 +131,8 @@ def _valid_host(host: str) -> bool:
         ipaddress.ip_address(host)
         return True
     except ValueError:
+        if re.fullmatch(r"[0-9.]+", host.rstrip(".")):
+            return False  # a dotted quad that is not IPv4 (999.999.999.999) is no name either
         return bool(_HOSTNAME_RE.match(host)) and len(host) <= 253
 
 
@@ -117,7 +152,7 @@ def parse_address(text: str) -> Address:
             f"speaks plain HTTP: checking http://{address.endpoint.netloc}/ instead"
         )
     if path not in ("", "/"):
-        notes.append(f"ignored the path {path!r}: the grader only uses '/'")
+        notes.append(f"ignored the path {quoted(path, 60)}: the grader only uses '/'")
     elif path == "/":
         notes.append("removed the trailing '/'")
     if port_given and port == LISTENER_PORT:
@@ -150,7 +185,8 @@ def parse_instances(text: str, default_port: int = APP_PORT) -> list[Endpoint]:
         if endpoint not in endpoints:
             endpoints.append(endpoint)
     if not endpoints:
-        raise UserError(f"--instances {text!r} names no instance; use ip1,ip2 or host:port,...")
+        raise UserError(f"--instances {quoted(text)} names no instance; use ip1,ip2 or "
+                        "host:port,...")
     return endpoints
 
 

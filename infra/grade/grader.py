@@ -16,18 +16,19 @@ Sequence: 2 GETs (checks 2, 3); 4 POSTs of distinct numbers, alternating both st
 GETs (check 5: each instance keeps the last number it got, so distinct values = distinct
 instances); POST N1 with json= until every instance took it, then GETs; the same with
 N2 and data=; then one GET per instance (check 6). Every phase is bounded, and so is the
-whole run (MAX_REQUESTS).
+whole run: at most MAX_REQUESTS requests, each within `timeout` seconds (connect, status,
+headers and body), all within `deadline` seconds (see http_probe.py for the size limits).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import random
-import socket
+import re
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-
-import requests
 
 from infra.grade.address import (
     Address,
@@ -35,21 +36,40 @@ from infra.grade.address import (
     parse_address,
     parse_instances,
 )
-from infra.grade.http_probe import SERVED_BY, BudgetExhausted, Exchange, ProbeClient
+from infra.grade.display import shown
+from infra.grade.http_probe import (
+    LIMITS,
+    SERVED_BY,
+    BudgetExhausted,
+    Deadline,
+    DeadlineReached,
+    Exchange,
+    Limits,
+    ProbeClient,
+    ProbeError,
+    Stop,
+    resolve,
+    tcp_connect,
+)
 from infra.grade.pitfalls import (
     FORM_READER,
-    TRANSPORT_FINDINGS,
     Finding,
     classify_body,
     explain_post_failure,
     explain_status,
     show_body,
+    transport_finding,
 )
 from infra.grade.report import FAIL, PASS, SKIP, Check, Report
 
-__all__ = ["MAX_REQUESTS", "Check", "Report", "grade"]
+__all__ = ["DEFAULT_DEADLINE", "DEFAULT_TIMEOUT", "MAX_REQUESTS", "Check", "Report", "grade"]
 
 MAX_REQUESTS = 60  # the grader is a client of somebody's server: never more than this
+DEFAULT_TIMEOUT = 3.0  # one request: connect, status line, headers and body
+DEFAULT_DEADLINE = 30.0  # the whole run; a dead target costs one timeout, not this
+# An answer that may be a TLS server's reaction to plain HTTP: worth one handshake to ask.
+# (A TLS alert or handshake record that comes back is recognized by the probe itself.)
+_MAYBE_TLS = {"reset", "no-response", "cut-off"}
 STYLE_LABEL = {
     "json": "json={'num': N}",
     "data": "data=json.dumps({'num': N}) (no Content-Type)",
@@ -59,14 +79,18 @@ STYLE_LABEL = {
 
 class _Grading:
     def __init__(self, address: Address, instances: list[Endpoint], timeout: float,
-                 budget: int, rng: random.Random):
+                 budget: int, rng: random.Random, deadline: float = DEFAULT_DEADLINE,
+                 cancel: threading.Event | None = None, limits: Limits = LIMITS):
         self.address = address
         self.instances = instances
-        self.client = ProbeClient(timeout, budget)
+        self.deadline = Deadline(deadline)
+        self.client = ProbeClient(timeout, budget, self.deadline, cancel, limits)
         self.timeout = timeout
         self.rng = rng
         self.log: list[Exchange] = []
         self.stopped = ""  # why the LB got no more requests
+        self.cut_short = ""  # a run-wide limit that ended the run early (budget, deadline)
+        self.finished: set[str] = set()  # the probes that ran to their end
         self.checks = [
             Check(1, f"connects to port {address.port}"),
             Check(2, "GET / returns 200"),
@@ -86,11 +110,29 @@ class _Grading:
     def lb(self, method: str, style: str | None = None, num: int | None = None) -> Exchange:
         if self.stopped or self.client.remaining() <= self.reserve():
             raise BudgetExhausted
+        if self.instances and self.deadline.remaining() < self.timeout + 0.1:
+            raise DeadlineReached  # keep one request's time for the instances (check 6)
         ex = self.client.send(method, self.address.endpoint, "lb", style, num)
+        if ex.error == "run-deadline":  # our limit, not the server's answer: stop here
+            raise DeadlineReached
         self.log.append(ex)
-        if ex.error:  # no HTTP answer: don't wait out more timeouts on a dead address
+        if ex.error:  # no usable answer: don't wait out more timeouts on a dead address
+            self.stopped = ex.error
+            if ex.error in _MAYBE_TLS and sum(e.target == "lb" for e in self.log) == 1:
+                self.ask_tls(ex)
+        elif ex.status == 400 and re.search(r"\bhttps\b", ex.body[:2000], re.IGNORECASE):
+            # Go's and nginx's answer to plain HTTP on a TLS port: "Client sent an HTTP
+            # request to an HTTPS server", "The plain HTTP request was sent to HTTPS port"
+            ex.error, ex.detail = "tls-port", f"400 with {show_body(ex.body)}"
             self.stopped = ex.error
         return ex
+
+    def ask_tls(self, ex: Exchange) -> None:
+        """A first answer that failed the way a TLS port fails plain HTTP: one handshake."""
+        if self.client.speaks_tls(self.address.endpoint):  # counted in the request budget
+            ex.error, ex.detail = "tls-port", f"plain HTTP got: {ex.detail or ex.error}; a TLS " \
+                "handshake on the same port succeeds"
+            self.stopped = ex.error
 
     def lb_gets(self, n: int) -> list[Exchange]:
         out = []
@@ -121,69 +163,77 @@ class _Grading:
                     for style, offset in (("json", 100), ("data", 200)):
                         self.probe_style(style, self.base + offset)
                     self.probe_form_if_json_fails()
-            except BudgetExhausted:
-                capped = not self.stopped
-            else:
-                capped = False
+            except Stop as stop:
+                if not self.stopped:
+                    self.cut_short = self._why_cut(stop)
             self.judge_status()
             self.judge_body()
             self.judge_post()
             self.judge_spread()
-            if capped:
-                self.checks[3].details.append(
-                    f"stopped at the cap of {self.client.budget} requests "
-                    f"({len(self.instances)} kept for the instances)")
+            if self.cut_short and self.cut_short not in self.checks[3].reason:
+                self.checks[3].details.append(f"stopped early: {self.cut_short}")
         self.check_instances()
+
+    def _why_cut(self, stop: Stop) -> str:
+        if isinstance(stop, BudgetExhausted):
+            return (f"the cap of {self.client.budget} requests was reached "
+                    f"({len(self.instances)} kept for the instances)")
+        return (f"the run deadline of {self.deadline.seconds:g} s was reached "
+                f"(after {self.client.count} requests; --deadline sets it)")
 
     def check_connect(self) -> bool:
         check = self.checks[0]
         host, port = self.address.host, self.address.port
         try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as exc:
-            check.set(FAIL, f"{host} does not resolve ({exc})",
-                      "copy the DNS name from the load balancer's description; a new load "
-                      "balancer's name takes a minute or two to resolve", "dns")
-            self.skip_lb("the name does not resolve")
+            found = resolve(host, port, min(self.timeout, self.deadline.remaining()))
+        except ProbeError as exc:
+            finding = transport_finding(exc.code, "")
+            fix = ("copy the DNS name from the load balancer's description; a new load "
+                   "balancer's name takes a minute or two to resolve") if exc.code != \
+                "loopback-only" else finding.fix
+            check.set(FAIL, f"{exc.detail}", fix, exc.code)
+            self.skip_lb("the name does not resolve" if exc.code != "loopback-only"
+                         else "not a loopback address")
             return False
-        ips = sorted({info[4][0] for info in infos})
-        family, _, _, _, sockaddr = infos[0]
-        started = time.monotonic()
+        ips = sorted({addr[0] for _, addr in found})
+        family, sockaddr = found[0]
+        seconds = max(0.01, min(self.timeout, self.deadline.remaining()))
         try:
-            with socket.socket(family, socket.SOCK_STREAM) as sock:
-                sock.settimeout(self.timeout)
-                sock.connect(sockaddr)
-        except TimeoutError:
-            private = [ip for ip in ips if _is_private(ip)]
+            took = tcp_connect(family, sockaddr, seconds, self.client.cancel)
+        except ProbeError as exc:
+            self.connect_failed(exc, sockaddr[0], port, ips, seconds)
+            return False
+        check.set(PASS, f"{shown(host, 80)} resolves to {', '.join(ips)}; TCP {port} opened "
+                  f"in {took * 1000:.0f} ms")
+        return True
+
+    def connect_failed(self, exc: ProbeError, ip: str, port: int, ips: list[str],
+                       seconds: float) -> None:
+        check = self.checks[0]
+        if exc.code == "connect-timeout":
+            private = [a for a in ips if _is_private(a)]
             why = (
                 "the load balancer's security group does not allow TCP "
                 f"{port} from anywhere (0.0.0.0/0), or the load balancer is internal"
             )
             if private and len(private) == len(ips):
                 why += f" (it resolves to private addresses {', '.join(private)}: internal)"
-            check.set(FAIL, f"TCP connect to {sockaddr[0]}:{port} timed out after "
-                      f"{self.timeout:g} s: {why}",
+            check.set(FAIL, f"TCP connect to {ip}:{port} timed out after {seconds:g} s: {why}",
                       f"give the load balancer its own security group allowing HTTP {port} from "
                       "0.0.0.0/0 (not the default group), scheme internet-facing; and run the "
                       "grader from your own machine, not from one of the instances (FAQ 5)",
                       "connect-timeout")
             self.skip_lb("TCP connect timed out")
-            return False
-        except ConnectionRefusedError:
-            check.set(FAIL, f"{sockaddr[0]}:{port} refused the connection: nothing listens on "
+        elif exc.code == "refused":
+            check.set(FAIL, f"{ip}:{port} refused the connection: nothing listens on "
                       f"port {port}",
                       f"add an HTTP listener on port {port} to the load balancer, forwarding to "
                       "the target group", "refused")
             self.skip_lb("the connection was refused")
-            return False
-        except OSError as exc:
-            check.set(FAIL, f"cannot connect to {sockaddr[0]}:{port}: {exc}",
+        else:
+            check.set(FAIL, f"cannot connect to {ip}:{port}: {exc.detail}",
                       "check the address and your network", "connect-error")
             self.skip_lb("no connection")
-            return False
-        ms = (time.monotonic() - started) * 1000
-        check.set(PASS, f"{host} resolves to {', '.join(ips)}; TCP {port} opened in {ms:.0f} ms")
-        return True
 
     def skip_lb(self, why: str) -> None:
         for c in self.checks[1:5]:
@@ -200,11 +250,16 @@ class _Grading:
             style = "json" if i % 2 == 0 else "data"
             self.spread_posts.append(self.lb("POST", style, self.base + i))
         self.spread_gets = self.lb_gets(6)
+        self.finished.add("spread")
 
     def probe_style(self, style: str, num: int) -> None:
         """POST num in one style until every known instance took it, then GET to confirm."""
         run = {"num": num, "posts": [], "gets": [], "rounds": 0}
         self.style_runs[style] = run
+        self._probe_style(style, num, run)  # a Stop leaves it unfinished
+        self.finished.add(style)
+
+    def _probe_style(self, style: str, num: int, run: dict) -> None:
         for _ in range(2):  # a second round only when the first left stale instances
             run["rounds"] += 1
             run["posts"] += self._post_until_covered(style, num)
@@ -238,7 +293,7 @@ class _Grading:
         else:
             # Nothing names the instance: repeat; with 2 instances 4 sends reach both under
             # round robin (the ALB's default), and the GETs after confirm it.
-            estimate = max(2, len({e.value for e in self.spread_gets if e.value is not None}))
+            estimate = max(2, min(4, self.count_by_values()[0]))
             for _ in range(2 * estimate):
                 posts.append(self.lb("POST", style, num))
                 if not posts[-1].ok:
@@ -258,18 +313,17 @@ class _Grading:
             if check.status == SKIP and not check.reason:
                 check.set(SKIP, "no GET was sent")
             return
-        bad = [e for e in gets if e.status != 200]
+        bad = [e for e in gets if e.error or e.status != 200]
         if not bad:
             check.set(PASS, f"{len(gets)} of {len(gets)} GETs returned 200")
             return
         first = bad[0]
         if first.error:
-            finding = TRANSPORT_FINDINGS.get(first.error) or Finding(
-                first.error, first.detail, "check that the load balancer and the app are running"
-            )
-            prefix = f"GET / got no answer ({first.detail})" if first.error != "read-timeout" \
-                else f"GET / got no answer within {self.timeout:g} s"
-            check.set(FAIL, f"{prefix}: {finding.reason}", finding.fix, finding.code)
+            finding = transport_finding(first.error, first.detail)
+            check.set(FAIL, f"GET / got no usable answer: {finding.reason}", finding.fix,
+                      finding.code)
+            if first.interim:
+                check.details.append(f"after {first.interim} interim (1xx) answer(s)")
             return
         finding = explain_status(first.status)
         counts = Counter(e.status for e in bad)
@@ -281,13 +335,14 @@ class _Grading:
 
     def judge_body(self) -> None:
         check = self.checks[2]
-        answered = [e for e in self.log if e.method == "GET" and e.status == 200]
+        answered = [e for e in self.log if e.method == "GET" and e.status == 200
+                    and not e.error]
         if not answered:
             if not check.reason:
                 check.set(SKIP, "no GET / returned 200 (check 2)")
             return
         for e in answered:
-            finding = classify_body(e.body, e.content_type)
+            finding = classify_body(e.body, e.content_type, e.body_size if e.truncated else "")
             if finding:
                 check.finding(FAIL, finding)
                 return
@@ -299,10 +354,19 @@ class _Grading:
         check = self.checks[3]
         if check.reason:
             return
+        if not self.style_runs and self.cut_short:
+            check.set(SKIP, f"not run: {self.cut_short}")
+            return
         if not self.style_runs:
             check.set(SKIP, "not run: GET / never returned 200 (check 2)" if not self.stopped
                       else f"not run: the load balancer stopped answering ({self.stopped})")
             return
+        unfinished = [s for s in ("json", "data") if s not in self.finished]
+        if self.cut_short and unfinished:
+            self.style_runs = {s: r for s, r in self.style_runs.items() if s in self.finished}
+            if not self.style_runs:
+                check.set(SKIP, f"not finished: {self.cut_short}")
+                return
         ok_styles = {s for s, r in self.style_runs.items() if any(p.ok for p in r["posts"])}
         problems: list[tuple[str, Finding]] = []
         summaries: list[str] = []
@@ -363,6 +427,11 @@ class _Grading:
             check.details = [f"{STYLE_LABEL[s]}: {f.reason}" for s, f in problems[1:]]
             check.details += summaries
             return
+        if self.cut_short and unfinished:
+            check.set(SKIP, f"not finished ({', '.join(map(STYLE_LABEL.get, unfinished))} "
+                      f"not tried to the end): {self.cut_short}")
+            check.details = summaries
+            return
         if unverified:
             check.set(SKIP, "POST / answered 2xx, but no GET after it returned a readable "
                       "number (checks 2 and 3), so the update cannot be confirmed")
@@ -383,7 +452,12 @@ class _Grading:
         by_header = Counter(e.served_by for e in answered if e.served_by)
         posted = {p.sent for p in self.spread_posts if p.ok}
         values = Counter(g.value for g in self.spread_gets if g.value is not None)
-        count = max(len(by_header), len(values) if posted else 0)
+        by_values, one_off = self.count_by_values()
+        unstable = one_off >= 2
+        count = max(len(by_header), 0 if unstable or not posted else by_values)
+        if self.cut_short and "spread" not in self.finished and count < 2:
+            check.set(SKIP, f"not finished: {self.cut_short}")
+            return
         evidence = []
         if by_header:
             evidence.append("X-Served-By: " + ", ".join(f"{k} ({n}x)" for k, n in
@@ -392,9 +466,25 @@ class _Grading:
             evidence.append(f"after {len(self.spread_posts)} distinct POSTs, "
                             f"{len(self.spread_gets)} GETs returned {len(values)} distinct "
                             f"value(s)")
+        if unstable:
+            changing = (f"{one_off} of the values GET returned were never POSTed and "
+                        "changed from one GET to the next: the value is not a stored seed, so "
+                        "it counts no instance")
+            if not by_header:
+                check.set(FAIL, f"cannot count instances: {changing} ("
+                          + "; ".join(evidence) + ")",
+                          "GET / must return the number the last POST / stored on that "
+                          "instance (one shared seed per instance, not a random or counter "
+                          "value); add X-Served-By to tell instances apart", "values-unstable")
+                return
+            check.details.append(changing + "; counted by X-Served-By instead")
         if not by_header and not posted:
             check.set(SKIP, "cannot count instances: POST fails (check 4) and responses carry "
                       f"no {SERVED_BY} header")
+            return
+        if not by_header and not values:
+            check.set(SKIP, "cannot count instances: no GET returned a readable number (check "
+                      f"3) and responses carry no {SERVED_BY} header")
             return
         if count >= 2:
             check.set(PASS, f"{count} instances answer through the load balancer ("
@@ -406,6 +496,20 @@ class _Grading:
                   "security group allowing the load balancer on 5000 (FAQ 6)",
                   "single-instance")
 
+    def count_by_values(self) -> tuple[int, int]:
+        """(instances the spread GETs' values show, values that mark none).
+
+        Each instance holds the last number it got: a POSTed value marks one instance, an
+        old value seen twice one that missed every POST. Values never POSTed that change
+        from GET to GET mark no instance at all: a random or counting server.
+        """
+        posted = {p.sent for p in self.spread_posts if p.ok}
+        values = Counter(g.value for g in self.spread_gets if g.value is not None)
+        held = [v for v in values if v in posted]
+        stale = [v for v, n in values.items() if v not in posted and n >= 2]
+        one_off = sum(1 for v, n in values.items() if v not in posted and n == 1)
+        return len(held) + len(stale) + (1 if one_off == 1 else 0), one_off
+
     def check_instances(self) -> None:
         check = self.checks[5]
         if not self.instances:
@@ -414,12 +518,15 @@ class _Grading:
             return
 
         def probe(endpoint: Endpoint) -> Exchange:
-            with requests.Session() as session:
-                try:
-                    return self.client.send("GET", endpoint, str(endpoint), session=session)
-                except BudgetExhausted:
-                    return Exchange("GET", str(endpoint), error="budget",
-                                    detail="request budget used up")
+            try:
+                return self.client.send("GET", endpoint, str(endpoint))
+            except BudgetExhausted:
+                return Exchange("GET", str(endpoint), error="budget",
+                                detail=f"the run's {self.client.budget} requests were used up")
+            except DeadlineReached:
+                return Exchange("GET", str(endpoint), error="run-deadline",
+                                detail=f"the run deadline of {self.deadline.seconds:g} s "
+                                "was reached before this instance was asked")
 
         with ThreadPoolExecutor(max_workers=min(8, len(self.instances))) as pool:
             results = list(pool.map(probe, self.instances))
@@ -453,13 +560,12 @@ class _Grading:
                            "ssh in and start the app (FAQ 4), bound to 0.0.0.0, not 127.0.0.1 "
                            "(FAQ 1: flask run --host=0.0.0.0)")
         if ex.error:
-            base = TRANSPORT_FINDINGS.get(ex.error)
-            return Finding(f"instance-{ex.error}", base.reason if base else ex.detail,
-                           base.fix if base else "check that the app runs there")
+            base = transport_finding(ex.error, ex.detail)
+            return Finding(f"instance-{base.code}", base.reason, base.fix)
         if ex.status != 200:
             s = explain_status(ex.status)
             return Finding(f"instance-{s.code}", s.reason, s.fix)
-        body = classify_body(ex.body, ex.content_type)
+        body = classify_body(ex.body, ex.content_type, ex.body_size if ex.truncated else "")
         if body:
             return Finding(f"instance-{body.code}", body.reason, body.fix)
         if self.final_value is not None and ex.value != self.final_value:
@@ -474,7 +580,7 @@ class _Grading:
         if ex.served_by and lb_backends and ex.served_by not in lb_backends:
             return Finding(
                 "instance-not-behind-lb",
-                f"answers as {ex.served_by!r}, which never answered through the load balancer "
+                f"answers as '{ex.served_by}', which never answered through the load balancer "
                 f"({', '.join(sorted(lb_backends))})",
                 "register this instance in the target group (port 5000)",
             )
@@ -482,8 +588,6 @@ class _Grading:
 
 
 def _is_private(ip: str) -> bool:
-    import ipaddress
-
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:
@@ -492,9 +596,14 @@ def _is_private(ip: str) -> bool:
 
 
 def grade(address: str | Address, instances: list[str | Endpoint] | None = None, *,
-          timeout: float = 3.0, max_requests: int = MAX_REQUESTS,
-          rng: random.Random | None = None) -> Report:
-    """Grade the load balancer at `address` (and each instance, when given) over HTTP."""
+          timeout: float = DEFAULT_TIMEOUT, deadline: float = DEFAULT_DEADLINE,
+          max_requests: int = MAX_REQUESTS, rng: random.Random | None = None,
+          cancel: threading.Event | None = None, limits: Limits = LIMITS) -> Report:
+    """Grade the load balancer at `address` (and each instance, when given) over HTTP.
+
+    Ends within `deadline` seconds (plus one `timeout` at most for a name lookup that hangs)
+    after at most `max_requests` requests. `cancel`, when set, stops it with Cancelled.
+    """
     addr = address if isinstance(address, Address) else parse_address(address)
     endpoints: list[Endpoint] = []
     for item in instances or []:
@@ -502,9 +611,11 @@ def grade(address: str | Address, instances: list[str | Endpoint] | None = None,
             if e not in endpoints:
                 endpoints.append(e)
     started = time.monotonic()
-    grading = _Grading(addr, endpoints, timeout, max_requests, rng or random.Random())  # noqa: S311 - test values
+    grading = _Grading(addr, endpoints, timeout, max_requests,
+                       rng or random.Random(), deadline, cancel, limits)  # noqa: S311 - test values
     grading.run()
     statuses = [e.status for e in grading.log if e.target == "lb" and e.status
                 and e.status != 200 and e.method == "GET"]
     return Report(addr, endpoints, grading.checks, grading.client.count,
-                  time.monotonic() - started, lb_statuses=statuses)
+                  time.monotonic() - started, lb_statuses=statuses,
+                  cut_short=grading.cut_short, timeout=timeout, deadline=deadline)

@@ -9,13 +9,20 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# fullmatch, ASCII digits: `$` alone would let a trailing "\n" through
+from infra.grade.display import shown
+
+# Python's limit for int() of a string (sys.int_info.default_max_str_digits), which the app
+# keeps to as well (app/parsing.py): a longer number is a ValueError in a grader's int().
+MAX_DIGITS = 4300
+# fullmatch, ASCII digits: `$` alone would let a trailing "\n" through, and `\d` would
+# take "١٢٣" (Arabic-Indic digits), which int() reads but a text comparison does not.
 BARE_INTEGER = re.compile(r"-?[0-9]+")
 _BYTES_LITERAL = re.compile(r"""^\s*b(['"]).*\1\s*$""", re.DOTALL)
-_JSON_QUOTED = re.compile(r'^\s*"\s*-?\d+\s*"\s*$')
-_PADDED = re.compile(r"^\s*-?\d+\s*$")
-_FLOAT = re.compile(r"^\s*-?\d+\.\d*\s*$")
-_ANY_INTEGER = re.compile(r"-?\d+")
+_JSON_QUOTED = re.compile(r'^\s*"\s*-?[0-9]+\s*"\s*$')
+_PADDED = re.compile(r"^\s*-?[0-9]+\s*$")
+_FLOAT = re.compile(r"^\s*-?[0-9]+\.[0-9]*\s*$")
+_ANY_INTEGER = re.compile(r"-?[0-9]+")
+_OTHER_DIGITS = re.compile(r"^\s*-?\d+\s*$")  # any script's decimal digits (str pattern)
 
 
 @dataclass(frozen=True)
@@ -28,42 +35,72 @@ class Finding:
 def lenient_value(body: str) -> int | None:
     """The integer a body most likely means, whatever its wrapping (for comparing values
     while the format itself is judged separately): '100', '"100"\\n', "b'\\"100\\"\\n'"."""
-    match = _ANY_INTEGER.search(body)
-    if match is None or len(_ANY_INTEGER.findall(body)) != 1:
-        return None
-    return int(match.group())
+    numbers = _ANY_INTEGER.findall(body[: 2 * MAX_DIGITS + 100])
+    if len(numbers) != 1 or len(numbers[0].lstrip("-")) > MAX_DIGITS:
+        return None  # none, several, or too long for int(): no value to compare
+    return int(numbers[0])
 
 
-def show_body(body: str, limit: int = 60) -> str:
+def show_body(body: str, limit: int = 60, size: str = "") -> str:
     """The body as the user would recognize it: verbatim in backquotes when it is one line
-    of printable text (so a bytes literal reads b'"1000"\\n'), else repr() (a real newline)."""
+    of printable text (so a bytes literal reads b'"1000"\\n'), else repr() (a real newline,
+    an ESC as \\x1b); cut to `limit` characters, with the full size noted."""
     cut = body[:limit]
-    more = "..." if len(body) > limit else ""
+    if len(body) > limit or size:
+        more = f"... ({size or f'{len(body):,} characters'} in all)"
+    else:
+        more = ""
     if cut and cut.isprintable() and "`" not in cut:
         return f"`{cut}`{more}"
     return repr(cut) + more
 
 
-def classify_body(body: str, content_type: str) -> Finding | None:
-    """None when the body is what the grader wants: exactly `^-?\\d+$`, not labelled JSON."""
-    shown = show_body(body)
+def digits_in(body: str) -> int:
+    return len(body.strip().lstrip("-"))
+
+
+def classify_body(body: str, content_type: str, size: str = "") -> Finding | None:
+    """None when the body is what the grader wants: exactly `^-?[0-9]+$` (ASCII, at most
+    MAX_DIGITS digits), not labelled JSON. `size` is set when the body was cut at the cap."""
+    seen = show_body(body, size=size)
     ctype = (content_type or "").split(";")[0].strip().lower()
+    if size:
+        return Finding(
+            "body-too-large",
+            f"the body is {size}, where the seed is a few digits: {seen}",
+            "GET / must return only the seed, a few digits: `return str(seed)`",
+        )
+    if BARE_INTEGER.fullmatch(body) and digits_in(body) > MAX_DIGITS:
+        return Finding(
+            "number-too-long",
+            f"the body is an integer of {digits_in(body):,} digits ({seen}); a grader's "
+            f"int() refuses more than {MAX_DIGITS:,} (ValueError), and the app keeps at most "
+            "that many",
+            "return the seed the last POST stored, str(seed); the grader sends 8-digit numbers",
+        )
     if BARE_INTEGER.fullmatch(body):
         if ctype == "application/json" or ctype.endswith("+json"):
             return Finding(
                 "json-content-type",
-                f"body {shown} is bare, but Content-Type is {ctype}: the seed is plain text, "
-                "and a client that trusts the label parses JSON",
+                f"body {seen} is bare, but Content-Type is {shown(ctype, 60)}: the seed is plain "
+                "text, and a client that trusts the label parses JSON",
                 "return the number as text, e.g. `return str(seed)` (Flask labels it text/html)"
                 " or with {'Content-Type': 'text/plain'}; not jsonify()",
             )
         return None
     if not body:
         return Finding("empty-body", "the body is empty", "return the seed: `return str(seed)`")
+    if _OTHER_DIGITS.match(body) and not _PADDED.match(body):
+        return Finding(
+            "non-ascii-digits",
+            f"body {seen} is written in digits other than ASCII 0-9 (e.g. Arabic-Indic "
+            "١٢٣): the grader compares the text with the number it sent, in 0-9",
+            "return str(seed) of an int (always 0-9); do not localize or format the number",
+        )
     if _BYTES_LITERAL.match(body):
         return Finding(
             "bytes-literal",
-            f"body {shown} is a Python bytes literal: str() of bytes (FAQ 6, b'\"1000\"\\n')",
+            f"body {seen} is a Python bytes literal: str() of bytes (FAQ 6, b'\"1000\"\\n')",
             "decode instead of str(): parse the POST with request.get_json(force=True) and "
             "store int(data['num']); return str(seed), never str(request.data)",
         )
@@ -71,39 +108,39 @@ def classify_body(body: str, content_type: str) -> Finding | None:
     if head.startswith("<") or "<html" in head or "<!doctype" in head:
         return Finding(
             "html-page",
-            f"body is an HTML page ({shown}), not the seed: an error page or a default page",
+            f"body is an HTML page ({seen}), not the seed: an error page or a default page",
             "make GET / return only the seed number; look at what serves port 5000 "
             "(and at the app's log)",
         )
     if _JSON_QUOTED.match(body):
         return Finding(
             "json-quoted",
-            f"body {shown} is a JSON string in quotes: jsonify() or json.dumps() of the value",
+            f"body {seen} is a JSON string in quotes: jsonify() or json.dumps() of the value",
             "return str(seed) (plain text, no quotes); not jsonify(seed) / json.dumps(str(seed))",
         )
     stripped = body.strip()
     if stripped.startswith(("{", "[")):
         return Finding(
             "json-document",
-            f"body {shown} is a JSON document, not a bare integer",
+            f"body {seen} is a JSON document, not a bare integer",
             "return just the number: `return str(seed)`",
         )
     if _PADDED.match(body):
         what = "a trailing newline" if body.rstrip(" \t") != body.rstrip() else "whitespace"
         return Finding(
             "whitespace",
-            f"body {shown} has {what} around the number; the grader compares exactly",
+            f"body {seen} has {what} around the number; the grader compares exactly",
             "return str(seed) with nothing added (no print-style '\\n', no f'{seed}\\n')",
         )
     if _FLOAT.match(body):
         return Finding(
             "not-integer",
-            f"body {shown} is a decimal number, not an integer",
+            f"body {seen} is a decimal number, not an integer",
             "store int(num), not float(num); return str(seed)",
         )
     return Finding(
         "not-integer",
-        f"body {shown} is not a bare integer (^-?\\d+$)",
+        f"body {seen} is not a bare integer (^-?\\d+$)",
         "make GET / return only the seed: `return str(seed)`",
     )
 
@@ -209,7 +246,9 @@ FORM_READER = Finding(
 )
 
 
-# No HTTP answer at all, by what the connection did.
+# No usable HTTP answer, by what the connection did or which limit the answer broke. The
+# probe's `detail` (what was seen) goes before the reason.
+_TLS_REASON = "this port speaks HTTPS; the autograder uses plain HTTP on port 80"
 TRANSPORT_FINDINGS = {
     "read-timeout": Finding(
         "read-timeout",
@@ -217,6 +256,16 @@ TRANSPORT_FINDINGS = {
         "or what listens is not an HTTP server",
         "restart the app on each instance and try GET / there (curl http://IP:5000/); "
         "a load balancer's target timeout shows as 504",
+    ),
+    "slow-response": Finding(
+        "slow-response",
+        "the answer trickled in and was not complete within the request's deadline",
+        "the app must answer GET / at once; look for a proxy or app that streams slowly",
+    ),
+    "run-deadline": Finding(
+        "run-deadline",
+        "the grade's whole-run deadline passed in the middle of this request",
+        "answer each request quickly (milliseconds); or raise --deadline for a slow link",
     ),
     "no-response": Finding(
         "no-response",
@@ -226,4 +275,71 @@ TRANSPORT_FINDINGS = {
     "reset": Finding(
         "reset", "the connection was reset", "make sure the app listens there; read its log"
     ),
+    "cut-off": Finding(
+        "cut-off",
+        "the answer was cut off before it was complete",
+        "make sure the app answers with a complete response; read its log",
+    ),
+    "bad-status-line": Finding(
+        "bad-status-line",
+        "the server's answer is not HTTP/1.x: something other than an HTTP server (or the "
+        "app) answers on this port",
+        "point the listener (or the port) at the app: `python -m app` or `flask run "
+        "--host=0.0.0.0`, which answer HTTP",
+    ),
+    "tls-port": Finding(
+        "tls-port", _TLS_REASON,
+        "add a plain HTTP listener on port 80 to the load balancer, forwarding to the "
+        "target group (an HTTPS listener alone is not graded)",
+    ),
+    "too-many-interim": Finding(
+        "too-many-interim",
+        "the server sent interim (1xx) answers without end instead of an answer",
+        "answer GET / with 200 and the seed; do not send 100 Continue unasked",
+    ),
+    "too-many-headers": Finding(
+        "too-many-headers", "the answer has more headers than any client accepts",
+        "send a few headers only; look at what the app or a proxy adds",
+    ),
+    "headers-too-large": Finding(
+        "headers-too-large", "the answer's headers are larger than any client accepts",
+        "send short headers; look at what the app or a proxy adds (cookies?)",
+    ),
+    "bad-header": Finding(
+        "bad-header", "the answer has a malformed header line",
+        "let the app's server (gunicorn, flask run) write the headers",
+    ),
+    "bad-framing": Finding(
+        "bad-framing", "the body's framing (Content-Length or chunks) is malformed",
+        "let the app's server (gunicorn, flask run) frame the body",
+    ),
+    "bad-encoding": Finding(
+        "bad-encoding", "the body's Content-Encoding cannot be decoded",
+        "send the body as plain text (no Content-Encoding), or valid gzip",
+    ),
+    "connect-timeout": Finding(
+        "connect-timeout", "TCP connect timed out",
+        "let the security group allow TCP on this port from anywhere (0.0.0.0/0)",
+    ),
+    "refused": Finding(
+        "refused", "connection refused: nothing listens there",
+        "start the app (or the listener) on that port",
+    ),
+    "dns": Finding("dns", "the name does not resolve", "check the DNS name"),
+    "dns-timeout": Finding(
+        "dns-timeout", "the name lookup did not finish in time",
+        "check the DNS name, and your resolver",
+    ),
+    "loopback-only": Finding(
+        "loopback-only", "this run grades loopback addresses only",
+        "unset SEEDLB_LOOPBACK_ONLY to grade an address on the network",
+    ),
 }
+
+
+def transport_finding(error: str, detail: str) -> Finding:
+    """The finding for an Exchange's error code, with what was seen in front of it."""
+    base = TRANSPORT_FINDINGS.get(error) or Finding(
+        error, "no usable HTTP answer", "check that the load balancer and the app are running")
+    reason = f"{detail}: {base.reason}" if detail else base.reason
+    return Finding(base.code, reason, base.fix)

@@ -6,9 +6,12 @@ import textwrap
 from dataclasses import dataclass, field
 
 from infra.grade.address import Address, Endpoint
+from infra.grade.display import escape, shown
 from infra.grade.pitfalls import Finding
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
+# A stable short name per check: the gradebook's columns and the scoring file's keys.
+CHECK_KEYS = {1: "connect", 2: "get_200", 3: "body", 4: "post", 5: "spread", 6: "instances"}
 
 
 @dataclass
@@ -20,6 +23,10 @@ class Check:
     fix: str = ""
     code: str = ""
     details: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return CHECK_KEYS[self.number]
 
     def set(self, status: str, reason: str, fix: str = "", code: str = "") -> Check:
         self.status, self.reason, self.fix, self.code = status, reason, fix, code
@@ -38,6 +45,9 @@ class Report:
     seconds: float = 0.0
     instances_source: str = ""
     lb_statuses: list[int] = field(default_factory=list)  # non-200 statuses seen on the LB
+    cut_short: str = ""  # the run-wide limit (budget, deadline) that ended it early, if any
+    timeout: float = 0.0
+    deadline: float = 0.0
 
     @property
     def passed(self) -> bool:
@@ -61,6 +71,7 @@ class Report:
             "checks": [
                 {
                     "number": c.number,
+                    "key": c.key,
                     "name": c.name,
                     "status": c.status,
                     "code": c.code,
@@ -72,10 +83,19 @@ class Report:
             ],
             "requests": self.requests,
             "seconds": round(self.seconds, 3),
+            "cut_short": self.cut_short,
+            "timeout": self.timeout,
+            "deadline": self.deadline,
         }
 
     def render(self) -> str:
-        lines = [f"grading {self.address.endpoint.url}  (given: {self.address.given!r})"]
+        """The text report. Every line is escaped once more at the end: whatever a server
+        sent, no control character reaches the terminal."""
+        return "\n".join(escape(line) for line in self._lines())
+
+    def _lines(self) -> list[str]:
+        lines = [f"grading {self.address.endpoint.url}  (given: "
+                 f"'{shown(self.address.given, 120)}')"]
         for label, texts in (("note", self.address.notes), ("warning", self.address.warnings)):
             for text in texts:
                 lines += textwrap.wrap(f"{label}: {text}", 100, initial_indent="  ",
@@ -104,6 +124,8 @@ class Report:
                     d, 100, initial_indent=indent + "- ", subsequent_indent=indent + "  "
                 )
         lines.append("")
+        if self.cut_short:
+            lines.append(f"note: stopped early: {self.cut_short}")
         lines.append(f"{self.requests} requests in {self.seconds:.2f} s")
         failed = [str(c.number) for c in self.checks if c.status == FAIL]
         if self.passed:
@@ -112,4 +134,4 @@ class Report:
             lines.append(f"FAIL (check{'s' if len(failed) > 1 else ''} {', '.join(failed)})")
         else:
             lines.append("FAIL (not every check could run)")
-        return "\n".join(lines)
+        return lines

@@ -197,3 +197,21 @@ def real_app(tmp_path):
             os.killpg(proc.pid, 9)
             proc.wait()
         log.close()
+
+
+@pytest.fixture
+def scripted():
+    """scripted(script, **kw) -> ScriptedServer: a raw server answering every connection
+    with the script's bytes and delays (see raw_servers.py)."""
+    from raw_servers import ScriptedServer
+
+    servers = []
+
+    def start(script, **kw) -> ScriptedServer:
+        server = ScriptedServer(script, **kw)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()

@@ -73,6 +73,42 @@ def test_bad_addresses_are_user_errors(bad):
         parse_address(bad)
 
 
+@pytest.mark.parametrize(("given", "words"), [
+    ("user:hunter2@" + ELB, ["'***@" + ELB, "user name and password", "not shown"]),
+    ("127.0.0.1:8080@127.0.0.2:9090", ["'***@127.0.0.2:9090'", "another address"]),
+    ("http://admin:hunter2@127.0.0.1/", ["'***@127.0.0.1/'"]),
+    (f"{ELB}:", ["ends in ':' with no port"]),
+    (f"{ELB}:0", ["port 0"]),
+    ("999.999.999.999", ["not a valid IPv4 address"]),
+    ("10.0.0", ["not a valid IPv4 address"]),
+    ("1.2.3.4.5", ["not a valid IPv4 address"]),
+    ("lb\x1b[2J.example.com", ["control characters", "\\x1b[2J"]),
+])
+def test_refusals_say_what_was_wrong_and_never_echo_a_password(given, words):
+    with pytest.raises(UserError) as err:
+        parse_address(given)
+    message = str(err.value)
+    for word in words:
+        assert word in message, message
+    assert "hunter2" not in message and "user:" not in message and "admin" not in message
+    assert message.isprintable()
+
+
+def test_a_long_address_is_cut_in_the_message_and_said_once():
+    with pytest.raises(UserError) as err:
+        parse_address("a" * 10_000)
+    message = str(err.value)
+    assert len(message) < 400
+    assert message.count("(10,000 characters in all)") == 1
+
+
+def test_a_long_path_is_cut_in_the_note():
+    address = parse_address(f"{ELB}/" + "p" * 5000)
+    assert address.host == ELB
+    (note,) = address.notes
+    assert "(5,001 characters in all)" in note and len(note) < 200
+
+
 def test_instances_default_to_the_app_port_and_allow_host_port():
     assert parse_instances("10.0.0.1, 10.0.0.2:5001,,10.0.0.1") == [
         Endpoint("10.0.0.1", 5000),

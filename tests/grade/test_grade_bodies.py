@@ -66,3 +66,39 @@ def test_status_explanations_use_the_faq_terms(status, words):
     assert finding.code == f"http-{status}"
     for word in words:
         assert word in text
+
+
+def test_up_to_4300_digits_is_an_integer_and_one_more_is_too_long():
+    assert classify_body("9" * 4300, "text/plain") is None
+    finding = classify_body("9" * 4301, "text/plain")
+    assert finding.code == "number-too-long" and "4,301 digits" in finding.reason
+    assert lenient_value("9" * 4301) is None  # no ValueError from int()
+    assert lenient_value("x" + "1" * 100_000) is None
+
+
+@pytest.mark.parametrize("body", ["١٢٣", "١٢٣\n", "12٣", "-٥"])
+def test_non_ascii_digits_are_named(body):
+    assert classify_body(body, "text/plain").code == "non-ascii-digits"
+    assert lenient_value(body) is None or body == "12٣"
+
+
+def test_a_cut_body_is_too_large_whatever_it_holds():
+    finding = classify_body("0" * 65536, "text/plain", size="more than 65,536 bytes")
+    assert finding.code == "body-too-large"
+    assert "more than 65,536 bytes" in finding.reason and len(finding.reason) < 300
+
+
+def test_control_characters_in_a_body_are_escaped_in_the_reason():
+    finding = classify_body("\x1b[2J\x00\u202e1", "text/plain")
+    assert finding.code == "not-integer"
+    assert finding.reason.isprintable()
+    assert "\\x1b[2J\\x00\\u202e1" in finding.reason
+
+
+def test_escape_and_shown():
+    from infra.grade.display import escape, shown
+
+    assert escape("ok \\ `x`") == "ok \\ `x`"
+    assert escape("a\x1b]0;t\x07b\r\n\t\x7f\x9b\u200f\U000e0001") == \
+        "a\\x1b]0;t\\x07b\\r\\n\\t\\x7f\\x9b\\u200f\\U000e0001"
+    assert shown("x" * 100, 10) == "xxxxxxxxxx... (100 characters in all)"

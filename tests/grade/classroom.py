@@ -1,0 +1,227 @@
+"""A class of student setups on loopback, for grading a roster: small local servers, each a
+"load balancer" over in-memory instances (round robin, X-Served-By), correct or with one
+pitfall; black holes (SYNs dropped); refused ports; and bad addresses.
+
+    python tests/grade/classroom.py ROSTER.csv [--correct 20 --bytes-literal 10 ...]
+
+writes a roster whose setups it then serves until Ctrl-C (for benchmarks: the grader runs in
+another process, as it would against real load balancers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+# kind -> (GET body from the seed, Content-Type)
+BODIES = {
+    "correct": (lambda seed: str(seed), "text/plain"),
+    "bytes-literal": (lambda seed: str(json.dumps(str(seed)).encode() + b"\n"), "text/html"),
+    "json-quoted": (lambda seed: json.dumps(str(seed)) + "\n", "application/json"),
+    "whitespace": (lambda seed: f"{seed}\n", "text/html"),
+}
+# the finding code each kind must produce, by check number
+EXPECTED = {
+    "correct": {},
+    "bytes-literal": {3: "bytes-literal"},
+    "json-quoted": {3: "json-quoted"},
+    "whitespace": {3: "whitespace"},
+    "single": {5: "single-instance"},
+    "ignores-post": {4: "post-not-applied"},
+    "blackhole": {1: "connect-timeout"},
+    "refused": {1: "refused"},
+    "empty": {1: "no-address"},
+    "garbage": {1: "bad-address"},
+}
+
+
+@dataclass
+class Instance:
+    name: str
+    seed: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _Quiet(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+    def handle_error(self, request, client_address):
+        pass  # a grader that hangs up early is not news
+
+
+def _handler(kind: str, pick):
+    body_of, ctype = BODIES.get(kind, BODIES["correct"])
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def _send(self, status: int, body: str, instance: Instance, content_type=ctype):
+            data = body.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("X-Served-By", instance.name)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):  # noqa: N802 - http.server's name
+            instance = pick()
+            with instance.lock:
+                seed = instance.seed
+            self._send(200, body_of(seed), instance)
+
+        def do_POST(self):  # noqa: N802
+            instance = pick()
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(min(length, 65536))
+            try:
+                num = int(json.loads(raw)["num"])
+            except (ValueError, KeyError, TypeError):
+                self._send(400, '{"error": "send {\\"num\\": N}"}', instance, "application/json")
+                return
+            if kind != "ignores-post":
+                with instance.lock:
+                    instance.seed = num
+            self._send(200, str(num), instance, "text/plain")
+
+    return Handler
+
+
+def _serve(server: ThreadingHTTPServer) -> None:
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+
+
+@dataclass
+class Setup:
+    kind: str
+    address: str
+    instances: list[str] = field(default_factory=list)
+    servers: list = field(default_factory=list)
+    sockets: list = field(default_factory=list)
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
+        for sock in self.sockets:
+            sock.close()
+
+
+def start_setup(kind: str, n: int, host: str = "127.0.0.1", with_instances: bool = False
+                ) -> Setup:
+    """One student's setup of `kind` (see EXPECTED), named after `n`."""
+    if kind == "blackhole":
+        return _blackhole(host)
+    if kind == "refused":
+        return Setup(kind, f"{host}:{_free_port(host)}")
+    if kind == "empty":
+        return Setup(kind, "")
+    if kind == "garbage":
+        return Setup(kind, "not a load balancer!")
+    count = 1 if kind == "single" else 2
+    instances = [Instance(f"s{n}-i{k}") for k in range(count)]
+    turn = iter(range(10**9))
+    lock = threading.Lock()
+
+    def round_robin() -> Instance:
+        with lock:
+            return instances[next(turn) % len(instances)]
+
+    lb = _Quiet((host, 0), _handler(kind, round_robin))
+    _serve(lb)
+    setup = Setup(kind, f"{host}:{lb.server_address[1]}", servers=[lb])
+    if with_instances:
+        for instance in instances:
+            direct = _Quiet((host, 0), _handler(kind, lambda i=instance: i))
+            _serve(direct)
+            setup.servers.append(direct)
+            setup.instances.append(f"{host}:{direct.server_address[1]}")
+    return setup
+
+
+def _blackhole(host: str) -> Setup:
+    """A listener with a full accept queue that never accepts: Linux drops new SYNs, so a
+    connect times out, as behind a security group that allows nothing."""
+    listener = socket.socket()
+    listener.bind((host, 0))
+    listener.listen(0)
+    address = listener.getsockname()
+    fillers = []
+    for _ in range(4):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(address)
+        fillers.append(s)
+    time.sleep(0.02)
+    return Setup("blackhole", f"{host}:{address[1]}", sockets=[listener, *fillers])
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def start_class(counts: dict[str, int], with_instances: int = 0) -> list[Setup]:
+    """Setups in an interleaved order (so that slow ones are spread over the roster); the
+    first `with_instances` correct ones also expose their instances."""
+    queues = {kind: list(range(n)) for kind, n in counts.items()}
+    setups: list[Setup] = []
+    n = 0
+    while any(queues.values()):
+        for kind in counts:
+            if queues[kind]:
+                queues[kind].pop()
+                extra = kind == "correct" and with_instances > 0
+                with_instances -= extra
+                setups.append(start_setup(kind, n, with_instances=extra))
+                n += 1
+    return setups
+
+
+def write_roster(setups: list[Setup], path: Path, *, bom: bool = False,
+                 newline: str = "\r\n") -> None:
+    with open(path, "w", newline="", encoding="utf-8-sig" if bom else "utf-8") as f:
+        writer = csv.writer(f, lineterminator=newline)
+        writer.writerow(["Student", "Address", "Instances"])
+        for i, setup in enumerate(setups):
+            writer.writerow([f"student-{i:02d} ({setup.kind})", setup.address,
+                             ",".join(setup.instances)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("roster")
+    defaults = {"correct": 20, "bytes-literal": 10, "json-quoted": 10, "blackhole": 10,
+                "refused": 8, "empty": 1, "garbage": 1}
+    for kind, n in defaults.items():
+        parser.add_argument(f"--{kind}", type=int, default=n)
+    parser.add_argument("--with-instances", type=int, default=5,
+                        help="correct setups whose instances are in the roster too")
+    args = parser.parse_args()
+    counts = {kind: getattr(args, kind.replace("-", "_")) for kind in defaults}
+    setups = start_class(counts, args.with_instances)
+    write_roster(setups, Path(args.roster))
+    print(f"{len(setups)} setups serving; roster in {args.roster}; Ctrl-C to stop", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        for setup in setups:
+            setup.close()
+
+
+if __name__ == "__main__":
+    main()
