@@ -276,7 +276,9 @@ def test_worker_killed_holding_the_lock_does_not_block_others(stores):
     store.set(1)
 
     def die_while_writing():
-        with store._locked(exclusive=True):
+        from app.seed_store import _VALUE, _WRITER
+
+        with store._locked(_WRITER, exclusive=True), store._locked(_VALUE, exclusive=True):
             os.kill(os.getpid(), signal.SIGKILL)
 
     assert _in_child(die_while_writing) == -signal.SIGKILL
