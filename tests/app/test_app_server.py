@@ -132,7 +132,7 @@ def test_port_flag_alone_answers_zero(start_server, free_port):
     assert response.text == "0"
     assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
     assert response.headers["X-Served-By"] == INSTANCE_ID
-    assert response.headers["Server"] == "gunicorn"  # the production server, not Werkzeug's
+    assert response.headers["Server"] == "granian"  # the production server, not Werkzeug's
 
 
 def test_concurrent_posts_and_gets_stay_consistent(server):
@@ -294,7 +294,7 @@ def test_help_explains_options_and_environment():
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--port", "70000"], "not a TCP port"),
-    (["--workers", "0"], "at least 1"),
+    (["--workers", "0"], "more than 0"),
     (["--threads", "many"], "not a whole number"),
 ])
 def test_bad_arguments_are_one_line_errors(args, message):
