@@ -77,13 +77,16 @@ def create_app(config: dict | None = None) -> Flask:
         except Exception as err:
             # The server's errors for a body it cannot decode (gunicorn: InvalidChunkSize;
             # Werkzeug: ClientDisconnected): the client's mistake, a 400, not a 500.
-            return _error(f"the request body could not be read ({type(err).__name__}); "
-                          'send JSON such as {"num": 100}', 400)
-        if length is not None and len(raw) < length:
+            raw, failure = None, type(err).__name__
+        if length is not None and (raw is None or len(raw) < length):
             # gunicorn and granian's WSGI hand over what came before the client closed:
             # `num=12` of `num=12345` must not be taken.
-            return _error(f"the body ended after {len(raw)} of the {length} bytes its "
-                          "Content-Length announced; the seed is unchanged", 400)
+            got = "" if raw is None else f" after {len(raw)}"
+            return _error(f"the body ended{got} before the {length} bytes its Content-Length "
+                          "announced; the seed is unchanged", 400)
+        if raw is None:
+            return _error(f"the request body could not be read ({failure}); "
+                          'send JSON such as {"num": 100}', 400)
         if length is None and limit is not None and len(raw) >= limit:
             # A chunked body, cut at the limit by Werkzeug: refuse it, do not parse a part.
             _drain(request.input_stream)

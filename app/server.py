@@ -13,7 +13,7 @@ import time
 
 from . import create_app
 
-DRAIN = 1 << 20  # read (and drop) this much of an oversized body so its 413 keeps keep-alive
+DRAIN = 1 << 20  # an oversized body up to this is read, so that its 413 keeps keep-alive
 access_log = logging.getLogger("app.access")
 _SPECIAL = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
 
@@ -36,36 +36,28 @@ class RSGIApp:
     def __init__(self, app, body_timeout: float, log_requests: bool = True):
         self.wsgi = app.wsgi_app
         self.served_by = str(app.config["INSTANCE_ID"])
-        self.keep = (app.config["MAX_CONTENT_LENGTH"] or DRAIN) + 1
         self.body_timeout = body_timeout
         self.log_requests = log_requests
 
     async def __rsgi__(self, scope, protocol):
-        body, error = b"", None
-        if "content-length" in scope.headers or "transfer-encoding" in scope.headers:
-            try:
-                body, error = await asyncio.wait_for(self._body(protocol), self.body_timeout)
+        body, error, extra = b"", None, []
+        length = scope.headers.get("content-length")
+        if length and length.isdigit() and int(length) > DRAIN:
+            extra = [("Connection", "close")]  # left unread: the app answers 413
+        elif length or "transfer-encoding" in scope.headers:
+            try:  # whole: granian's chunk iterator ends quietly where a body broke off
+                body = await asyncio.wait_for(protocol(), self.body_timeout)
             except TimeoutError:
                 data = (f'{{"error": "408 Request Timeout: the body did not arrive within '
                         f'{self.body_timeout:g} s"}}').encode()
                 return self._reply(scope, protocol, 408, [
                     ("Content-Type", "application/json"), ("Connection", "close"),
                     ("X-Served-By", self.served_by)], data)
+            except Exception as err:  # RSGIProtocolClosed: the client left mid-body
+                error = err
         # Flask answers its own errors; should this module fail, granian answers 500.
-        self._reply(scope, protocol, *self._call(self._environ(scope, body, error)))
-
-    async def _body(self, protocol) -> tuple[bytes, Exception | None]:
-        chunks, size = [], 0
-        try:
-            async for chunk in protocol:
-                size += len(chunk)
-                if size <= self.keep:
-                    chunks.append(chunk)
-                elif size > DRAIN:
-                    break  # the app answers 413 without the rest; granian closes
-        except Exception as err:  # granian's RSGIProtocolClosed: the client left mid-body
-            return b"".join(chunks), err
-        return b"".join(chunks), None
+        status, headers, data = self._call(self._environ(scope, body, error))
+        self._reply(scope, protocol, status, headers + extra, data)
 
     def _environ(self, scope, body: bytes, error: Exception | None) -> dict:
         host, _, port = scope.server.rpartition(":")
@@ -77,10 +69,7 @@ class RSGIApp:
             "SERVER_PORT": port, "SERVER_PROTOCOL": f"HTTP/{scope.http_version}",
             "REMOTE_ADDR": scope.client.rpartition(":")[0].strip("[]"),
             "wsgi.version": (1, 0), "wsgi.url_scheme": scope.scheme, "wsgi.errors": sys.stderr,
-            # A short body with a Content-Length goes in as it came (the app refuses it);
-            # a broken chunked one looks whole, so reading it fails instead.
-            "wsgi.input": _Unreadable(error) if error and "content-length" not in scope.headers
-            else io.BytesIO(body),
+            "wsgi.input": _Unreadable(error) if error else io.BytesIO(body),
             "wsgi.input_terminated": True, "wsgi.multithread": False,
             "wsgi.multiprocess": True, "wsgi.run_once": False,
         }

@@ -1,4 +1,4 @@
-"""The real production server: `python -m app` (gunicorn, several workers) on a loopback port."""
+"""The real production server: `python -m app` (granian, several workers) on a loopback port."""
 
 from __future__ import annotations
 
@@ -10,113 +10,15 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import requests
+from app_servers import COMBINED, INSTANCE_ID, REPO, fresh_get, loopback_session
 
 from app import MAX_BODY
 from app.parsing import MAX_DIGITS
 
 pytestmark = pytest.mark.integration
-
-REPO = Path(__file__).resolve().parents[2]
-INSTANCE_ID = "i-0serverundertest"
-# Apache/NCSA combined log format: host ident user [time] "request" status bytes "ref" "agent"
-COMBINED = re.compile(
-    r'^\S+ \S+ \S+ \[[^\]]+\] "[A-Z]+ \S+ HTTP/1\.[01]" \d{3} \S+ "[^"]*" "[^"]*"$')
-
-
-def _session() -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False  # no proxy from the environment: loopback only
-    return session
-
-
-def fresh_get(url: str) -> requests.Response:
-    """GET on a new connection, which the kernel may hand to any gunicorn worker."""
-    with _session() as session:
-        return session.get(url, timeout=10, headers={"Connection": "close"})
-
-
-class Server:
-    """A `python -m app` subprocess; its stdout (access log) and stderr go to files."""
-
-    def __init__(self, tmp_path: Path, port: int, *args: str, env: dict | None = None):
-        self.url = f"http://127.0.0.1:{port}"
-        self.stdout_path = tmp_path / f"stdout-{port}.log"
-        self.stderr_path = tmp_path / f"stderr-{port}.log"
-        full_env = {**os.environ, "INSTANCE_ID": INSTANCE_ID, **(env or {})}
-        if "SEED_FILE" not in (env or {}):
-            full_env.pop("SEED_FILE", None)  # memory only unless a test asks for a file
-        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "app", "--port", str(port), *args],
-                cwd=REPO, env=full_env, stdout=out, stderr=err, start_new_session=True)
-
-    def wait_ready(self, timeout: float = 20.0) -> Server:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.stderr}")
-            try:
-                if fresh_get(self.url + "/health").status_code == 200:
-                    return self
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"server not ready after {timeout}s:\n{self.stderr}")
-
-    def stop(self) -> int:
-        """SIGTERM (graceful), then SIGQUIT (quick), then SIGKILL to the server's own group."""
-        for sig, grace in ((signal.SIGTERM, 12), (signal.SIGQUIT, 5), (signal.SIGKILL, 5)):
-            if self.proc.poll() is not None:
-                break
-            if sig == signal.SIGKILL:
-                os.killpg(self.proc.pid, sig)  # the master and its workers, by the group id
-            else:
-                self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                continue
-        return self.proc.returncode
-
-    def wait_workers(self, count: int, timeout: float = 20.0) -> list[int]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            pids = self.worker_pids()
-            if len(pids) == count:
-                return pids
-            time.sleep(0.1)
-        raise AssertionError(f"expected {count} workers, have {self.worker_pids()}")
-
-    def worker_pids(self) -> list[int]:
-        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
-        return [int(pid) for pid in children.split()]
-
-    @property
-    def stdout(self) -> str:
-        return self.stdout_path.read_text(errors="replace")
-
-    @property
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-
-@pytest.fixture
-def start_server(tmp_path):
-    started: list[Server] = []
-
-    def start(port: int, *args: str, env: dict | None = None, wait: bool = True) -> Server:
-        server = Server(tmp_path, port, *args, env=env)
-        started.append(server)
-        return server.wait_ready() if wait else server
-
-    yield start
-    for server in started:
-        server.stop()
-
 
 @pytest.fixture
 def server(start_server, free_port, tmp_path):
@@ -152,7 +54,7 @@ def test_concurrent_posts_and_gets_stay_consistent(server):
                 problems.append(f"{what}: {response.status_code} {response.text[:80]}")
 
     def poster(thread: int) -> None:
-        with _session() as session:
+        with loopback_session() as session:
             for round_ in range(6):
                 for value in values_by_thread[thread]:
                     response = session.post(server.url + "/", json={"num": int(value)},
@@ -164,7 +66,7 @@ def test_concurrent_posts_and_gets_stay_consistent(server):
                         check(session.get(server.url + "/", timeout=10), "GET")
 
     def getter(_: int) -> None:
-        with _session() as session:
+        with loopback_session() as session:
             for i in range(120):
                 response = (session.get(server.url + "/", timeout=10) if i % 3
                             else fresh_get(server.url + "/"))
@@ -185,7 +87,7 @@ def test_concurrent_posts_and_gets_stay_consistent(server):
 
     # After the last POST has returned, every GET (any worker, any thread) returns it.
     final = "-" + "8" * 1234
-    assert _session().post(server.url + "/", data=f'{{"num": {final}}}').text == final
+    assert loopback_session().post(server.url + "/", data=f'{{"num": {final}}}').text == final
     with ThreadPoolExecutor(max_workers=16) as pool:
         bodies = list(pool.map(lambda _: fresh_get(server.url + "/").text, range(64)))
     assert set(bodies) == {final}
@@ -194,7 +96,7 @@ def test_concurrent_posts_and_gets_stay_consistent(server):
 def test_read_your_write_across_connections(server):
     # POST on one kept-alive connection, GET on new ones: with two workers these are often
     # served by different processes, which must agree.
-    with _session() as writer:
+    with loopback_session() as writer:
         for i in range(40):
             value = (-1) ** i * (i * 7919) ** (1 + i % 5)
             assert writer.post(server.url + "/", json={"num": value}).text == str(value)
@@ -202,7 +104,7 @@ def test_read_your_write_across_connections(server):
 
 
 def test_killed_workers_come_back_with_the_same_seed(server):
-    _session().post(server.url + "/", json={"num": 4242})
+    loopback_session().post(server.url + "/", json={"num": 4242})
     old = server.wait_workers(2)
     for pid in old:
         os.kill(pid, signal.SIGKILL)
@@ -221,7 +123,7 @@ def test_killed_workers_come_back_with_the_same_seed(server):
 def test_seed_file_survives_a_server_restart(start_server, free_port, tmp_path):
     env = {"SEED_FILE": str(tmp_path / "seed")}
     first = start_server(free_port, env=env)
-    assert _session().post(first.url + "/", json={"num": -31}).status_code == 200
+    assert loopback_session().post(first.url + "/", json={"num": -31}).status_code == 200
     assert first.stop() == 0
     second = start_server(free_port, env=env)
     assert fresh_get(second.url + "/").text == "-31"
@@ -241,7 +143,7 @@ def test_corrupt_seed_file_starts_at_zero(start_server, free_port, tmp_path):
 
 
 def test_access_log_one_combined_line_per_request(server):
-    with _session() as session:
+    with loopback_session() as session:
         session.get(server.url + "/")
         session.post(server.url + "/", json={"num": 1})
         session.post(server.url + "/", data=b"bad")
@@ -255,7 +157,7 @@ def test_access_log_one_combined_line_per_request(server):
 
 
 def test_limits_on_the_real_server(server):
-    with _session() as session:
+    with loopback_session() as session:
         big = b'{"num": 1}' + b" " * MAX_BODY
         assert session.post(server.url + "/", data=big).status_code == 413
         # chunked (a generator body has no Content-Length)
@@ -272,7 +174,7 @@ def test_limits_on_the_real_server(server):
 def test_413_keeps_the_connection_usable(server):
     # A 413 announced as keep-alive must not be followed by a close: a load balancer that
     # reuses the connection would turn the next request into a 502.
-    with _session() as session:
+    with loopback_session() as session:
         for _ in range(3):
             response = session.post(server.url + "/", data=b" " * (3 * MAX_BODY))
             assert response.status_code == 413
@@ -317,7 +219,7 @@ def test_flask_run_still_works(tmp_path, free_port):
         deadline = time.monotonic() + 20
         while True:
             try:
-                response = _session().post(url, data='{"num": 5}', timeout=5)
+                response = loopback_session().post(url, data='{"num": 5}', timeout=5)
                 break
             except requests.ConnectionError:
                 if time.monotonic() > deadline or proc.poll() is not None:
@@ -338,7 +240,7 @@ def test_malformed_chunked_body_is_400_not_500(server, chunk_size):
     # reads the body. A body that cannot be read is the client's mistake, and changes nothing.
     import socket
 
-    with _session() as session:
+    with loopback_session() as session:
         assert session.post(server.url + "/", json={"num": 41}).text == "41"
     host, port = server.url.removeprefix("http://").split(":")
     request = (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
