@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import threading
+import time
 
 import pytest
 
@@ -297,3 +298,102 @@ def test_set_refuses_what_is_not_a_seed(stores):
     with pytest.raises(ValueError):
         store.set(10**MAX_DIGITS)
     assert store.get() == 0
+
+
+# -- the published map: what `python -m app`'s workers attach to --------------------------
+
+def _attach_and_set(map_path: str, seed_file: str, value: int) -> None:
+    """In a spawned process (nothing inherited but the arguments): attach, POST, leave."""
+    store = SeedStore(seed_file, shared=map_path)
+    store.set(value)
+    store.close()
+
+
+def _attach_and_expect(map_path: str, expected: str) -> None:
+    store = SeedStore(shared=map_path)
+    if store.get_text() != expected:
+        raise SystemExit(3)
+
+
+def test_spawned_processes_share_a_published_seed(seed_file):
+    # A spawned worker inherits no memory: it finds the seed by the map's name.
+    import multiprocessing
+
+    spawn = multiprocessing.get_context("spawn")
+    store = SeedStore(seed_file, publish=True)
+    try:
+        assert store.map_path == str(seed_file.parent / ".seed.map")
+        child = spawn.Process(target=_attach_and_set, args=(store.map_path, str(seed_file), 55))
+        child.start()
+        child.join(60)
+        assert child.exitcode == 0
+        assert store.get() == 55 and seed_file.read_text() == "55\n"  # disk, then memory
+        store.set(-3)
+        child = spawn.Process(target=_attach_and_expect, args=(store.map_path, "-3"))
+        child.start()
+        child.join(60)
+        assert child.exitcode == 0
+    finally:
+        store.close()
+    assert (seed_file.parent / ".seed.map").exists()  # kept: the next start replaces it
+
+
+def test_each_start_publishes_a_fresh_map(seed_file):
+    first = SeedStore(seed_file, publish=True)
+    first.set(8)
+    first.close()
+    seed_file.unlink()  # the file is gone: the next start is at 0, not the old map's 8
+    second = SeedStore(seed_file, publish=True)
+    try:
+        assert second.get() == 0
+        assert sorted(p.name for p in seed_file.parent.iterdir()) == [".seed.map"]
+    finally:
+        second.close()
+
+
+def test_published_map_without_seed_file_is_removed_on_close():
+    store = SeedStore(publish=True)
+    path = store.map_path
+    assert os.path.exists(path)
+    worker = SeedStore(shared=path)
+    worker.set(12)
+    assert store.get() == 12
+    worker.close()
+    store.close()
+    assert not os.path.exists(path)
+
+
+def test_private_store_leaves_no_map_file(seed_file):
+    store = SeedStore(seed_file)
+    try:
+        assert store.map_path is None
+        assert list(seed_file.parent.iterdir()) == []
+    finally:
+        store.close()
+
+
+def test_reader_does_not_wait_for_a_writers_fsync(seed_file, monkeypatch):
+    # Writers are ordered by their own lock byte; GETs only take the value's byte.
+    store = SeedStore(seed_file)
+    store.set(1)
+    in_fsync, release = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def slow_fsync(fd):
+        in_fsync.set()
+        release.wait(10)
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    writer = threading.Thread(target=store.set, args=(2,))
+    writer.start()
+    try:
+        assert in_fsync.wait(5)
+        started = time.monotonic()
+        assert store.get() == 1  # the POST has not returned: the old value, at once
+        assert time.monotonic() - started < 1
+    finally:
+        release.set()
+        writer.join(10)
+    assert store.get() == 2
+    store.close()

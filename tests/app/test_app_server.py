@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
@@ -254,3 +255,37 @@ def test_malformed_chunked_body_is_400_not_500(server, chunk_size):
     status_line = reply.split(b"\r\n", 1)[0]
     assert status_line.split()[1] == b"400", reply[:300]
     assert fresh_get(server.url + "/").text == "41"
+
+
+def test_a_killed_worker_is_replaced_and_shares_the_seed(server, tmp_path):
+    # granian starts a new worker process, which attaches to the seed map by its name;
+    # once a POST returns, every later GET on any worker (old or new) returns its value.
+    seed_map = tmp_path / ".seed.map"
+    assert seed_map.is_file()
+    old = server.wait_workers(2)
+    victim, survivor = old
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while set(server.worker_pids()) in ({survivor}, set(old)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    new = server.wait_workers(2)
+    assert survivor in new and victim not in new
+    (newcomer,) = set(new) - {survivor}
+    assert str(seed_map) in Path(f"/proc/{newcomer}/maps").read_text()
+    server.wait_ready()
+    for value in (7, -123456789, 10**400):
+        with loopback_session() as session:  # a new connection: either worker may take it
+            assert session.post(server.url + "/", json={"num": value},
+                                headers={"Connection": "close"}).text == str(value)
+        assert {fresh_get(server.url + "/").text for _ in range(24)} == {str(value)}
+    assert "Respawning worker" in server.stderr or "Spawning worker" in server.stderr
+
+
+def test_head_and_odd_paths(server):
+    with loopback_session() as session:
+        head = session.head(server.url + "/")
+        assert (head.status_code, head.content, head.headers["Content-Length"]) == (200, b"", "1")
+        assert head.headers["X-Served-By"] == INSTANCE_ID
+        assert session.get(server.url + "/heal%74h").text == "ok"  # percent-decoded path
+        odd = session.get(server.url + "/%ff%fe")  # not UTF-8: a 404, not a 500
+        assert odd.status_code == 404 and odd.headers["X-Served-By"] == INSTANCE_ID
