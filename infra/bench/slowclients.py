@@ -48,7 +48,9 @@ class SlowClientResult:
 AFTER_GETS = 20
 
 
-def _open_slow(host: str, port: int, count: int) -> tuple[list[tuple[str, socket.socket]], int]:
+def open_slow_connections(host: str, port: int,
+                          count: int) -> tuple[list[tuple[str, socket.socket]], int]:
+    """`count` slow connections, the kinds in turn, and how many were refused."""
     clients, refused = [], 0
     for i in range(count):
         kind = KINDS[i % len(KINDS)]
@@ -92,7 +94,7 @@ def run_slow_clients(url: str, *, connections: int = 200, window_s: float = 15.0
     """Hold `connections` slow connections to `url`'s server for `window_s`; GET meanwhile."""
     parts = urlsplit(url)
     result = SlowClientResult(connections, window_s)
-    clients, result.refused = _open_slow(parts.hostname, parts.port, connections)
+    clients, result.refused = open_slow_connections(parts.hostname, parts.port, connections)
     stop = threading.Event()
     dripper = threading.Thread(target=_drip, args=(clients, stop), daemon=True)
     dripper.start()

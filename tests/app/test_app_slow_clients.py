@@ -9,11 +9,9 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
-import requests
 from app_servers import INSTANCE_ID, OTHER_SERVERS, REPO, fresh_get, loopback_session
 
 pytestmark = pytest.mark.integration
@@ -132,75 +130,50 @@ def test_other_servers_of_the_app_refuse_a_short_body_too(start_server, free_por
 
 # --- slow and idle clients ---------------------------------------------------------------
 
-SLOW_KINDS = ("idle", "dripping headers", "half a body")
-
-
-def open_slow_clients(port: int, count: int) -> list[tuple[str, socket.socket]]:
-    clients = []
-    for i in range(count):
-        kind = SLOW_KINDS[i % 3]
-        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        if kind == "dripping headers":
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
-        elif kind == "half a body":
-            sock.sendall(post_head(b"application/json", 100) + b'{"num": ')
-        clients.append((kind, sock))
-    return clients
-
-
-def drip(clients, stop: threading.Event) -> None:
-    while not stop.wait(0.5):
-        for kind, sock in clients:
-            if kind == "dripping headers":
-                try:
-                    sock.sendall(b"X-Slow: 1\r\n")
-                except OSError:
-                    pass  # the server closed it: the header timeout
-
-
 def test_200_slow_clients_starve_no_one(start_server, free_port):
+    # The bench's probe (infra/bench/slowclients.py), held for 7 s here rather than 15 s:
+    # idle connections, dripping headers and half bodies, a third each.
+    from infra.bench.slowclients import run_slow_clients
+
     server = start_server(free_port, "--body-timeout", "3", "--idle-timeout", "5")
     set_seed(server, 45)
-    clients = open_slow_clients(free_port, 200)
-    stop = threading.Event()
-    dripper = threading.Thread(target=drip, args=(clients, stop), daemon=True)
-    dripper.start()
-    served = failed = 0
-    try:
-        deadline = time.monotonic() + 7
-        while time.monotonic() < deadline:
-            try:  # new connections, so that every worker gets its share
-                served += fresh_get_with(server.url + "/", timeout=2) == "45"
-            except requests.RequestException:
-                failed += 1
-            time.sleep(0.02)
-        assert served >= 50 and served / (served + failed) >= 0.95, (served, failed)
-        # Every slow client was cut off within its timeout: bodies with a 408 that says so.
-        for kind, sock in clients:
-            sock.settimeout(5)
-            answer = b""
-            try:
-                while chunk := sock.recv(65536):
-                    answer += chunk
-            except OSError:
-                pass
-            if kind == "half a body":
-                assert answer.startswith(b"HTTP/1.1 408 "), answer
-                assert b"did not arrive within 3 s" in answer
-                assert b"x-served-by: " + INSTANCE_ID.encode() in answer
-            else:
-                assert not answer.startswith(b"HTTP/1.1 2"), (kind, answer)
-    finally:
-        stop.set()
-        for _, sock in clients:
-            sock.close()
-    # ... and afterwards the server serves as before.
-    assert [fresh_get(server.url + "/").text for _ in range(20)] == ["45"] * 20
+    result = run_slow_clients(server.url + "/", connections=200, window_s=7)
+    assert result.refused == 0
+    assert result.attempts >= 50 and result.share >= 0.95, (result.served, result.failures)
+    assert result.served_after == 20  # ... and afterwards the server serves as before
+    assert fresh_get(server.url + "/").text == "45"
 
 
-def fresh_get_with(url: str, timeout: float) -> str:
-    with loopback_session() as session:
-        return session.get(url, timeout=timeout, headers={"Connection": "close"}).text
+def test_half_a_body_gets_a_408_within_the_body_timeout(start_server, free_port):
+    server = start_server(free_port, "--body-timeout", "2")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(post_head(b"application/json", 100) + b'{"num": ')
+        started = time.monotonic()
+        answer = b""
+        while chunk := sock.recv(65536):  # the server closes after its answer
+            answer += chunk
+        waited = time.monotonic() - started
+    status, headers, error = status_and_json(answer)
+    assert status == 408 and headers["connection"] == "close"
+    assert headers["x-served-by"] == INSTANCE_ID
+    assert "did not arrive within 2 s" in error["error"]
+    assert 1.5 < waited < 5
+    assert access_lines(server, r'"POST / HTTP/1\.1" 408 ', 1)
+
+
+def test_dripped_headers_are_cut_off_at_the_idle_timeout(start_server, free_port):
+    server = start_server(free_port, "--idle-timeout", "2")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        try:
+            while time.monotonic() - started < 8:
+                sock.sendall(b"X-Slow: 1\r\n")  # a line every 0.2 s does not extend it
+                time.sleep(0.2)
+        except OSError:
+            pass  # reset: the server has closed it
+        waited = time.monotonic() - started
+    assert 1.5 < waited < 5
 
 
 def test_idle_keep_alive_connections_stay_open_within_the_idle_timeout(start_server,
@@ -227,7 +200,9 @@ def test_idle_keep_alive_connections_stay_open_within_the_idle_timeout(start_ser
 def test_signal_stops_promptly_with_clients_connected(start_server, free_port, sig):
     # systemd stops with SIGTERM, the local testbed with SIGQUIT (then SIGKILL after 3 s).
     server = start_server(free_port)
-    clients = open_slow_clients(free_port, 30)
+    from infra.bench.slowclients import open_slow_connections
+
+    clients, _ = open_slow_connections("127.0.0.1", free_port, 30)
     keep_alive = loopback_session()
     keep_alive.get(server.url + "/")
     try:
