@@ -70,17 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def log_config(level: str) -> dict:
-    """Errors (granian's, the app's) on stderr with time and pid; the access log on stdout."""
-    out = {"class": "logging.StreamHandler", "formatter": "access", "stream": "ext://sys.stdout"}
+    """granian's and the app's lines on stderr, with time and pid (the access log: server.py)."""
     logger = {"handlers": ["error"], "level": level.upper(), "propagate": False}
     return {
         "version": 1, "disable_existing_loggers": False,
-        "formatters": {"access": {"format": "%(message)s"}, "error": {
+        "formatters": {"error": {
             "format": "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"}},
-        "handlers": {"access": out, "error": {**out, "formatter": "error",
-                                              "stream": "ext://sys.stderr"}},
-        "loggers": {"_granian": logger, "app": logger,
-                    "app.access": {**logger, "handlers": ["access"], "level": "INFO"}},
+        "handlers": {"error": {"class": "logging.StreamHandler", "formatter": "error",
+                               "stream": "ext://sys.stderr"}},
+        "loggers": {"_granian": logger, "app": logger},
     }
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import logging
 import signal
 import sys
 import time
@@ -14,7 +13,6 @@ import time
 from . import create_app
 
 DRAIN = 1 << 20  # an oversized body up to this is read, so that its 413 keeps keep-alive
-access_log = logging.getLogger("app.access")
 _SPECIAL = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
 
 
@@ -100,7 +98,8 @@ class RSGIApp:
                     f'[{time.strftime("%d/%b/%Y:%H:%M:%S %z")}] "{scope.method} {scope.path}'
                     f'{"?" * bool(query)}{query} HTTP/{scope.http_version}" {status} '
                     f'{len(data) or "-"} "{get("referer", "-")}" "{get("user-agent", "-")}"')
-            access_log.info(line)
+            sys.stdout.write(line + "\n")  # not logging: 30 us a line, a tenth of a GET
+            sys.stdout.flush()
 
 
 def load(config: dict, body_timeout: float, log_requests: bool) -> RSGIApp:
