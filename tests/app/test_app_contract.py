@@ -110,7 +110,7 @@ def test_body_just_under_limit_is_parsed(client, seed):
     assert seed() == "12"
 
 
-# What gunicorn (and Werkzeug's dev server) set for a chunked body: the server ends the stream.
+# What gunicorn and granian set for a chunked body: the server ends the stream.
 CHUNKED = {"wsgi.input_terminated": True}
 
 
@@ -129,6 +129,29 @@ def test_chunked_small_body_is_accepted(client, seed):
                            headers={"Transfer-Encoding": "chunked"}, environ_overrides=CHUNKED)
     assert response.status_code == 200
     assert seed() == "31"
+
+
+@pytest.mark.parametrize("terminated", [True, False], ids=["gunicorn-like", "werkzeug-like"])
+@pytest.mark.parametrize(("body", "declared"), [(b"num=12", 9), (b'{"num": 7}', 20),
+                                                (b"", 5)])
+def test_body_shorter_than_its_content_length_is_400(client, seed, body, declared, terminated):
+    # gunicorn (wsgi.input_terminated) hands over what arrived as if whole; without that
+    # flag Werkzeug's LimitedStream raises ClientDisconnected. Both are one 400.
+    client.post("/", json={"num": 41})
+    environ = {"CONTENT_LENGTH": str(declared), **(CHUNKED if terminated else {})}
+    response = client.post("/", input_stream=io.BytesIO(body), environ_overrides=environ,
+                           content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 400
+    assert f"before the {declared} bytes its Content-Length announced" in \
+        response.get_json()["error"]
+    assert response.headers["X-Served-By"] == INSTANCE_ID
+    assert seed() == "41"
+
+
+def test_multipart_form_still_parsed_after_the_body_is_read_first(client, seed):
+    # The body is read (and cached) before the form parser sees it.
+    response = client.post("/", data={"num": "-8"}, content_type="multipart/form-data")
+    assert (response.status_code, seed()) == (200, "-8")
 
 
 def test_limit_is_configurable(make_app):
@@ -168,7 +191,7 @@ def test_500_names_the_instance_and_logs_the_traceback(make_app, caplog):
     assert response.status_code == 500
     assert response.headers["X-Served-By"] == INSTANCE_ID
     assert "error" in response.get_json()
-    # Flask logs it with the traceback; under gunicorn that record goes to stderr.
+    # Flask logs it with the traceback; under python -m app that record goes to stderr.
     [record] = [r for r in caplog.records if r.levelname == "ERROR"]
     assert record.exc_info and record.exc_info[0] is RuntimeError
 

@@ -248,7 +248,7 @@ def test_threads_never_see_torn_values(stores):
 
 
 def _in_child(fn) -> int:
-    """Run fn() in a forked child (as gunicorn forks workers); return its exit status."""
+    """Run fn() in a forked child (as servers fork workers); return its exit status."""
     pid = os.fork()
     if pid == 0:  # child: never return into pytest
         code = 1

@@ -116,7 +116,7 @@ def test_killed_workers_come_back_with_the_same_seed(server):
             break
         time.sleep(0.1)
     else:
-        pytest.fail(f"gunicorn did not replace its workers: {old} -> {server.worker_pids()}")
+        pytest.fail(f"granian did not replace its workers: {old} -> {server.worker_pids()}")
     server.wait_ready()
     assert {fresh_get(server.url + "/").text for _ in range(10)} == {"4242"}
 
@@ -138,7 +138,7 @@ def test_corrupt_seed_file_starts_at_zero(start_server, free_port, tmp_path):
     assert fresh_get(server.url + "/").text == "0"
     assert fresh_get(server.url + "/health").status_code == 200
     assert server.stderr.count("is corrupt") == 1  # once, in the master, not per worker
-    # in gunicorn's error log format, like the server's own lines
+    # in the error log format of the server's own lines: [time] [pid] [LEVEL]
     assert re.search(r"^\[[^\]]+\] \[\d+\] \[ERROR\] seed: the seed file .* is corrupt",
                      server.stderr, re.MULTILINE)
 
