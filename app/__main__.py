@@ -11,11 +11,10 @@ import sys
 from functools import partial
 
 WORKERS = 2  # one per core of the 2-core machines measured
-# granian's header timeout is also its keep-alive timeout: over the ALB's 60 s, so the ALB
-# closes idle connections, not the app (else a request can meet a closed one: a 502).
-IDLE_SECONDS = 75
+IDLE_SECONDS = 75  # headers and keep-alive idle: over the ALB's 60 s (docs/app.md)
 BODY_SECONDS = 10
 STOP_SECONDS = 1  # after SIGTERM, workers still busy are killed (requests take ms)
+HEADER_BYTES = 16384  # a request head's bound (granian's default: 408 KiB a connection)
 
 EPILOG = """\
 environment: INSTANCE_ID (X-Served-By; default: host name), SEED_FILE (keeps the seed
@@ -111,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         granian = Server(
             "app.server:load", address=args.host, port=args.port, interface="rsgi",
             workers=args.workers, http="1", websockets=False, log_level=args.log_level,
-            http1_settings=HTTP1Settings(header_read_timeout=int(args.idle_timeout * 1000)),
+            http1_settings=HTTP1Settings(header_read_timeout=int(args.idle_timeout * 1000),
+                                         max_buffer_size=HEADER_BYTES),
             log_dictconfig=log_config(args.log_level), respawn_failed_workers=True,
             workers_kill_timeout=STOP_SECONDS)
         # SIGQUIT too: the local testbed stops app processes with it (gunicorn's quick stop).

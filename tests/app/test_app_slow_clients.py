@@ -228,3 +228,15 @@ def test_port_in_use_is_a_clear_error(start_server, free_port):
     assert f"cannot listen on 127.0.0.1:{free_port}" in second.stderr
     assert "Traceback" not in second.stderr
     assert fresh_get(first.url + "/health").status_code == 200
+
+
+def test_oversized_request_head_is_refused(server):
+    # granian would buffer 408 KiB of headers by default; 16 KiB is the bound here (what a
+    # slow client can make a connection hold), and 12 KiB of headers still pass.
+    set_seed(server, 46)
+    head = post_head(b"application/json", 10).replace(b"Host: x", b"Host: x\r\nX: " + b"a" * 20000)
+    reply = send_raw(server.port, head + b'{"num": 5}', "half")
+    assert reply.split(b" ", 2)[1] == b"431", reply[:80]
+    assert fresh_get(server.url + "/").text == "46"
+    big = loopback_session().get(server.url + "/", headers={"X-Big": "a" * 12000})
+    assert big.status_code == 200
