@@ -88,6 +88,7 @@ def gthread_server(work: Path, port: int, name: str = "gunicorn-gthread") -> Ser
     # What `python -m app` ran before granian: the same app, preloaded, access log on stdout.
     argv = python_argv("-m", "gunicorn", "--workers", "2", "--threads", "4", "--worker-class",
                        "gthread", "--preload", "--keep-alive", "75", "--access-logfile", "-",
+                       "--no-control-socket",  # a fixed per-user path: other gunicorns
                        "--bind", f"{LOOPBACK}:{port}", "app:create_app()")
     return ServerProcess(name, argv, work, env=app_env(work, name))
 

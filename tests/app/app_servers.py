@@ -35,7 +35,7 @@ def fresh_get(url: str) -> requests.Response:
 OTHER_SERVERS = {
     "gunicorn gthread": lambda port: [
         sys.executable, "-m", "gunicorn", "-w", "2", "-k", "gthread", "--threads", "4",
-        "--preload", "-b", f"127.0.0.1:{port}", "app:create_app()"],
+        "--preload", "--no-control-socket", "-b", f"127.0.0.1:{port}", "app:create_app()"],
     "flask run": lambda port: [
         sys.executable, "-m", "flask", "--app", "app", "run", "--port", str(port)],
 }
