@@ -39,7 +39,7 @@ def _error(message: str, status: int) -> Response:
 def _drain(stream, budget: int = 16 * MAX_BODY) -> None:
     # Read (up to 1 MiB of) the body before a 413: else a client still sending gets a reset,
     # and gunicorn closes a connection it announced as keep-alive (an ALB would answer 502).
-    with contextlib.suppress(Exception):  # a client that has gone has nothing left to send
+    with contextlib.suppress(Exception):  # a client that has gone
         while budget > 0 and (chunk := stream.read(min(budget, 65536))):
             budget -= len(chunk)
 
@@ -75,8 +75,7 @@ def create_app(config: dict | None = None) -> Flask:
         try:
             raw = request.get_data()  # cached: request.form parses a multipart body from it
         except Exception as err:
-            # The server's errors for a body it cannot decode (gunicorn: InvalidChunkSize;
-            # Werkzeug: ClientDisconnected): the client's mistake, a 400, not a 500.
+            # The server's errors for a body it cannot decode: a 400, not a 500.
             raw, failure = None, type(err).__name__
         if length is not None and (raw is None or len(raw) < length):
             # gunicorn and granian's WSGI hand over what came before the client closed:
@@ -96,8 +95,7 @@ def create_app(config: dict | None = None) -> Flask:
                 return _store(parse_form_field(request.form.getlist("num")))
             except BadSeed as err:
                 return _error(str(err), 400)
-        # Any other body is parsed from its bytes whatever its Content-Type (not from
-        # request.form, so a form content type cannot swallow the JSON).
+        # Other bodies: from their bytes, whatever the Content-Type (docs/app.md).
         try:
             value = parse_seed(raw)
         except BadSeed as err:

@@ -12,12 +12,12 @@ import time
 
 from . import create_app
 
-DRAIN = 1 << 20  # an oversized body up to this is read, so that its 413 keeps keep-alive
+DRAIN = 1 << 20  # read an oversized body up to this: its 413 keeps keep-alive
 _SPECIAL = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
 
 
 class _Unreadable:
-    """wsgi.input of a body that broke off: reading fails, as with gunicorn's stream."""
+    """wsgi.input of a body that broke off: reading fails (as gunicorn's does)."""
 
     def __init__(self, error: Exception):
         self.error = error
@@ -29,7 +29,7 @@ class _Unreadable:
 
 
 class RSGIApp:
-    """An RSGI application (granian calls `__rsgi__`) around a Flask app's WSGI side."""
+    """An RSGI application (granian calls `__rsgi__`) around a Flask app."""
 
     def __init__(self, app, body_timeout: float, log_requests: bool = True):
         self.wsgi = app.wsgi_app
@@ -43,7 +43,7 @@ class RSGIApp:
         if length and length.isdigit() and int(length) > DRAIN:
             extra = [("Connection", "close")]  # left unread: the app answers 413
         elif length or "transfer-encoding" in scope.headers:
-            try:  # whole: granian's chunk iterator ends quietly where a body broke off
+            try:  # whole: granian's chunk iterator hides a broken body
                 body = await asyncio.wait_for(protocol(), self.body_timeout)
             except TimeoutError:
                 data = (f'{{"error": "408 Request Timeout: the body did not arrive within '
@@ -53,7 +53,6 @@ class RSGIApp:
                     ("X-Served-By", self.served_by)], data)
             except Exception as err:  # RSGIProtocolClosed: the client left mid-body
                 error = err
-        # Flask answers its own errors; should this module fail, granian answers 500.
         status, headers, data = self._call(self._environ(scope, body, error))
         self._reply(scope, protocol, status, headers + extra, data)
 
@@ -61,7 +60,7 @@ class RSGIApp:
         host, _, port = scope.server.rpartition(":")
         environ = {
             "REQUEST_METHOD": scope.method, "SCRIPT_NAME": "",
-            # PEP 3333: the path's bytes as latin-1; granian gives it percent-decoded.
+            # PEP 3333: the (percent-decoded) path's bytes as latin-1
             "PATH_INFO": scope.path.encode("utf-8", "surrogateescape").decode("latin-1"),
             "QUERY_STRING": scope.query_string, "SERVER_NAME": host.strip("[]"),
             "SERVER_PORT": port, "SERVER_PROTOCOL": f"HTTP/{scope.http_version}",
@@ -72,7 +71,7 @@ class RSGIApp:
             "wsgi.multiprocess": True, "wsgi.run_once": False,
         }
         for name, value in scope.headers.items():
-            if "_" not in name:  # X_Forwarded would pass for X-Forwarded (gunicorn drops it)
+            if "_" not in name:  # X_A would pass for X-A (gunicorn drops it too)
                 key = _SPECIAL.get(name) or "HTTP_" + name.upper().replace("-", "_")
                 environ[key] = f"{environ[key]},{value}" if key in environ else value
         return environ
@@ -90,19 +89,18 @@ class RSGIApp:
     def _reply(self, scope, protocol, status: int, headers: list, data: bytes) -> None:
         try:
             protocol.response_bytes(status, headers, data)
-        except Exception:  # noqa: S110 - the client has gone; its line is still logged
+        except Exception:  # noqa: S110 - the client has gone
             pass
-        if self.log_requests:  # the combined log format, as gunicorn and nginx write it
+        if self.log_requests:  # the combined log format
             get, query = scope.headers.get, scope.query_string
             line = (f'{scope.client.rpartition(":")[0].strip("[]")} - - '
                     f'[{time.strftime("%d/%b/%Y:%H:%M:%S %z")}] "{scope.method} {scope.path}'
                     f'{"?" * bool(query)}{query} HTTP/{scope.http_version}" {status} '
                     f'{len(data) or "-"} "{get("referer", "-")}" "{get("user-agent", "-")}"')
-            sys.stdout.write(line + "\n")  # not logging: 30 us a line, a tenth of a GET
+            sys.stdout.write(line + "\n")  # not logging: 30 us a line
             sys.stdout.flush()
 
 
 def load(config: dict, body_timeout: float, log_requests: bool) -> RSGIApp:
-    """A worker's app, attached to the shared seed map named in `config`."""
     signal.signal(signal.SIGQUIT, signal.SIG_DFL)  # a forked worker inherits the master's
     return RSGIApp(create_app(config), body_timeout, log_requests)

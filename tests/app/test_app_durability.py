@@ -397,3 +397,49 @@ def test_reader_does_not_wait_for_a_writers_fsync(seed_file, monkeypatch):
         writer.join(10)
     assert store.get() == 2
     store.close()
+
+
+def test_a_reader_in_another_process_never_sees_a_torn_value(stores):
+    # GETs read without a lock (a write count and a CRC tell a write under way); a forked
+    # reader checks every value it sees while this process writes values of other lengths.
+    store = stores()
+    values = [str(d) * n for d, n in [(1, 1), (2, 4300), (3, 17), (4, 2000), (5, 900)]]
+    allowed = set(values) | {"0"}
+
+    def reader():
+        deadline = time.monotonic() + 3
+        seen = set()
+        while time.monotonic() < deadline:
+            text = store.get_text()
+            if text not in allowed:
+                return 3
+            seen.add(text)
+        return 0 if len(seen) > 2 else 4  # it did overlap the writes
+
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = reader()
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 3.5
+    while time.monotonic() < deadline:
+        for value in values:
+            store.set(int(value))
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_write_left_half_done_falls_back_to_the_locked_read(stores):
+    # A writer killed between its two stores leaves the count odd: readers give up on the
+    # lock-free read and read under the lock (which the dead writer no longer holds).
+    from app.seed_store import _HEADER
+
+    store = stores()
+    store.set(77)
+    count = _HEADER.unpack_from(store._memory)[0]
+    store._memory[:8] = (count | 1).to_bytes(8, "little")
+    assert store.get_text() == "77"
+    store.set(78)  # the next write makes the count even again
+    assert _HEADER.unpack_from(store._memory)[0] % 2 == 0 and store.get_text() == "78"
