@@ -29,10 +29,13 @@ def send_raw(port: int, data: bytes, close: str, timeout: float = 5.0) -> bytes 
         sock.sendall(data)
         if close != "half":
             return None
-        sock.shutdown(socket.SHUT_WR)
         reply = b""
-        while chunk := sock.recv(65536):
-            reply += chunk
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            while chunk := sock.recv(65536):
+                reply += chunk
+        except OSError:  # the server answered and closed (a reset) before all was read
+            pass
         return reply
 
 
@@ -235,8 +238,10 @@ def test_oversized_request_head_is_refused(server):
     # slow client can make a connection hold), and 12 KiB of headers still pass.
     set_seed(server, 46)
     head = post_head(b"application/json", 10).replace(b"Host: x", b"Host: x\r\nX: " + b"a" * 20000)
-    reply = send_raw(server.port, head + b'{"num": 5}', "half")
-    assert reply.split(b" ", 2)[1] == b"431", reply[:80]
+    # The server refuses before reading it all, so its answer may be lost to a reset.
+    statuses = {(send_raw(server.port, head + b'{"num": 5}', "half") + b"  ").split(b" ")[1]
+                for _ in range(5)}
+    assert b"431" in statuses and statuses <= {b"431", b""}, statuses
     assert fresh_get(server.url + "/").text == "46"
     big = loopback_session().get(server.url + "/", headers={"X-Big": "a" * 12000})
     assert big.status_code == 200
