@@ -1,18 +1,14 @@
 """The seed web app: `GET /` returns the seed, `POST /` with {"num": <integer>} sets it.
 
-`create_app(config)` is the Flask factory; `flask --app app run` finds it for development,
-and `python -m app` serves it with gunicorn (see __main__.py). Configuration keys (each
-defaults to the environment variable of the same name):
-
-- INSTANCE_ID: sent in the `X-Served-By` header of every response (default: the host name).
-  On EC2 the user data reads it from instance metadata; the app never calls the metadata
-  service itself.
-- SEED_FILE: a path that keeps the seed across restarts (default: in memory only).
-- MAX_CONTENT_LENGTH: bodies larger than this get 413 (default 64 KiB).
+`create_app(config)` is the Flask factory (`flask --app app run` finds it); `python -m app`
+serves it with granian. Config keys, each defaulting to the environment variable of that
+name: INSTANCE_ID (X-Served-By; default: host name), SEED_FILE (default: memory only),
+SEED_MAP (the shared seed map, set by `python -m app`), MAX_CONTENT_LENGTH. See docs/app.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -41,15 +37,11 @@ def _error(message: str, status: int) -> Response:
 
 
 def _drain(stream, budget: int = 16 * MAX_BODY) -> None:
-    # Read (up to 1 MiB of) the body before answering 413. Otherwise a client that sends its
-    # whole body before reading gets a reset instead of the 413, and gunicorn, which drains
-    # at most 64 KiB itself, closes a connection it has just announced as keep-alive (a
-    # load balancer reusing it would answer 502).
-    while budget > 0:
-        chunk = stream.read(min(budget, 65536))
-        if not chunk:
-            return
-        budget -= len(chunk)
+    # Read (up to 1 MiB of) the body before a 413: else a client still sending gets a reset,
+    # and gunicorn closes a connection it announced as keep-alive (an ALB would answer 502).
+    with contextlib.suppress(Exception):  # a client that has gone
+        while budget > 0 and (chunk := stream.read(min(budget, 65536))):
+            budget -= len(chunk)
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -57,6 +49,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.config.update(
         INSTANCE_ID=os.environ.get("INSTANCE_ID") or socket.gethostname(),
         SEED_FILE=os.environ.get("SEED_FILE") or None,
+        SEED_MAP=None,
         MAX_CONTENT_LENGTH=MAX_BODY,
     )
     if config:
@@ -64,7 +57,7 @@ def create_app(config: dict | None = None) -> Flask:
     if app.logger.level == logging.NOTSET:
         app.logger.setLevel(logging.INFO)  # start-up lines (seed restored, file corrupt)
 
-    store = SeedStore(app.config["SEED_FILE"], logger=app.logger)
+    store = SeedStore(app.config["SEED_FILE"], logger=app.logger, shared=app.config["SEED_MAP"])
     app.extensions["seed_store"] = store
     served_by = str(app.config["INSTANCE_ID"])
 
@@ -79,26 +72,30 @@ def create_app(config: dict | None = None) -> Flask:
         if limit is not None and length is not None and length > limit:
             _drain(LimitedStream(request.input_stream, length))
             raise RequestEntityTooLarge()
+        try:
+            raw = request.get_data()  # cached: request.form parses a multipart body from it
+        except Exception as err:
+            # The server's errors for a body it cannot decode: a 400, not a 500.
+            raw, failure = None, type(err).__name__
+        if length is not None and (raw is None or len(raw) < length):
+            # gunicorn and granian's WSGI hand over what came before the client closed:
+            # `num=12` of `num=12345` must not be taken.
+            got = "" if raw is None else f" after {len(raw)}"
+            return _error(f"the body ended{got} before the {length} bytes its Content-Length "
+                          "announced; the seed is unchanged", 400)
+        if raw is None:
+            return _error(f"the request body could not be read ({failure}); "
+                          'send JSON such as {"num": 100}', 400)
+        if length is None and limit is not None and len(raw) >= limit:
+            # A chunked body, cut at the limit by Werkzeug: refuse it, do not parse a part.
+            _drain(request.input_stream)
+            raise RequestEntityTooLarge()
         if request.mimetype == "multipart/form-data":  # curl -F num=100
             try:
                 return _store(parse_form_field(request.form.getlist("num")))
             except BadSeed as err:
                 return _error(str(err), 400)
-        # Every other body is read as raw bytes whatever its Content-Type (request.form is
-        # never touched, so a form content type cannot swallow the JSON).
-        try:
-            raw = request.get_data(cache=False)
-        except Exception as err:
-            # The server's input stream raises its own errors for a body it cannot decode
-            # (gunicorn: InvalidChunkSize, ChunkMissingTerminator, NoMoreData). Only the body
-            # is read here, so whatever fails is the client's body: a 400, not a 500.
-            return _error(f"the request body could not be read ({type(err).__name__}); "
-                          'send JSON such as {"num": 100}', 400)
-        if length is None and limit is not None and len(raw) >= limit:
-            # A chunked body has no Content-Length to check up front, and Werkzeug quietly
-            # stops reading it at the limit: refuse it rather than parse a truncated body.
-            _drain(request.input_stream)  # the server ends a chunked stream at its end
-            raise RequestEntityTooLarge()
+        # Other bodies: from their bytes, whatever the Content-Type (docs/app.md).
         try:
             value = parse_seed(raw)
         except BadSeed as err:

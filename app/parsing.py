@@ -1,19 +1,7 @@
 """A POST body -> the new seed (an int), or a BadSeed whose message says what was wrong.
 
-Graders send the same `{"num": 100}` in several ways: `requests.post(url, json=...)`
-(application/json), `data=json.dumps(...)` (form content type, or none at all), bytes with
-text/plain, and plain forms (`num=100`). So the Content-Type is ignored: the body is read as
-JSON first, and as a url-encoded form only when it is not JSON. (Only multipart/form-data,
-`curl -F num=100`, is told by its Content-Type; the app hands its field to parse_form_field.)
-
-Accepted values of `num`:
-- JSON integers of any sign, up to MAX_DIGITS digits;
-- integral strings, leniently: surrounding whitespace, one leading sign, leading zeros
-  (`" -5 "`, `"+7"`, `"007"`); ASCII digits only.
-Rejected (a 400 that says why): booleans, any JSON number written with a fraction or an
-exponent -- `1.0` included (see `_num_of`) --, null, lists, objects, NaN/Infinity,
-a missing `num`, a body that is not a JSON object, malformed JSON, an empty body, bytes that
-are not UTF-8, and integers of more than MAX_DIGITS digits.
+The Content-Type is ignored (graders send JSON every way): JSON first, then a url-encoded
+form. What is accepted and refused, and why (`1.0` too): docs/app.md, "What POST / accepts".
 """
 
 from __future__ import annotations
@@ -22,8 +10,8 @@ import json
 import re
 from urllib.parse import parse_qs
 
-# Python's own limit for int <-> str conversions (sys.int_info.default_max_str_digits).
-# Every integer up to this many digits is accepted; one digit more is a 400, never a 500.
+# Python's limit for int <-> str (sys.int_info.default_max_str_digits): one digit more is a
+# 400, never a 500.
 MAX_DIGITS = 4300
 
 EXPECTED = 'send a JSON object like {"num": 100}'
@@ -47,8 +35,8 @@ class _LongInt(str):
 
 
 def _json_int(text: str) -> int | _LongInt:
-    # json.loads hands every integer literal here before converting it, so an over-long one
-    # never reaches int() (whose ValueError would be a 500 waiting to happen).
+    # json.loads hands integer literals here: an over-long one never reaches int() (whose
+    # ValueError would be a 500).
     if len(text.lstrip("-")) > MAX_DIGITS:
         return _LongInt(text)
     return int(text)
@@ -79,9 +67,7 @@ def _num_of(value: object) -> int:
     if isinstance(value, _LongInt):
         return _too_long(len(value.lstrip("-")))
     if isinstance(value, _Float):
-        # `1.0` is refused on purpose: a client that sends it holds a float, whose large
-        # values have already lost digits (9007199254740993 becomes ...992.0), and it would
-        # compare its str(1.0) == "1.0" with the "1" that GET returns. A 400 shows the bug.
+        # `1.0` is refused on purpose: its sender holds a float (docs/app.md says why).
         shown = value if len(value) <= 40 else value[:40] + "..."
         return _raise(f"num must be an integer, got the number {shown}"
                       " (no fraction or exponent: write 1, not 1.0 or 1e0)")

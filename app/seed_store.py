@@ -1,22 +1,5 @@
-"""The seed: one value per instance, the same for every thread and every worker process.
-
-gunicorn forks its workers from one master, and each fork has its own copy of ordinary
-memory, so a plain attribute would let worker A keep 0 after worker B took a POST. The seed
-therefore lives in a small shared memory map (MAP_SHARED over an unlinked temporary file)
-that is created before the fork (`python -m app` preloads the app in the master), so every
-worker, including one the master restarts later, sees the same bytes.
-
-Locking: a threading.Lock for the threads of one process, plus a POSIX record lock
-(fcntl.lockf) on the same temporary file between processes. A record lock belongs to its
-process and the kernel drops it when the process dies, so a worker killed in the middle of a
-write cannot leave the others blocked forever (a multiprocessing semaphore would).
-
-Durability: with a seed file, a POST writes the file first (temp file, fsync, rename, fsync
-of the directory) and only then the shared memory, under the same lock, so the value a POST
-returned is on disk, and the file and memory agree on which of two racing POSTs came last.
-At start-up a missing file means 0; an unreadable or corrupt one is logged in one line, kept
-aside as `<file>.corrupt`, and the seed starts at 0, the assignment's initial value.
-"""
+"""The seed, one value for every thread and worker: a shared memory map over a file.
+How it is shared, locked and kept on disk: docs/app.md, "Concurrency" and "Durability"."""
 
 from __future__ import annotations
 
@@ -29,12 +12,15 @@ import re
 import struct
 import tempfile
 import threading
+import zlib
 
 from .parsing import MAX_DIGITS
 
-_HEADER = struct.Struct("<I")  # length of the decimal text that follows
+# A write count (odd during a write), the text's length and CRC-32; then the text.
+_HEADER = struct.Struct("<QII")
 _SIZE = mmap.PAGESIZE * 2  # >= header + sign + MAX_DIGITS digits
 _VALID = re.compile(r"-?[0-9]+")
+_WRITER, _VALUE = 0, 1  # the bytes of the map file that the two record locks cover
 
 log = logging.getLogger(__name__)
 
@@ -44,63 +30,80 @@ class SeedStoreError(RuntimeError):
 
 
 class SeedStore:
-    """`get_text()` the seed as decimal text, `set(value)` it; safe across threads and forks."""
+    """`get_text()` the seed as decimal text, `set(value)` it; safe across threads and workers."""
 
     def __init__(self, seed_file: str | os.PathLike | None = None,
-                 logger: logging.Logger | None = None):
-        assert _HEADER.size + 1 + MAX_DIGITS <= _SIZE
+                 logger: logging.Logger | None = None, *, shared: str | None = None,
+                 publish: bool = False):
+        """Attach to the map file `shared`, or load the seed into a new map: private, or
+        `publish`ed at `map_path` for workers (docs/app.md, "Concurrency")."""
         self.log = logger or log
         self.path = os.path.abspath(seed_file) if seed_file else None
-        self._thread_lock = threading.Lock()
-        self._backing = tempfile.TemporaryFile(prefix="seed-lb-store-")
-        self._backing.truncate(_SIZE)
-        self._memory = mmap.mmap(self._backing.fileno(), _SIZE)  # MAP_SHARED: seen by forks
-        self._write_memory(str(self._load()))
-
-    # -- reading and writing -------------------------------------------------------------
+        self._writer_lock, self._value_lock = threading.Lock(), threading.Lock()
+        self.map_path, self._unlink_map = shared, False
+        if shared:
+            self._backing = open(shared, "r+b")
+        else:
+            value = load_seed(self.path, self.log)
+            where = self.path and os.path.dirname(self.path)
+            named = publish and where and os.access(where, os.W_OK | os.X_OK)
+            name = os.path.basename(self.path) if named else "seed-lb"
+            fd, self.map_path = tempfile.mkstemp(dir=where if named else None,
+                                                 prefix=f".{name}.map.", suffix=".tmp")
+            self._backing = os.fdopen(fd, "r+b")
+            self._backing.truncate(_SIZE)
+        self._memory = mmap.mmap(self._backing.fileno(), _SIZE)  # MAP_SHARED
+        if not shared:
+            _write(self._memory, str(value))  # nobody else sees the map yet
+            if named:
+                os.replace(self.map_path, final := os.path.join(where, f".{name}.map"))
+                self.map_path = final
+            elif publish:
+                self._unlink_map = True
+            else:
+                os.unlink(self.map_path)
+                self.map_path = None
 
     @contextlib.contextmanager
-    def _locked(self, exclusive: bool):
-        with self._thread_lock:
+    def _locked(self, byte: int, exclusive: bool):
+        with self._writer_lock if byte == _WRITER else self._value_lock:
             fd = self._backing.fileno()
-            fcntl.lockf(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            fcntl.lockf(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH, 1, byte)
             try:
                 yield
             finally:
-                fcntl.lockf(fd, fcntl.LOCK_UN)
-
-    def _write_memory(self, text: str) -> None:
-        data = text.encode("ascii")
-        self._memory[_HEADER.size:_HEADER.size + len(data)] = data
-        self._memory[:_HEADER.size] = _HEADER.pack(len(data))
+                fcntl.lockf(fd, fcntl.LOCK_UN, 1, byte)
 
     def get_text(self) -> str:
         """The seed as the exact decimal text GET returns: `100`, `-7`, `0`."""
-        with self._locked(exclusive=False):
-            (length,) = _HEADER.unpack_from(self._memory)
-            return self._memory[_HEADER.size:_HEADER.size + length].decode("ascii")
+        # No lock (lockf lets go of the GIL: ~40 us a GET); a write under way means a retry,
+        # then a read under the lock.
+        for _ in range(100):
+            text = _read(self._memory)
+            if text is not None:
+                return text
+        with self._locked(_VALUE, exclusive=False):
+            return _read(self._memory, locked=True)
 
     def get(self) -> int:
         return int(self.get_text())
 
     def set(self, value: int) -> str:
-        """Store `value` (on disk first if there is a seed file); return its decimal text.
-
-        Raises SeedStoreError, leaving the seed unchanged, if the seed file cannot be written.
-        """
+        """Store `value`, on disk first; SeedStoreError (nothing changed) if that fails."""
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"the seed is an int, not {type(value).__name__}")
         text = str(value)
         if len(text.lstrip("-")) > MAX_DIGITS:
             raise ValueError(f"the seed has more than {MAX_DIGITS} digits")
-        with self._locked(exclusive=True):
+        with self._locked(_WRITER, exclusive=True):
             if self.path:
                 try:
                     self._persist(text)
                 except OSError as err:
                     raise SeedStoreError(f"could not write the seed file {self.path}: {err}") \
                         from err
-            self._write_memory(text)
+            with self._locked(_VALUE, exclusive=True):
+                _write(self._memory, text)
         return text
 
     def check(self) -> str | None:
@@ -116,8 +119,9 @@ class SeedStore:
     def close(self) -> None:
         self._memory.close()
         self._backing.close()
-
-    # -- the seed file -------------------------------------------------------------------
+        if self._unlink_map:
+            with contextlib.suppress(OSError):
+                os.unlink(self.map_path)
 
     def _persist(self, text: str) -> None:
         directory, name = os.path.split(self.path)
@@ -138,55 +142,73 @@ class SeedStore:
         finally:
             os.close(dir_fd)
 
-    def _load(self) -> int:
-        if not self.path:
-            self.log.info("seed: in memory only (set SEED_FILE to keep it across restarts)")
-            return 0
-        directory, name = os.path.split(self.path)
-        try:
-            os.makedirs(directory, exist_ok=True)
-        except OSError as err:
-            self.log.error("seed: cannot create the seed file's directory %s (%s); "
-                           "starting at 0, and POSTs will fail until it exists", directory, err)
-            return 0
-        self._remove_stale_temps(directory, name)
-        try:
-            with open(self.path, "rb") as f:
-                raw = f.read(_SIZE + 1)
-        except FileNotFoundError:
-            self.log.info("seed: no seed file %s yet; starting at 0", self.path)
-            return 0
-        except OSError as err:
-            self.log.error("seed: cannot read the seed file %s (%s); starting at 0",
-                           self.path, err)
-            return 0
-        problem = _problem_with(raw)
-        if problem is None:
-            value = int(raw.decode("ascii").strip())
-            self.log.info("seed: restored %s from %s",
-                          value if len(raw) < 40 else f"a {len(raw.strip())}-digit seed",
-                          self.path)
-            return value
-        kept = self.path + ".corrupt"
-        try:
-            os.replace(self.path, kept)
-            where = f"the bad file is kept as {kept}"
-        except OSError as err:
-            where = f"the bad file could not be moved aside ({err})"
-        self.log.error("seed: the seed file %s is corrupt (%s); starting at 0 and %s",
-                       self.path, problem, where)
-        return 0
 
-    def _remove_stale_temps(self, directory: str, name: str) -> None:
-        # Left behind by a crash between mkstemp and rename; never the real file.
-        try:
-            leftovers = [e for e in os.listdir(directory)
-                         if e.startswith(f".{name}.") and e.endswith(".tmp")]
-        except OSError:
-            return
-        for entry in leftovers:
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(directory, entry))
+def _write(memory: mmap.mmap, text: str) -> None:
+    data = text.encode("ascii")
+    count = _HEADER.unpack_from(memory)[0] | 1
+    memory[:8] = struct.pack("<Q", count)
+    memory[_HEADER.size:_HEADER.size + len(data)] = data
+    memory[:_HEADER.size] = _HEADER.pack(count + 1, len(data), zlib.crc32(data))
+
+
+def _read(memory: mmap.mmap, locked: bool = False) -> str | None:
+    count, length, crc = _HEADER.unpack_from(memory)
+    data = memory[_HEADER.size:_HEADER.size + min(length, _SIZE - _HEADER.size)]
+    if not locked and (count & 1 or memory[:8] != struct.pack("<Q", count)
+                       or zlib.crc32(data) != crc):
+        return None  # a write under way
+    return data.decode("ascii")
+
+
+def load_seed(path: str | None, logger: logging.Logger) -> int:
+    """The seed at start-up: the seed file's value, or 0 (missing, unreadable, corrupt)."""
+    if not path:
+        logger.info("seed: in memory only (set SEED_FILE to keep it across restarts)")
+        return 0
+    directory, name = os.path.split(path)
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as err:
+        logger.error("seed: cannot create the seed file's directory %s (%s); "
+                     "starting at 0, and POSTs will fail until it exists", directory, err)
+        return 0
+    _remove_stale_temps(directory, name)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(_SIZE + 1)
+    except FileNotFoundError:
+        logger.info("seed: no seed file %s yet; starting at 0", path)
+        return 0
+    except OSError as err:
+        logger.error("seed: cannot read the seed file %s (%s); starting at 0", path, err)
+        return 0
+    problem = _problem_with(raw)
+    if problem is None:
+        value = int(raw.decode("ascii").strip())
+        logger.info("seed: restored %s from %s",
+                    value if len(raw) < 40 else f"a {len(raw.strip())}-digit seed", path)
+        return value
+    kept = path + ".corrupt"
+    try:
+        os.replace(path, kept)
+        where = f"the bad file is kept as {kept}"
+    except OSError as err:
+        where = f"the bad file could not be moved aside ({err})"
+    logger.error("seed: the seed file %s is corrupt (%s); starting at 0 and %s",
+                 path, problem, where)
+    return 0
+
+
+def _remove_stale_temps(directory: str, name: str) -> None:
+    # Left behind by a crash between mkstemp and rename; never the real file.
+    try:
+        leftovers = [e for e in os.listdir(directory)
+                     if e.startswith(f".{name}.") and e.endswith(".tmp")]
+    except OSError:
+        return
+    for entry in leftovers:
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(directory, entry))
 
 
 def _problem_with(raw: bytes) -> str | None:

@@ -2,8 +2,11 @@
 
 Steps, one after another so they do not compete for the cores:
   load       wrk against (a) flask run, (b) python -m app, (c) the local testbed (Caddy and
-             two instances) and (d) Caddy's static response, taking turns for a few rounds
+             two instances), (d) Caddy's static response and (e) gunicorn gthread (the
+             previous design), taking turns for a few rounds
   failover   on the same testbed: kill an instance under a steady load, start it again
+  slowclients  200 slow connections held open against flask run, gunicorn gthread and
+             python -m app: the share of another client's GETs still served, and their p99
   badinput   malformed requests against one python -m app: 5xx seen, seed changed
   provision  Stack.deploy()/destroy() against a moto server: wall time and API calls
 A step whose piece is missing (no wrk, no testbed) is reported as skipped; the run goes on.
@@ -34,19 +37,22 @@ from infra.bench.load import (
     caddy_static_server,
     display_command,
     flask_dev_server,
+    gthread_server,
     run_rounds,
 )
 from infra.bench.machine import describe_machine, load_average
 from infra.bench.procs import LOOPBACK
 from infra.bench.provision import run_provisioning
 from infra.bench.report import BenchRun, Section, console_summary, plot, render_markdown
+from infra.bench.slowclients import run_slow_clients
 from infra.bench.testbed import RunningTestbed, TestbedMissing, failover_drill, running_testbed
 from infra.bench.wrk import find_wrk, wrk_version
 from infra.console import Progress
 from infra.errors import UserError
 from infra.local.processes import free_port
 
-STEPS = ("load", "failover", "badinput", "provision")
+STEPS = ("load", "failover", "slowclients", "badinput", "provision")
+SLOW_SETUPS = ("a", "e", "b")  # the servers whose slow-client figures are compared
 DOC_NAME = "benchmarks.md"
 PLOT_NAME = "benchmarks.png"
 
@@ -80,12 +86,15 @@ def register(subparsers, common) -> None:
     )
     parser.add_argument("--duration", type=_positive, default=10, metavar="S",
                         help="seconds of load per setup (default: %(default)s)")
-    parser.add_argument("--connections", type=_positive, default=32, metavar="N",
+    parser.add_argument("--connections", type=_positive, default=16, metavar="N",
                         help="wrk connections (default: %(default)s)")
     parser.add_argument("--threads", type=_positive, default=2, metavar="N",
                         help="wrk threads (default: %(default)s)")
     parser.add_argument("--rounds", type=_positive, default=3, metavar="N",
                         help="rounds of wrk per setup, taking turns; the median counts "
+                        "(default: %(default)s)")
+    parser.add_argument("--slow-window", type=_positive, default=15, metavar="S",
+                        help="seconds the 200 slow connections are held open per server "
                         "(default: %(default)s)")
     parser.add_argument("--examples", type=_positive, default=300, metavar="N",
                         help="hypothesis examples for the bad-input step (default: %(default)s)")
@@ -144,6 +153,9 @@ def run(args: argparse.Namespace) -> int:
         if "failover" in steps:
             _step(bench, "failover", progress, lambda: _failover_step(bench, testbed, progress))
         exits.close()  # the testbed goes down before the steps that need the cores
+        if "slowclients" in steps:
+            _step(bench, "slow clients", progress,
+                  lambda: _slow_clients_step(bench, work, args.slow_window, progress))
         if "badinput" in steps:
             _step(bench, "bad input", progress,
                   lambda: _bad_input_step(bench, work, args.examples, progress))
@@ -198,12 +210,12 @@ def _load_step(bench, wrk, caddy, work, settings, testbed, progress) -> None:
         raise Skip("wrk is not on PATH: install it (Debian: apt-get install wrk)")
     urls: dict[str, str] = {}
     with ExitStack() as servers:
-        starters = {"a": flask_dev_server, "b": app_server}
+        starters = {"a": flask_dev_server, "b": app_server, "e": gthread_server}
         if caddy is not None:
             starters["d"] = lambda w, p: caddy_static_server(caddy, w, p)
         else:
             bench.setups["d"].skipped = "caddy not found"
-        for key in ("a", "b", "c", "d"):
+        for key in SETUPS:
             if key == "c":
                 if testbed:
                     urls["c"] = testbed[0].lb_url
@@ -228,6 +240,23 @@ def _failover_step(bench, testbed, progress) -> None:
     if not testbed:
         raise Skip("the testbed is not running")
     bench.failover = failover_drill(testbed[0], progress)
+
+
+def _slow_clients_step(bench, work, window, progress) -> None:
+    starters = {"a": flask_dev_server, "e": gthread_server, "b": app_server}
+    for key in SLOW_SETUPS:
+        port = free_port()
+        with starters[key](work, port, name=f"slow-{key}") as server:
+            url = f"http://{LOOPBACK}:{port}/"
+            server.wait_http(url)
+            progress(f"  ({key}) {SETUPS[key][0]}: 200 slow connections for {window}s")
+            result = run_slow_clients(url, window_s=window)
+        bench.slow_clients[key] = result
+        p99 = result.percentile(99)
+        progress(f"  ({key}) {SETUPS[key][0]}: {result.served}/{result.attempts} GETs served "
+                 f"({100 * result.share:.0f}%), p99 "
+                 f"{'-' if p99 is None else f'{p99:.1f} ms'}; afterwards "
+                 f"{result.served_after}/20")
 
 
 def _bad_input_step(bench, work, examples, progress) -> str | None:
@@ -259,7 +288,7 @@ def _find_caddy() -> str | None:
 
 def _command_line(args: argparse.Namespace) -> str:
     if not args.only and (args.duration, args.connections, args.threads, args.rounds,
-                          args.examples) == (10, 32, 2, 3, 300):
+                          args.examples, args.slow_window) == (10, 16, 2, 3, 300, 15):
         return "make bench"
     return "python -m infra " + shlex.join(sys.argv[1:])
 

@@ -1,13 +1,14 @@
-"""Throughput and latency: the same `GET /` under wrk, in four setups.
+"""Throughput and latency: the same `GET /` under wrk, in five setups.
 
 (a) the seed's way, `flask --app app run` (werkzeug's development server);
-(b) `python -m app`, one instance (gunicorn);
+(b) `python -m app`, one instance (granian, 2 workers);
 (c) the local testbed: Caddy in front of two `python -m app` instances (started by
     infra/bench/testbed.py, which hands its URL in);
-(d) Caddy answering by itself with a static response: the most this machine can do.
+(d) Caddy answering by itself with a static response: the most this machine can do;
+(e) the previous design, gunicorn with 2 gthread workers x 4 threads, same app.
 
-All four servers are up at once but only one is loaded at a time (idle servers cost
-nothing). The setups take turns for a few rounds, a b c d a b c d ..., so that a burst of
+All the servers are up at once but only one is loaded at a time (idle servers cost
+nothing). The setups take turns for a few rounds, a b c d e a b c d e ..., so that a burst of
 other work on the machine lands on every setup alike; each setup's figure is its median
 round. Before each round the machine's idle CPU is sampled, to show how quiet it was.
 """
@@ -27,7 +28,7 @@ from infra.console import Progress
 @dataclass
 class LoadSettings:
     duration_s: int = 10
-    connections: int = 32
+    connections: int = 16
     threads: int = 2
     warmup_s: int = 1
     rounds: int = 3
@@ -60,9 +61,10 @@ class SetupResult:
 
 SETUPS = {
     "a": ("flask run", "flask --app app run (werkzeug development server)"),
-    "b": ("python -m app", "python -m app (gunicorn, one instance)"),
+    "b": ("python -m app", "python -m app (granian, one instance)"),
     "c": ("Caddy + 2 instances", "local testbed: Caddy -> 2 x python -m app"),
     "d": ("Caddy static", "Caddy static_response (the ceiling)"),
+    "e": ("gunicorn gthread", "gunicorn gthread 2 x 4 threads (the previous design)"),
 }
 
 
@@ -71,14 +73,23 @@ def app_env(work: Path, instance_id: str) -> dict[str, str]:
             "FLASK_DEBUG": "0"}
 
 
-def flask_dev_server(work: Path, port: int) -> ServerProcess:
+def flask_dev_server(work: Path, port: int, name: str = "flask-run") -> ServerProcess:
     argv = python_argv("-m", "flask", "--app", "app", "run", "--host", LOOPBACK,
                        "--port", str(port))
-    return ServerProcess("flask-run", argv, work, env=app_env(work, "bench-flask"))
+    return ServerProcess(name, argv, work, env=app_env(work, "bench-flask"))
 
 
 def app_server(work: Path, port: int, name: str = "python-m-app") -> ServerProcess:
     argv = python_argv("-m", "app", "--host", LOOPBACK, "--port", str(port))
+    return ServerProcess(name, argv, work, env=app_env(work, name))
+
+
+def gthread_server(work: Path, port: int, name: str = "gunicorn-gthread") -> ServerProcess:
+    # What `python -m app` ran before granian: the same app, preloaded, access log on stdout.
+    argv = python_argv("-m", "gunicorn", "--workers", "2", "--threads", "4", "--worker-class",
+                       "gthread", "--preload", "--keep-alive", "75", "--access-logfile", "-",
+                       "--no-control-socket",  # a fixed per-user path: other gunicorns
+                       "--bind", f"{LOOPBACK}:{port}", "app:create_app()")
     return ServerProcess(name, argv, work, env=app_env(work, name))
 
 

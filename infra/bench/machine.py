@@ -69,7 +69,7 @@ def describe_machine(wrk_version: str, caddy: str | None) -> dict[str, str]:
         "Python": platform.python_version(),
         "wrk": wrk_version,
         "Caddy": caddy_version(caddy),
-        "gunicorn": package_version("gunicorn"),
+        "granian / gunicorn": f"{package_version('granian')} / {package_version('gunicorn')}",
         "Flask / Werkzeug": f"{package_version('flask')} / {package_version('werkzeug')}",
         "moto / boto3": f"{package_version('moto')} / {package_version('boto3')}",
     }

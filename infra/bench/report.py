@@ -9,8 +9,9 @@ from infra.bench.badinput import BadInputResult
 from infra.bench.failover import FailoverResult
 from infra.bench.load import SETUPS, LoadSettings, SetupResult, ratio
 from infra.bench.provision import ProvisionResult
+from infra.bench.slowclients import AFTER_GETS, SlowClientResult
 
-RATIOS = (("b", "a"), ("c", "a"), ("c", "d"))
+RATIOS = (("b", "a"), ("b", "e"), ("c", "a"), ("c", "d"))
 
 
 @dataclass
@@ -34,6 +35,7 @@ class BenchRun:
     setups: dict[str, SetupResult] = field(default_factory=dict)
     failover: FailoverResult | None = None
     bad_input: BadInputResult | None = None
+    slow_clients: dict[str, SlowClientResult] = field(default_factory=dict)
     provisioning: ProvisionResult | None = None
     sections: list[Section] = field(default_factory=list)
 
@@ -147,6 +149,19 @@ def _statuses(statuses: dict) -> str:
     return ", ".join(f"{k}: {v:,}" for k, v in sorted(statuses.items(), key=lambda kv: str(kv[0])))
 
 
+def slow_client_lines(results: dict[str, SlowClientResult]) -> list[str]:
+    if not results:
+        return ["Not measured in this run."]
+    lines = ["| server | GETs served (2 s timeout) | share | p50 (ms) | p99 (ms) | failures "
+             f"| served afterwards (of {AFTER_GETS}) |", "|---|---:|---:|---:|---:|---|---:|"]
+    for key, r in results.items():
+        failures = ", ".join(f"{what}: {n}" for what, n in sorted(r.failures.items())) or "-"
+        lines.append(f"| ({key}) {SETUPS[key][0]} | {r.served} of {r.attempts} | "
+                     f"**{100 * r.share:.0f}%** | {_num(r.percentile(50))} | "
+                     f"{_num(r.percentile(99))} | {failures} | {r.served_after} |")
+    return lines
+
+
 def bad_input_lines(result: BadInputResult | None) -> list[str]:
     if result is None:
         return ["Not measured in this run."]
@@ -210,7 +225,7 @@ def render_markdown(run: BenchRun, plot_name: str = "benchmarks.png") -> str:
         f"Load generator: **{run.generator}**, `GET /` for {s.duration_s} s with "
         f"{s.connections} connections on {s.threads} threads (`wrk -t{s.threads} "
         f"-c{s.connections} -d{s.duration_s}s --latency URL`), after a {s.warmup_s} s warm-up. "
-        f"The setups take turns, one loaded at a time, for {s.rounds} rounds (a b c d a b c d "
+        f"The setups take turns, one loaded at a time, for {s.rounds} rounds (a b c d e a b c d e "
         "...); each row is the median round by requests/s, with that round's latencies. "
         "wrk shares the cores with the servers it measures. *CPU idle before* is the idle "
         "share of all cores in the half second before each round: what other work on the "
@@ -235,6 +250,17 @@ def render_markdown(run: BenchRun, plot_name: str = "benchmarks.png") -> str:
         "then started again.",
         "",
         *failover_lines(run.failover),
+        "",
+        "## Slow clients",
+        "",
+        "While 200 slow connections are held open against one server (a third each idle, "
+        "dripping header lines every 0.5 s, or sending half a body), one other client sends "
+        "`GET /` on a new connection each time, with a 2 s timeout, for "
+        + (f"{next(iter(run.slow_clients.values())).window_s:g} s" if run.slow_clients
+           else "the window") + ". Then the slow connections close and "
+        f"{AFTER_GETS} more GETs check that the server serves as before.",
+        "",
+        *slow_client_lines(run.slow_clients),
         "",
         "## Bad input",
         "",
@@ -280,7 +306,8 @@ def plot(setups: dict[str, SetupResult], path: Path) -> None:
     p99 = [setups[k].result.p99_ms for k in keys]
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
-    bars = left.bar(labels, rps, color=["#9e9e9e", "#1f77b4", "#2ca02c", "#ff7f0e"][: len(keys)])
+    colors = {"a": "#9e9e9e", "b": "#1f77b4", "c": "#2ca02c", "d": "#ff7f0e", "e": "#8c564b"}
+    bars = left.bar(labels, rps, color=[colors.get(k, "#7f7f7f") for k in keys])
     left.bar_label(bars, labels=[f"{v:,.0f}" for v in rps], fontsize=8)
     left.set_ylabel("requests/s (higher is better)")
     left.set_yscale("log")
@@ -306,6 +333,9 @@ def plot(setups: dict[str, SetupResult], path: Path) -> None:
 
 def console_summary(run: BenchRun) -> str:
     lines = ["", *throughput_table(run.setups), "", *ratio_lines(run.setups)]
+    for key, r in run.slow_clients.items():
+        lines.append(f"- slow clients, ({key}) {SETUPS[key][0]}: {r.served}/{r.attempts} GETs "
+                     f"served ({100 * r.share:.0f}%), p99 {_num(r.percentile(99))} ms")
     if run.failover:
         f = run.failover
         lines.append(f"- failover: {f.failed_after_kill} failed requests over "

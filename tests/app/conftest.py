@@ -1,8 +1,10 @@
-"""Fixtures for the app's tests: a fresh app (memory-only seed) and its test client."""
+"""Fixtures for the app's tests: a fresh app (memory-only seed), its test client, and real
+servers (`start_server`)."""
 
 from __future__ import annotations
 
 import pytest
+from app_servers import Server
 
 from app import create_app
 
@@ -45,3 +47,20 @@ def seed(client):
         return response.get_data(as_text=True)
 
     return read
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    started: list[Server] = []
+
+    def start(port: int, *args: str, env: dict | None = None, wait: bool = True,
+              argv: list[str] | None = None) -> Server:
+        server = Server(tmp_path, port, *args, env=env, argv=argv)
+        started.append(server)
+        return server.wait_ready() if wait else server
+
+    yield start
+    for server in started:
+        server.stop()
+
+

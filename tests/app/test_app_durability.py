@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import threading
+import time
 
 import pytest
 
@@ -247,7 +248,7 @@ def test_threads_never_see_torn_values(stores):
 
 
 def _in_child(fn) -> int:
-    """Run fn() in a forked child (as gunicorn forks workers); return its exit status."""
+    """Run fn() in a forked child (as servers fork workers); return its exit status."""
     pid = os.fork()
     if pid == 0:  # child: never return into pytest
         code = 1
@@ -276,7 +277,9 @@ def test_worker_killed_holding_the_lock_does_not_block_others(stores):
     store.set(1)
 
     def die_while_writing():
-        with store._locked(exclusive=True):
+        from app.seed_store import _VALUE, _WRITER
+
+        with store._locked(_WRITER, exclusive=True), store._locked(_VALUE, exclusive=True):
             os.kill(os.getpid(), signal.SIGKILL)
 
     assert _in_child(die_while_writing) == -signal.SIGKILL
@@ -295,3 +298,148 @@ def test_set_refuses_what_is_not_a_seed(stores):
     with pytest.raises(ValueError):
         store.set(10**MAX_DIGITS)
     assert store.get() == 0
+
+
+# -- the published map: what `python -m app`'s workers attach to --------------------------
+
+def _attach_and_set(map_path: str, seed_file: str, value: int) -> None:
+    """In a spawned process (nothing inherited but the arguments): attach, POST, leave."""
+    store = SeedStore(seed_file, shared=map_path)
+    store.set(value)
+    store.close()
+
+
+def _attach_and_expect(map_path: str, expected: str) -> None:
+    store = SeedStore(shared=map_path)
+    if store.get_text() != expected:
+        raise SystemExit(3)
+
+
+def test_spawned_processes_share_a_published_seed(seed_file):
+    # A spawned worker inherits no memory: it finds the seed by the map's name.
+    import multiprocessing
+
+    spawn = multiprocessing.get_context("spawn")
+    store = SeedStore(seed_file, publish=True)
+    try:
+        assert store.map_path == str(seed_file.parent / ".seed.map")
+        child = spawn.Process(target=_attach_and_set, args=(store.map_path, str(seed_file), 55))
+        child.start()
+        child.join(60)
+        assert child.exitcode == 0
+        assert store.get() == 55 and seed_file.read_text() == "55\n"  # disk, then memory
+        store.set(-3)
+        child = spawn.Process(target=_attach_and_expect, args=(store.map_path, "-3"))
+        child.start()
+        child.join(60)
+        assert child.exitcode == 0
+    finally:
+        store.close()
+    assert (seed_file.parent / ".seed.map").exists()  # kept: the next start replaces it
+
+
+def test_each_start_publishes_a_fresh_map(seed_file):
+    first = SeedStore(seed_file, publish=True)
+    first.set(8)
+    first.close()
+    seed_file.unlink()  # the file is gone: the next start is at 0, not the old map's 8
+    second = SeedStore(seed_file, publish=True)
+    try:
+        assert second.get() == 0
+        assert sorted(p.name for p in seed_file.parent.iterdir()) == [".seed.map"]
+    finally:
+        second.close()
+
+
+def test_published_map_without_seed_file_is_removed_on_close():
+    store = SeedStore(publish=True)
+    path = store.map_path
+    assert os.path.exists(path)
+    worker = SeedStore(shared=path)
+    worker.set(12)
+    assert store.get() == 12
+    worker.close()
+    store.close()
+    assert not os.path.exists(path)
+
+
+def test_private_store_leaves_no_map_file(seed_file):
+    store = SeedStore(seed_file)
+    try:
+        assert store.map_path is None
+        assert list(seed_file.parent.iterdir()) == []
+    finally:
+        store.close()
+
+
+def test_reader_does_not_wait_for_a_writers_fsync(seed_file, monkeypatch):
+    # Writers are ordered by their own lock byte; GETs only take the value's byte.
+    store = SeedStore(seed_file)
+    store.set(1)
+    in_fsync, release = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def slow_fsync(fd):
+        in_fsync.set()
+        release.wait(10)
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    writer = threading.Thread(target=store.set, args=(2,))
+    writer.start()
+    try:
+        assert in_fsync.wait(5)
+        started = time.monotonic()
+        assert store.get() == 1  # the POST has not returned: the old value, at once
+        assert time.monotonic() - started < 1
+    finally:
+        release.set()
+        writer.join(10)
+    assert store.get() == 2
+    store.close()
+
+
+def test_a_reader_in_another_process_never_sees_a_torn_value(stores):
+    # GETs read without a lock (a write count and a CRC tell a write under way); a forked
+    # reader checks every value it sees while this process writes values of other lengths.
+    store = stores()
+    values = [str(d) * n for d, n in [(1, 1), (2, 4300), (3, 17), (4, 2000), (5, 900)]]
+    allowed = set(values) | {"0"}
+
+    def reader():
+        deadline = time.monotonic() + 3
+        seen = set()
+        while time.monotonic() < deadline:
+            text = store.get_text()
+            if text not in allowed:
+                return 3
+            seen.add(text)
+        return 0 if len(seen) > 2 else 4  # it did overlap the writes
+
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = reader()
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 3.5
+    while time.monotonic() < deadline:
+        for value in values:
+            store.set(int(value))
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_write_left_half_done_falls_back_to_the_locked_read(stores):
+    # A writer killed between its two stores leaves the count odd: readers give up on the
+    # lock-free read and read under the lock (which the dead writer no longer holds).
+    from app.seed_store import _HEADER
+
+    store = stores()
+    store.set(77)
+    count = _HEADER.unpack_from(store._memory)[0]
+    store._memory[:8] = (count | 1).to_bytes(8, "little")
+    assert store.get_text() == "77"
+    store.set(78)  # the next write makes the count even again
+    assert _HEADER.unpack_from(store._memory)[0] % 2 == 0 and store.get_text() == "78"

@@ -1,4 +1,4 @@
-"""The real production server: `python -m app` (gunicorn, several workers) on a loopback port."""
+"""The real production server: `python -m app` (granian, several workers) on a loopback port."""
 
 from __future__ import annotations
 
@@ -14,109 +14,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from app_servers import COMBINED, INSTANCE_ID, REPO, fresh_get, loopback_session
 
 from app import MAX_BODY
 from app.parsing import MAX_DIGITS
 
 pytestmark = pytest.mark.integration
-
-REPO = Path(__file__).resolve().parents[2]
-INSTANCE_ID = "i-0serverundertest"
-# Apache/NCSA combined log format: host ident user [time] "request" status bytes "ref" "agent"
-COMBINED = re.compile(
-    r'^\S+ \S+ \S+ \[[^\]]+\] "[A-Z]+ \S+ HTTP/1\.[01]" \d{3} \S+ "[^"]*" "[^"]*"$')
-
-
-def _session() -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False  # no proxy from the environment: loopback only
-    return session
-
-
-def fresh_get(url: str) -> requests.Response:
-    """GET on a new connection, which the kernel may hand to any gunicorn worker."""
-    with _session() as session:
-        return session.get(url, timeout=10, headers={"Connection": "close"})
-
-
-class Server:
-    """A `python -m app` subprocess; its stdout (access log) and stderr go to files."""
-
-    def __init__(self, tmp_path: Path, port: int, *args: str, env: dict | None = None):
-        self.url = f"http://127.0.0.1:{port}"
-        self.stdout_path = tmp_path / f"stdout-{port}.log"
-        self.stderr_path = tmp_path / f"stderr-{port}.log"
-        full_env = {**os.environ, "INSTANCE_ID": INSTANCE_ID, **(env or {})}
-        if "SEED_FILE" not in (env or {}):
-            full_env.pop("SEED_FILE", None)  # memory only unless a test asks for a file
-        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "app", "--port", str(port), *args],
-                cwd=REPO, env=full_env, stdout=out, stderr=err, start_new_session=True)
-
-    def wait_ready(self, timeout: float = 20.0) -> Server:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.stderr}")
-            try:
-                if fresh_get(self.url + "/health").status_code == 200:
-                    return self
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"server not ready after {timeout}s:\n{self.stderr}")
-
-    def stop(self) -> int:
-        """SIGTERM (graceful), then SIGQUIT (quick), then SIGKILL to the server's own group."""
-        for sig, grace in ((signal.SIGTERM, 12), (signal.SIGQUIT, 5), (signal.SIGKILL, 5)):
-            if self.proc.poll() is not None:
-                break
-            if sig == signal.SIGKILL:
-                os.killpg(self.proc.pid, sig)  # the master and its workers, by the group id
-            else:
-                self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                continue
-        return self.proc.returncode
-
-    def wait_workers(self, count: int, timeout: float = 20.0) -> list[int]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            pids = self.worker_pids()
-            if len(pids) == count:
-                return pids
-            time.sleep(0.1)
-        raise AssertionError(f"expected {count} workers, have {self.worker_pids()}")
-
-    def worker_pids(self) -> list[int]:
-        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
-        return [int(pid) for pid in children.split()]
-
-    @property
-    def stdout(self) -> str:
-        return self.stdout_path.read_text(errors="replace")
-
-    @property
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-
-@pytest.fixture
-def start_server(tmp_path):
-    started: list[Server] = []
-
-    def start(port: int, *args: str, env: dict | None = None, wait: bool = True) -> Server:
-        server = Server(tmp_path, port, *args, env=env)
-        started.append(server)
-        return server.wait_ready() if wait else server
-
-    yield start
-    for server in started:
-        server.stop()
-
 
 @pytest.fixture
 def server(start_server, free_port, tmp_path):
@@ -132,7 +35,7 @@ def test_port_flag_alone_answers_zero(start_server, free_port):
     assert response.text == "0"
     assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
     assert response.headers["X-Served-By"] == INSTANCE_ID
-    assert response.headers["Server"] == "gunicorn"  # the production server, not Werkzeug's
+    assert response.headers["Server"] == "granian"  # the production server, not Werkzeug's
 
 
 def test_concurrent_posts_and_gets_stay_consistent(server):
@@ -152,7 +55,7 @@ def test_concurrent_posts_and_gets_stay_consistent(server):
                 problems.append(f"{what}: {response.status_code} {response.text[:80]}")
 
     def poster(thread: int) -> None:
-        with _session() as session:
+        with loopback_session() as session:
             for round_ in range(6):
                 for value in values_by_thread[thread]:
                     response = session.post(server.url + "/", json={"num": int(value)},
@@ -164,7 +67,7 @@ def test_concurrent_posts_and_gets_stay_consistent(server):
                         check(session.get(server.url + "/", timeout=10), "GET")
 
     def getter(_: int) -> None:
-        with _session() as session:
+        with loopback_session() as session:
             for i in range(120):
                 response = (session.get(server.url + "/", timeout=10) if i % 3
                             else fresh_get(server.url + "/"))
@@ -185,7 +88,7 @@ def test_concurrent_posts_and_gets_stay_consistent(server):
 
     # After the last POST has returned, every GET (any worker, any thread) returns it.
     final = "-" + "8" * 1234
-    assert _session().post(server.url + "/", data=f'{{"num": {final}}}').text == final
+    assert loopback_session().post(server.url + "/", data=f'{{"num": {final}}}').text == final
     with ThreadPoolExecutor(max_workers=16) as pool:
         bodies = list(pool.map(lambda _: fresh_get(server.url + "/").text, range(64)))
     assert set(bodies) == {final}
@@ -194,7 +97,7 @@ def test_concurrent_posts_and_gets_stay_consistent(server):
 def test_read_your_write_across_connections(server):
     # POST on one kept-alive connection, GET on new ones: with two workers these are often
     # served by different processes, which must agree.
-    with _session() as writer:
+    with loopback_session() as writer:
         for i in range(40):
             value = (-1) ** i * (i * 7919) ** (1 + i % 5)
             assert writer.post(server.url + "/", json={"num": value}).text == str(value)
@@ -202,7 +105,7 @@ def test_read_your_write_across_connections(server):
 
 
 def test_killed_workers_come_back_with_the_same_seed(server):
-    _session().post(server.url + "/", json={"num": 4242})
+    loopback_session().post(server.url + "/", json={"num": 4242})
     old = server.wait_workers(2)
     for pid in old:
         os.kill(pid, signal.SIGKILL)
@@ -213,7 +116,7 @@ def test_killed_workers_come_back_with_the_same_seed(server):
             break
         time.sleep(0.1)
     else:
-        pytest.fail(f"gunicorn did not replace its workers: {old} -> {server.worker_pids()}")
+        pytest.fail(f"granian did not replace its workers: {old} -> {server.worker_pids()}")
     server.wait_ready()
     assert {fresh_get(server.url + "/").text for _ in range(10)} == {"4242"}
 
@@ -221,7 +124,7 @@ def test_killed_workers_come_back_with_the_same_seed(server):
 def test_seed_file_survives_a_server_restart(start_server, free_port, tmp_path):
     env = {"SEED_FILE": str(tmp_path / "seed")}
     first = start_server(free_port, env=env)
-    assert _session().post(first.url + "/", json={"num": -31}).status_code == 200
+    assert loopback_session().post(first.url + "/", json={"num": -31}).status_code == 200
     assert first.stop() == 0
     second = start_server(free_port, env=env)
     assert fresh_get(second.url + "/").text == "-31"
@@ -235,13 +138,13 @@ def test_corrupt_seed_file_starts_at_zero(start_server, free_port, tmp_path):
     assert fresh_get(server.url + "/").text == "0"
     assert fresh_get(server.url + "/health").status_code == 200
     assert server.stderr.count("is corrupt") == 1  # once, in the master, not per worker
-    # in gunicorn's error log format, like the server's own lines
+    # in the error log format of the server's own lines: [time] [pid] [LEVEL]
     assert re.search(r"^\[[^\]]+\] \[\d+\] \[ERROR\] seed: the seed file .* is corrupt",
                      server.stderr, re.MULTILINE)
 
 
 def test_access_log_one_combined_line_per_request(server):
-    with _session() as session:
+    with loopback_session() as session:
         session.get(server.url + "/")
         session.post(server.url + "/", json={"num": 1})
         session.post(server.url + "/", data=b"bad")
@@ -255,7 +158,7 @@ def test_access_log_one_combined_line_per_request(server):
 
 
 def test_limits_on_the_real_server(server):
-    with _session() as session:
+    with loopback_session() as session:
         big = b'{"num": 1}' + b" " * MAX_BODY
         assert session.post(server.url + "/", data=big).status_code == 413
         # chunked (a generator body has no Content-Length)
@@ -272,7 +175,7 @@ def test_limits_on_the_real_server(server):
 def test_413_keeps_the_connection_usable(server):
     # A 413 announced as keep-alive must not be followed by a close: a load balancer that
     # reuses the connection would turn the next request into a 502.
-    with _session() as session:
+    with loopback_session() as session:
         for _ in range(3):
             response = session.post(server.url + "/", data=b" " * (3 * MAX_BODY))
             assert response.status_code == 413
@@ -294,7 +197,7 @@ def test_help_explains_options_and_environment():
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--port", "70000"], "not a TCP port"),
-    (["--workers", "0"], "at least 1"),
+    (["--workers", "0"], "more than 0"),
     (["--threads", "many"], "not a whole number"),
 ])
 def test_bad_arguments_are_one_line_errors(args, message):
@@ -317,7 +220,7 @@ def test_flask_run_still_works(tmp_path, free_port):
         deadline = time.monotonic() + 20
         while True:
             try:
-                response = _session().post(url, data='{"num": 5}', timeout=5)
+                response = loopback_session().post(url, data='{"num": 5}', timeout=5)
                 break
             except requests.ConnectionError:
                 if time.monotonic() > deadline or proc.poll() is not None:
@@ -338,7 +241,7 @@ def test_malformed_chunked_body_is_400_not_500(server, chunk_size):
     # reads the body. A body that cannot be read is the client's mistake, and changes nothing.
     import socket
 
-    with _session() as session:
+    with loopback_session() as session:
         assert session.post(server.url + "/", json={"num": 41}).text == "41"
     host, port = server.url.removeprefix("http://").split(":")
     request = (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -352,3 +255,37 @@ def test_malformed_chunked_body_is_400_not_500(server, chunk_size):
     status_line = reply.split(b"\r\n", 1)[0]
     assert status_line.split()[1] == b"400", reply[:300]
     assert fresh_get(server.url + "/").text == "41"
+
+
+def test_a_killed_worker_is_replaced_and_shares_the_seed(server, tmp_path):
+    # granian starts a new worker process, which attaches to the seed map by its name;
+    # once a POST returns, every later GET on any worker (old or new) returns its value.
+    seed_map = tmp_path / ".seed.map"
+    assert seed_map.is_file()
+    old = server.wait_workers(2)
+    victim, survivor = old
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while set(server.worker_pids()) in ({survivor}, set(old)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    new = server.wait_workers(2)
+    assert survivor in new and victim not in new
+    (newcomer,) = set(new) - {survivor}
+    assert str(seed_map) in Path(f"/proc/{newcomer}/maps").read_text()
+    server.wait_ready()
+    for value in (7, -123456789, 10**400):
+        with loopback_session() as session:  # a new connection: either worker may take it
+            assert session.post(server.url + "/", json={"num": value},
+                                headers={"Connection": "close"}).text == str(value)
+        assert {fresh_get(server.url + "/").text for _ in range(24)} == {str(value)}
+    assert "Respawning worker" in server.stderr or "Spawning worker" in server.stderr
+
+
+def test_head_and_odd_paths(server):
+    with loopback_session() as session:
+        head = session.head(server.url + "/")
+        assert (head.status_code, head.content, head.headers["Content-Length"]) == (200, b"", "1")
+        assert head.headers["X-Served-By"] == INSTANCE_ID
+        assert session.get(server.url + "/heal%74h").text == "ok"  # percent-decoded path
+        odd = session.get(server.url + "/%ff%fe")  # not UTF-8: a 404, not a 500
+        assert odd.status_code == 404 and odd.headers["X-Served-By"] == INSTANCE_ID

@@ -3,7 +3,7 @@
 The script itself never runs here (it would install packages and call the metadata
 service). What it carries is checked for real: shellcheck on the rendered text, the
 archive unpacked by the script's own Python snippet, the systemd unit through
-`systemd-analyze verify`, and the extracted app started as a real gunicorn process.
+`systemd-analyze verify`, and the extracted app started as a real `python -m app` (granian).
 """
 
 from __future__ import annotations

@@ -12,7 +12,9 @@ from infra.errors import UserError
 
 def test_defaults_and_options():
     args = build_parser().parse_args(["bench"])
-    assert (args.duration, args.connections, args.threads, args.rounds) == (10, 32, 2, 3)
+    # -c16: the connections of the side-by-side figure (python -m app vs flask run)
+    assert (args.duration, args.connections, args.threads, args.rounds) == (10, 16, 2, 3)
+    assert args.slow_window == 15
     args = build_parser().parse_args(["bench", "--only", "badinput", "--only", "provision",
                                       "--duration", "3", "--no-docs"])
     assert args.only == ["badinput", "provision"] and args.duration == 3 and args.no_docs

@@ -100,6 +100,24 @@ def test_markdown_reports_failover_bad_input_and_provisioning():
     assert "failover: SKIPPED - no testbed" in summary
 
 
+def test_markdown_reports_slow_clients():
+    from infra.bench.slowclients import SlowClientResult
+
+    starved = SlowClientResult(200, 15.0, attempts=8, served=0,
+                               failures={"timeout": 8}, served_after=20)
+    fine = SlowClientResult(200, 15.0, attempts=400, served=399,
+                            latencies_ms=[float(i) for i in range(1, 400)],
+                            failures={"timeout": 1}, served_after=20)
+    text = render_markdown(bench_run(slow_clients={"e": starved, "b": fine}))
+    assert "for 15 s. Then the slow connections close" in text
+    assert "| (e) gunicorn gthread | 0 of 8 | **0%** | - | - | timeout: 8 | 20 |" in text
+    assert "| (b) python -m app | 399 of 400 | **100%** | 200.00 | 396.00 | timeout: 1 | 20 |" \
+        in text
+    summary = console_summary(bench_run(slow_clients={"b": fine}))
+    assert "slow clients, (b) python -m app: 399/400 GETs served (100%)" in summary
+    assert "- b/e (requests/s): not measured" in text  # no (e) in the throughput setups
+
+
 def test_plot_writes_a_png(tmp_path):
     path = tmp_path / "b.png"
     plot(setups(), path)
