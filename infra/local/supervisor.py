@@ -61,6 +61,7 @@ class Supervisor:
         self.managed: set[str] = set()  # target groups whose health this supervisor made
         self.pushed: dict | None = None
         self.synced_once = False
+        self.last: tuple | None = None  # (view, plan, meta) of the last sync
         self._table_lock = threading.Lock()
 
     # --- target health -> moto ---------------------------------------------------------
@@ -73,7 +74,7 @@ class Supervisor:
             group = self.monitor.group
             # Groups managed before keep an (empty) entry: a target registered there again is
             # `initial` until checked, never moto's constant `healthy`.
-            groups = {arn: {} for arn in self.managed}
+            groups: dict[str, dict] = {arn: {} for arn in self.managed}
             if group:
                 groups[group] = self.monitor.entries()
             motohook.write_table(self.table_path, groups)
@@ -183,15 +184,27 @@ class Supervisor:
         group = view.target_group_arn
         adopted = self._adopt(view)
         if group:
-            self.managed.add(group)
+            with self._table_lock:  # the health threads read it when they write the table
+                self.managed.add(group)
         self.monitor.align(_caddy_started(self.testbed.runtime_dir))
         self.monitor.update(group, self._probes(view, plan, meta), adopted)
         if not self.synced_once:
             self._write_table()
+        self.synced_once = True
+        self.last = (view, plan, meta)
+        self.route()
+
+    def route(self) -> None:
+        """Caddy's config from the last look at the stack and the health checks as they are
+        now. A health change calls this at once (no describe calls): fail-open follows the
+        last target to fail within milliseconds, before Caddy's own checks empty its
+        rotation."""
+        if self.last is None:
+            return
+        view, plan, meta = self.last
         desired = self.testbed.proxy_config(view, meta, **self._routing(view, plan, meta))
         self._apply(proxy.Caddy(meta.admin, self.testbed.runtime_dir), desired, plan.front,
                     meta.lb)
-        self.synced_once = True
         self._write_status(view, plan, desired, meta)
 
     def _write_status(self, view: StackView, plan: netrules.Plan, config: dict, meta) -> None:
@@ -226,6 +239,16 @@ class Supervisor:
         tmp.replace(self.status_path)
 
     # --- the loop -------------------------------------------------------------------------
+    def _wait_routing(self, until: float) -> None:
+        """Until the next sync: a health state that changes re-routes at once."""
+        while (left := until - time.monotonic()) > 0:
+            if self.wake.wait(left):
+                self.wake.clear()
+                try:
+                    self.route()
+                except Exception as exc:  # Caddy busy: the next sync pushes it
+                    _log(f"re-routing failed: {type(exc).__name__}: {exc}")
+
     def run(self) -> int:
         last_ok = time.monotonic()
         try:
@@ -247,9 +270,7 @@ class Supervisor:
                     ):
                         _log("moto has not answered for a while: exiting")
                         return 1
-                # A health state that changed wakes the loop: fail-open follows at once.
-                self.wake.wait(self.poll)
-                self.wake.clear()
+                self._wait_routing(time.monotonic() + self.poll)
         finally:
             self.monitor.stop()
             self.sinks.close()

@@ -85,9 +85,11 @@ def test_app_security_group_closed_then_reopened(testbed, window):
     try:
         assert wait_until(lambda: states(testbed, all_of(testbed, "unhealthy", "Target.Timeout")),
                           window, 0.5), health(testbed)
-        # Fail-open routes to the targets, whose packets are dropped: no answer, never a 200.
-        answers = [get(testbed.lb_address) for _ in range(3)]
-        assert 200 not in answers and set(answers) <= {"ReadTimeout", 502, 503, 504}, answers
+        # Every target unhealthy: the ALB fails open and routes to them, and their packets
+        # are dropped: no answer (the ALB's 504 comes after 10 s), never a 200.
+        assert wait_until(lambda: testbed.status()["supervisor"].get("fail_open"), 5, 0.2)
+        answers = {get(testbed.lb_address) for _ in range(3)}
+        assert answers == {"ReadTimeout"}, answers
     finally:
         ec2.authorize_security_group_ingress(GroupId=by_role["app"]["GroupId"],
                                              IpPermissions=rule)
@@ -174,3 +176,30 @@ def test_listener_deleted_refuses_and_target_group_not_in_use(testbed, window):
     # Attached again: initial, then healthy after the healthy threshold, as on AWS.
     assert wait_until(lambda: states(testbed, all_of(testbed, "healthy", None)), window, 0.5)
     assert get(testbed.lb_address) == 200
+
+
+def test_an_instance_in_a_private_subnet_never_starts_its_app(testbed, window):
+    """Launched by hand into a subnet without an internet route, registered in place of
+    app-2: its user data could not install the app, so the testbed starts none, says why,
+    and the target fails its health checks (connection refused)."""
+    from infra.local import faults
+
+    drill = faults.Drill(testbed)
+    fault = faults.FAULTS["private-subnet"]
+    fault.apply(drill)
+    try:
+        private = drill.instance(faults.PRIVATE)["InstanceId"]
+        wanted = {drill.ids["app-1"]: ("healthy", None),
+                  private: ("unhealthy", "Target.FailedHealthChecks")}
+        assert wait_until(lambda: states(testbed, wanted), window, 0.5), health(testbed)
+        done = subprocess.run(
+            [sys.executable, "-m", "infra", "local", "status", "--stack", testbed.stack,
+             "--runtime-dir", str(testbed.runtime_dir)],
+            capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=60, check=True)
+        line = next(ln for ln in done.stdout.splitlines() if ln.strip().startswith(private + ":"))
+        assert "app not started" in line and "no route to the internet" in line, done.stdout
+        assert not any(r.name == f"app-{private}" for r in testbed.processes.records())
+    finally:
+        fault.undo(drill)
+    assert wait_until(lambda: drill.recovered() is None, window, 0.5), drill.recovered()
+    assert private not in testbed.instances  # terminated: it left the testbed
