@@ -41,7 +41,7 @@ from infra.aws.loadbalancer import LoadBalancer
 from infra.aws.network import Network
 from infra.config import PROJECT, TAG_PROJECT, TAG_STACK, stack_tags
 from infra.errors import UserError
-from infra.local import motoserver, supervisor
+from infra.local import motoserver, proxy, supervisor
 from infra.local.processes import PROJECT_ROOT, wait_until
 from infra.state import read_state, write_state
 
@@ -164,7 +164,13 @@ class Drill:
             return f"targets {states}, wanted {sorted(wanted)} healthy"
         apps = status.get("apps", {})
         down = [i for i in wanted if apps.get(i, {}).get("app") != "running"]
-        return f"apps not running: {down}" if down else None
+        if down:
+            return f"apps not running: {down}"
+        # Caddy's own checks run a second after the supervisor's: its rotation follows.
+        meta = self.bed.meta
+        caddy = proxy.Caddy(meta.admin, self.bed.runtime_dir).health(status.get("upstreams", []))
+        out = sorted(a for a, state in caddy.items() if state != "healthy")
+        return f"Caddy has not put back {out}" if out else None
 
 
 def _name(instance: dict) -> str:
