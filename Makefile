@@ -10,6 +10,7 @@ PORT   ?= 5000
 
 .DEFAULT_GOAL := help
 .PHONY: help setup lock test lint run test-local local-up local-status local-down \
+        local-break local-fix test-faults \
         deploy-aws destroy-aws status plan deploy-localstack destroy-localstack \
         grade grade-class doctor bench clean
 
@@ -47,6 +48,15 @@ local-status: setup ## what the local testbed runs
 
 local-down: setup ## stop the local testbed, also after a killed run
 	$(PY) -m infra local down
+
+local-break: setup ## make a seed FAQ mistake on the running testbed: make local-break FAULT=app-sg-closed (FAULT=--list)
+	$(PY) -m infra local break $(FAULT) $(ARGS)
+
+local-fix: setup ## undo it: make local-fix FAULT=app-sg-closed
+	$(PY) -m infra local fix $(FAULT) $(ARGS)
+
+test-faults: setup ## every fault drill on testbeds side by side: break, grade FAIL, doctor names it, fix, PASS
+	$(PY) -m infra local faults $(ARGS)
 
 deploy-aws: setup ## deploy the stack (AWS, or AWS_ENDPOINT_URL)
 	$(PY) -m infra deploy --stack $(STACK) $(ARGS)

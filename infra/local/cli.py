@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 from infra.console import Progress
@@ -17,6 +18,8 @@ from infra.local.testbed import (
     sigterm_as_interrupt,
 )
 
+DEFAULT_LANES = 9  # testbeds side by side in `local faults`: the two shortest share one
+
 LOCAL_HELP = """\
 the whole system on this machine: a moto server as the AWS control plane, provisioned by the
 same code as `make deploy-aws`; one `python -m app` process per instance (127.0.0.11:5000,
@@ -29,6 +32,14 @@ plane reports.
   test                up, grade, failover drill, down: a PASS/FAIL table (make test-local)
   kill-instance ID    crash one instance's app (SIGKILL)
   start-instance ID   start it again, with the same seed file
+  break FAULT         make one of the seed FAQ's mistakes on the running testbed (--list)
+  fix FAULT           undo it
+  faults [FAULT...]   every fault on testbeds of their own: break, grade FAIL, doctor names
+                      it, fix, grade PASS; a PASS/FAIL table (make test-faults)
+
+The testbed is as strict as AWS: the supervisor applies the stack's security groups, scheme,
+listener and target ports to the local path, and DescribeTargetHealth in its moto server
+reports real health checks (docs/testbed.md).
 """
 
 
@@ -60,7 +71,11 @@ def cmd_up(args) -> int:
 
 
 def cmd_status(args) -> int:
-    status = _testbed(args).status()
+    testbed = _testbed(args)
+    if getattr(args, "json", False):
+        print(json.dumps(testbed.status_json(), indent=2))
+        return 0
+    status = testbed.status()
     print(f"stack {status['stack']} ({status['mode']}), control plane {status['endpoint']}: "
           f"{'answering' if status['moto'] else 'NOT answering'}")
     print(f"load balancer http://{status['lb']}: "
@@ -70,20 +85,35 @@ def cmd_status(args) -> int:
     for p in status["processes"]:
         print(f"  {p['name']:<28} pid {p['pid']:<8} {'running' if p['running'] else 'GONE'}"
               f"   log {p['log']}")
-    print("\ninstances:              address              app      /health  moto     Caddy")
+    print("\ninstances:              address              app          /health  moto "
+          "(DescribeTargetHealth)           Caddy")
+    health = status["target_health"]
     for inst in status["instances"]:
         iid = inst["id"]
-        print(f"  {iid:<22} {inst['address']:<20} "
-              f"{'running' if inst['running'] else 'stopped':<8} "
-              f"{'200' if inst['health'] else 'down':<8} "
-              f"{status['control_plane'].get(iid, 'not registered'):<8} "
+        moto = health.get(iid)
+        moto_text = (f"{moto['state']}" + (f" ({moto['reason']})" if moto["reason"] else "")
+                     if moto else "not registered")
+        print(f"  {iid:<22} {inst['address']:<20} {inst['process']:<12} "
+              f"{'200' if inst['health'] else 'down':<8} {moto_text:<36} "
               f"{status['caddy'].get(iid, 'not in rotation')}")
-    synced = status["supervisor"].get("synced_at")
+    for inst in status["instances"]:
+        if inst["why"]:
+            print(f"  {inst['id']}: app {inst['process']}: {inst['why']}")
+    supervised = status["supervisor"]
+    front = supervised.get("front") or {}
+    if front:
+        state = front["state"] + (" (fail-open: every target unhealthy, traffic to all)"
+                                  if supervised.get("fail_open") else "")
+        print(f"\nload balancer front: {state}" + (f": {front['why']}" if front["why"] else ""))
+    for iid, route in supervised.get("routes", {}).items():
+        if route.get("why"):
+            print(f"  {iid}: {route['why']}")
+    synced = supervised.get("synced_at")
     if synced:
         print(f"\nsupervisor: last synced the proxy with the control plane "
               f"{time.time() - synced:.1f}s ago")
-    print("\nmoto reports the target health it was told (it never probes); Caddy's column is "
-          "what its active health checks found.")
+    print("\nmoto's column is the target group's health checks as the supervisor makes them "
+          "(AWS's states and reasons); Caddy's column is what its own checks found.")
     return 0
 
 
@@ -160,12 +190,18 @@ def register(subparsers, common) -> None:
     sub = parser.add_subparsers(dest="local_command", required=True, metavar="ACTION")
     for name, func, text in [
         ("up", cmd_up, "start the testbed and leave it running"),
-        ("status", cmd_status, "processes, ports and target health"),
         ("down", cmd_down, "stop everything and delete the stack in moto"),
         ("test", cmd_test, "up, grade, failover drill, down (make test-local)"),
     ]:
         sub.add_parser(name, parents=[options], help=text, description=text).set_defaults(
             func=func)
+    text = "processes, ports and target health"
+    status = sub.add_parser("status", parents=[options], help=text, description=text)
+    status.add_argument("--json", action="store_true",
+                        help="print one JSON object: endpoint, load_balancer, instances (id, "
+                             "address, process, health in moto), last_sync")
+    status.set_defaults(func=cmd_status)
+    _register_faults(sub, options)
     for name, func, text in [
         ("kill-instance", cmd_kill_instance, "crash one instance's app (SIGKILL)"),
         ("start-instance", cmd_start_instance, "start an instance's app again (same seed file)"),
@@ -173,3 +209,89 @@ def register(subparsers, common) -> None:
         p = sub.add_parser(name, parents=[options], help=text, description=text)
         p.add_argument("instance_id", metavar="ID", help="the instance id, as `status` lists it")
         p.set_defaults(func=func)
+
+
+# --- fault drills ---------------------------------------------------------------------------
+def cmd_break(args) -> int:
+    from infra.local import faults
+
+    if args.list:
+        print("faults (python -m infra local break FAULT; undo with `local fix FAULT`):\n")
+        print(faults.listing())
+        return 0
+    if not args.fault:
+        raise UserError("name a fault to break, e.g. `python -m infra local break "
+                        "app-sg-closed`; `--list` lists them", exit_code=2)
+    fault = faults.get(args.fault)
+    testbed = _testbed(args)
+    fault.apply(faults.Drill(testbed))
+    lb = testbed.lb_address
+    grade = f"grade {fault.grade}" + (f" ({fault.why_grade})" if fault.why_grade else "")
+    print(f"broke {fault.name}: {fault.does}\n"
+          f"  stands for: {fault.faq}\n"
+          f"  expect, within ~{faults.effect_window(testbed):.0f}s: {grade}; the doctor names "
+          f"{fault.code}\n"
+          f"  see it:  make local-status ARGS='--stack {args.stack}'   make grade LB={lb}\n"
+          f"           AWS_ENDPOINT_URL={testbed.endpoint_url} .venv/bin/python -m infra doctor "
+          f"--stack {args.stack}\n"
+          f"  undo it: python -m infra local fix {fault.name} --stack {args.stack}")
+    return 0
+
+
+def cmd_fix(args) -> int:
+    from infra.local import faults
+
+    fault = faults.get(args.fault)
+    testbed = _testbed(args)
+    fault.undo(faults.Drill(testbed))
+    print(f"fixed {fault.name}; the targets are healthy again within "
+          f"~{faults.effect_window(testbed):.0f}s (`make local-status`)")
+    return 0
+
+
+def cmd_faults(args) -> int:
+    from infra.local import faults
+
+    names = args.fault or list(faults.FAULTS)
+    for name in names:
+        faults.get(name)
+    progress = Progress()
+    # The defaults are those of `local up`'s own testbed: the lanes keep clear of it.
+    lb_port = None if args.lb_port == DEFAULT_LB_PORT else args.lb_port
+    first = None if args.first_address == FIRST_ADDRESS else args.first_address
+    rows, info = faults.run_all(
+        names, stack=args.stack, lanes_wanted=args.lanes, lb_port=lb_port,
+        first_address=first, region=args.region, caddy=args.caddy, say=progress)
+    print(faults.render(rows, progress.elapsed), flush=True)
+    ups = sorted(info["up_seconds"].values())
+    if ups:
+        print(f"{len(ups)} testbeds on one moto server, up in {ups[0]:.1f}-{ups[-1]:.1f}s")
+    return 0 if rows and all(r.passed for r in rows) else 1
+
+
+def _register_faults(sub, options) -> None:
+    from infra.local.faults import FAULTS
+
+    names = ", ".join(FAULTS)
+    text = "make one of the seed FAQ's mistakes on the running testbed, through boto3"
+    p = sub.add_parser("break", parents=[options], help=text, description=text,
+                       epilog=f"faults: {names}")
+    p.add_argument("fault", nargs="?", metavar="FAULT", help="the fault (see --list)")
+    p.add_argument("--list", action="store_true",
+                   help="list the faults, each with the FAQ entry it stands for")
+    p.set_defaults(func=cmd_break)
+    text = "undo a fault made with `local break`"
+    p = sub.add_parser("fix", parents=[options], help=text, description=text,
+                       epilog=f"faults: {names}")
+    p.add_argument("fault", metavar="FAULT")
+    p.set_defaults(func=cmd_fix)
+    text = ("every fault against testbeds of its own, side by side: break, wait for the effect, "
+            "grade FAIL, doctor names it, fix, grade PASS; a PASS/FAIL table (make test-faults)")
+    p = sub.add_parser("faults", parents=[options], help=text, description=text,
+                       epilog="Lanes use --lb-port, +1, ... and --first-address, +8, ... when "
+                              "given (not the defaults of `local up`'s testbed), else free ports "
+                              "and a random loopback block; their stacks are <stack>-f1, -f2, ...")
+    p.add_argument("fault", nargs="*", metavar="FAULT", help=f"only these (default: all: {names})")
+    p.add_argument("--lanes", type=int, default=DEFAULT_LANES,
+                   help=f"testbeds side by side (default: {DEFAULT_LANES})")
+    p.set_defaults(func=cmd_faults)

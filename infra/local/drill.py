@@ -23,6 +23,7 @@ from pathlib import Path
 
 import requests
 
+from infra.local.health import USER_AGENT
 from infra.local.processes import wait_until
 from infra.local.proxy import read_events, server_log
 from infra.local.testbed import app_process_name
@@ -94,7 +95,7 @@ class HealthCheckClock:
         self.runtime_dir = runtime_dir
         self.interval = float(interval)
         # `GET /health HTTP/1.1"` or `GET /health?x`: the request line of any access log;
-        # our own probes (requests' User-Agent) do not count where the log shows it.
+        # only Caddy's checks count: not our probes, nor the supervisor's ALB-style checks.
         self._check_line = re.compile(rf"GET {re.escape(path)}[ ?]")
         self._app_log = Path(app_log) if app_log else None
         self._offset = self._size()
@@ -130,7 +131,7 @@ class HealthCheckClock:
             log.seek(self._offset)
             chunk = log.read(size - self._offset).decode(errors="replace")
         self._offset = size
-        if any(self._check_line.search(line) and "python-requests" not in line
+        if any(self._check_line.search(line) and not _ours(line)
                for line in chunk.splitlines()):
             self._note(now, "the app's access log")
 
@@ -184,7 +185,7 @@ def failed_checks(runtime_dir, host: str | None, since: float, until: float = fl
 
 
 def count_check_lines(log: str | Path, offset: int, path: str) -> int:
-    """Health check requests in an app's access log after byte `offset` (not our probes)."""
+    """Caddy's health check requests in an app's access log after byte `offset`."""
     pattern = re.compile(rf"GET {re.escape(path)}[ ?]")
     try:
         with open(log, "rb") as handle:
@@ -192,8 +193,16 @@ def count_check_lines(log: str | Path, offset: int, path: str) -> int:
             text = handle.read().decode(errors="replace")
     except OSError:
         return 0
-    return sum(1 for line in text.splitlines()
-               if pattern.search(line) and "python-requests" not in line)
+    return sum(1 for line in text.splitlines() if pattern.search(line) and not _ours(line))
+
+
+# User-Agents of the requests that are not Caddy's health checks, where the log shows them:
+# our own probes (requests) and the supervisor's checks for moto's target health.
+OWN_AGENTS = ("python-requests", USER_AGENT)
+
+
+def _ours(line: str) -> bool:
+    return any(agent in line for agent in OWN_AGENTS)
 
 
 def _log_size(path: str | Path) -> int:

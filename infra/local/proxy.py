@@ -79,17 +79,39 @@ def build_config(
     upstreams: list[str],
     health: HealthCheck | None,
     runtime_dir: Path,
+    fail_open: bool = False,
+    response: dict | None = None,
+    hold_timeout: str | None = None,
 ) -> dict:
     """Caddy's JSON config: one server on the listener's local port, round robin over the
-    registered targets, active health checks as the target group defines them."""
+    registered targets, active health checks as the target group defines them.
+
+    What the supervisor adds from AWS's rules (infra/local/netrules.py):
+    - `fail_open`: every target is unhealthy, so an ALB routes to all of them: no active
+      health checks, so Caddy takes none out;
+    - `response`: the listener does not forward: `{"status", "body", "headers"}` for a
+      fixed response or a redirect, `{"abort": True}` to close the connection unanswered;
+    - `hold_timeout`: some upstream is a hold sink (a security group drops its packets):
+      give up on it after this long with a 504, as an ALB gives up connecting after 10 s.
+    """
     runtime_dir = Path(runtime_dir).resolve()
-    if upstreams:
-        handler: dict = {
+    if response is not None:
+        handler: dict = {"handler": "static_response"}
+        if response.get("abort"):
+            handler["abort"] = True
+        else:
+            handler["status_code"] = response["status"]
+            if response.get("body"):
+                handler["body"] = response["body"]
+            if response.get("headers"):
+                handler["headers"] = {k: [v] for k, v in response["headers"].items()}
+    elif upstreams:
+        handler = {
             "handler": "reverse_proxy",
             "upstreams": [{"dial": u} for u in upstreams],
             "load_balancing": {"selection_policy": {"policy": "round_robin"}},
         }
-        if health is not None and health.enabled:
+        if health is not None and health.enabled and not fail_open:
             active: dict = {
                 "uri": health.path,
                 "interval": f"{health.interval}s",
@@ -101,6 +123,8 @@ def build_config(
             if health.port.isdigit():
                 active["port"] = int(health.port)
             handler["health_checks"] = {"active": active}
+        if hold_timeout:
+            handler["transport"] = {"protocol": "http", "response_header_timeout": hold_timeout}
     else:
         # An ALB with no registered targets answers 503; Caddy needs at least one upstream.
         handler = {
@@ -153,6 +177,10 @@ def health_log(runtime_dir: Path) -> Path:
 def upstreams_of(config: dict) -> list[str]:
     handler = config["apps"]["http"]["servers"][SERVER]["routes"][0]["handle"][0]
     return [u["dial"] for u in handler.get("upstreams", [])]
+
+
+def listen_of(config: dict) -> str:
+    return config["apps"]["http"]["servers"][SERVER]["listen"][0]
 
 
 class Caddy:

@@ -36,7 +36,7 @@ from infra.aws.emulator import (
 )
 from infra.config import AMI_PARAMETER, APP_PORT, STATE_DIR, Settings
 from infra.errors import UserError
-from infra.local import motoserver, proxy
+from infra.local import boot, motoserver, proxy
 from infra.local.mirror import StackView, read_stack
 from infra.local.processes import (
     INTERRUPTS,
@@ -86,6 +86,8 @@ class Meta:
     instances: dict[str, str] = field(default_factory=dict)  # instance id -> "host:port"
     app_env: dict[str, str] = field(default_factory=dict)  # extra app environment, if any
     app_ready_seconds: float = 0.0  # how long the apps took to answer at start-up
+    # instance id -> why its app was never started (its first boot could not install it)
+    not_started: dict[str, str] = field(default_factory=dict)
 
     def owner_running(self) -> bool:
         """The command that started this testbed is still running (not this process)."""
@@ -141,6 +143,7 @@ class Testbed:
         progress: Callable[[str], None] | None = None,
         mode: str = "up",
         app_env: dict[str, str] | None = None,
+        endpoint: str | None = None,
     ):
         _check_loopback(first_address, "--first-address")
         for port, what in ((lb_port, "--lb-port"), (instance_port, "the instance port")):
@@ -157,6 +160,9 @@ class Testbed:
         self.progress = progress or _quiet
         self.mode = mode
         self.app_env = dict(app_env or {})  # extra environment for the app (APP_WORKERS=...)
+        # A moto server started by someone else (`local faults` shares one among its
+        # testbeds): used, never started nor stopped here.
+        self.shared_endpoint = endpoint
         self.processes = ProcessGroup(self.runtime_dir)
         self.meta_path = self.runtime_dir / META_FILE
         self._clients: Clients | None = None
@@ -253,14 +259,19 @@ class Testbed:
 
     def _up(self, meta: Meta, caddy_binary: str) -> None:
         self.progress("control plane: starting a moto server")
-        moto_port = free_port(motoserver.HOST)
+        if self.shared_endpoint:  # a moto server that other testbeds use too (local faults)
+            moto_port = None
+            endpoint = self.shared_endpoint
+        else:
+            moto_port = free_port(motoserver.HOST)
+            endpoint = motoserver.endpoint_for(moto_port)
         # boto3 builds its clients (seconds of model loading on a busy 2-core box) while moto
         # starts; then moto builds each service's backend on its first call (EC2's takes
         # seconds too) while this process loads the provisioning code.
-        warm = _Warmer(motoserver.endpoint_for(moto_port), self.region)
+        warm = _Warmer(endpoint, self.region)
         warm.start()
-        meta.endpoint = motoserver.start(self.processes, child_env(**FAKE_CREDENTIALS),
-                                         port=moto_port)
+        meta.endpoint = endpoint if self.shared_endpoint else motoserver.start(
+            self.processes, child_env(**FAKE_CREDENTIALS), port=moto_port)
         meta.save(self.meta_path)
         supervisor = self._start_supervisor(meta)  # imports while moto warms; waits for Caddy
         self.progress(f"provisioning stack {self.stack} at {meta.endpoint} with infra.aws.stack")
@@ -276,9 +287,14 @@ class Testbed:
         view = self.read_stack()
         self._check_view(view)
         meta.instances = self._assign_addresses(view)
+        # An instance without a route to the internet could not install the app at boot.
+        meta.not_started = boot.boot_problems(self.clients().ec2, list(meta.instances))
         meta.save(self.meta_path)
+        for instance_id, why in meta.not_started.items():
+            self.progress(f"instance {instance_id}: app not started: {why}")
+        booting = {i: a for i, a in meta.instances.items() if i not in meta.not_started}
 
-        for instance_id, address in meta.instances.items():
+        for instance_id, address in booting.items():
             host, port = address.rsplit(":", 1)
             ensure_port_free(
                 host,
@@ -288,13 +304,13 @@ class Testbed:
                 "testbed with another --first-address.",
             )
         self.progress(
-            f"instances: starting {len(meta.instances)} app processes "
-            f"({', '.join(meta.instances.values())})"
+            f"instances: starting {len(booting)} app processes "
+            f"({', '.join(booting.values())})"
         )
         spawned = time.monotonic()
-        procs = {iid: self._spawn_app(iid, addr) for iid, addr in meta.instances.items()}
+        procs = {iid: self._spawn_app(iid, addr) for iid, addr in booting.items()}
         for instance_id, proc in procs.items():  # they start together; wait for each
-            self._wait_app_ready(instance_id, meta.instances[instance_id], proc)
+            self._wait_app_ready(instance_id, booting[instance_id], proc)
         meta.app_ready_seconds = round(time.monotonic() - spawned, 2)
 
         meta.admin = f"127.0.0.1:{free_port()}"
@@ -372,15 +388,17 @@ class Testbed:
                 f"{log_tail(record.log) if record else ''}"
             )
 
-    def proxy_config(self, view: StackView, meta: Meta) -> dict:
-        """Caddy's config for what the control plane says now (the supervisor re-runs this)."""
+    def proxy_config(self, view: StackView, meta: Meta, **routing) -> dict:
+        """Caddy's config for what the control plane says now. The supervisor re-runs this
+        with the routing that AWS's network rules give (`upstreams`, `lb_listen`,
+        `fail_open`, ...: see proxy.build_config)."""
         upstreams = [meta.instances[t.id] for t in view.in_service if t.id in meta.instances]
+        options = {"lb_listen": meta.lb, "upstreams": upstreams, **routing}
         return proxy.build_config(
-            lb_listen=meta.lb,
             admin_listen=meta.admin,
-            upstreams=upstreams,
             health=view.health,
             runtime_dir=self.runtime_dir,
+            **options,
         )
 
     def _start_supervisor(self, meta: Meta) -> None:
@@ -563,21 +581,32 @@ class Testbed:
             {"name": name, "pid": r.pid, "running": is_ours(r), "log": r.log}
             for name, r in records.items()
         ]
+        supervised = _read_json(self.runtime_dir / "supervisor.json")
+        apps = supervised.get("apps", {})
         instances = []
         for iid, address in meta.instances.items():
             record = records.get(app_process_name(iid))
+            running = bool(record and is_ours(record))
+            app = apps.get(iid) or {"app": "running" if running else "down", "why": ""}
+            if iid in meta.not_started:
+                app = {"app": "not started", "why": meta.not_started[iid]}
             instances.append({
                 "id": iid,
                 "address": address,
-                "running": bool(record and is_ours(record)),
+                "running": running,
+                "process": app["app"],
+                "why": app.get("why", ""),
                 "health": health_ok(address),
             })  # fmt: skip
         control_plane: dict[str, str] = {}
+        target_health: dict[str, dict] = {}
         moto_up = bool(meta.endpoint) and motoserver.responds(meta.endpoint)
         if moto_up:
             with contextlib.suppress(Exception):
                 view = self.read_stack()
                 control_plane = {t.id: t.state for t in view.targets}
+                target_health = {t.id: {"port": t.port, "state": t.state, "reason": t.reason,
+                                        "description": t.description} for t in view.targets}
         caddy = proxy.Caddy(meta.admin, self.runtime_dir) if meta.admin else None
         caddy_view: dict[str, str] = {}
         if caddy is not None:
@@ -596,9 +625,38 @@ class Testbed:
             "admin": meta.admin,
             "processes": processes,
             "instances": instances,
-            "control_plane": control_plane,  # moto's target health (it never probes)
-            "caddy": caddy_view,  # Caddy's active health checks: the real thing
-            "supervisor": _read_json(self.runtime_dir / "supervisor.json"),
+            "control_plane": control_plane,  # moto's target states (from the health checks)
+            "target_health": target_health,  # ... with AWS's reason and description
+            "caddy": caddy_view,  # Caddy's active health checks: what its rotation follows
+            "supervisor": supervised,
+        }
+
+    def status_json(self) -> dict:
+        """`local status --json`: what the testbed runs, for scripts and tests."""
+        status = self.status()
+        supervised = status["supervisor"]
+        synced = supervised.get("synced_at")
+        return {
+            "stack": status["stack"],
+            "mode": status["mode"],
+            "endpoint": status["endpoint"],
+            "endpoint_answers": status["moto"],
+            "load_balancer": status["lb"],
+            "load_balancer_listening": status["lb_listening"],
+            "front": supervised.get("front"),  # serve / drop / refuse / reset, and why
+            "fail_open": supervised.get("fail_open"),
+            "instances": [{
+                "id": inst["id"],
+                "address": inst["address"],
+                "process": inst["process"],
+                "why": inst["why"],
+                "answers_health": inst["health"],
+                "health": status["target_health"].get(inst["id"]),  # what moto reports
+                "route": supervised.get("routes", {}).get(inst["id"]),
+            } for inst in status["instances"]],
+            "last_sync": synced,
+            "last_sync_age_s": round(time.time() - synced, 3) if synced else None,
+            "processes": status["processes"],
         }
 
 

@@ -122,3 +122,87 @@ def test_no_testbed_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="no local testbed"):
         bed.kill_instance("i-1")
 
+
+
+# --- what the supervisor asks of Caddy, from AWS's rules --------------------------------------
+HEALTH = HealthCheck("/health", interval=5, timeout=3, healthy=2, unhealthy=2, matcher="200")
+
+
+def _handler(config: dict) -> dict:
+    return config["apps"]["http"]["servers"][proxy.SERVER]["routes"][0]["handle"][0]
+
+
+def test_fail_open_drops_caddy_s_active_checks(tmp_path):
+    options = {"lb_listen": "127.0.0.1:1", "admin_listen": "127.0.0.1:2",
+               "upstreams": ["127.0.0.11:5000"], "health": HEALTH, "runtime_dir": tmp_path}
+    assert "health_checks" in _handler(proxy.build_config(**options))
+    handler = _handler(proxy.build_config(**options, fail_open=True))
+    assert handler["handler"] == "reverse_proxy" and "health_checks" not in handler
+
+
+def test_a_held_upstream_gets_the_alb_s_connect_timeout_as_a_504(tmp_path):
+    handler = _handler(proxy.build_config(
+        lb_listen="127.0.0.1:1", admin_listen="127.0.0.1:2", upstreams=["127.0.0.1:9"],
+        health=HEALTH, runtime_dir=tmp_path, hold_timeout="10s"))
+    assert handler["transport"] == {"protocol": "http", "response_header_timeout": "10s"}
+
+
+@pytest.mark.parametrize(("response", "expected"), [
+    ({"status": 418, "body": "teapot", "headers": {"Content-Type": "text/plain"}},
+     {"handler": "static_response", "status_code": 418, "body": "teapot",
+      "headers": {"Content-Type": ["text/plain"]}}),
+    ({"abort": True}, {"handler": "static_response", "abort": True}),
+])
+def test_a_listener_that_does_not_forward(tmp_path, response, expected):
+    assert _handler(proxy.build_config(
+        lb_listen="127.0.0.1:1", admin_listen="127.0.0.1:2", upstreams=["127.0.0.11:5000"],
+        health=HEALTH, runtime_dir=tmp_path, response=response)) == expected
+
+
+def test_proxy_config_takes_the_supervisor_s_routing(tmp_path):
+    bed = Testbed("unit", runtime_dir=tmp_path)
+    view = StackView("unit", ["i-1"], "arn:lb", "dns", 80, "arn:tg", 5000, HEALTH,
+                     [Target("i-1", 5000, "unhealthy")])
+    meta = replace(_meta(), instances={"i-1": "127.0.0.11:5000"})
+    assert proxy.upstreams_of(bed.proxy_config(view, meta)) == ["127.0.0.11:5000"]
+    config = bed.proxy_config(view, meta, upstreams=["127.0.0.1:7"], lb_listen="127.0.0.1:9")
+    assert proxy.upstreams_of(config) == ["127.0.0.1:7"]
+    assert proxy.listen_of(config) == "127.0.0.1:9"
+
+
+@pytest.mark.parametrize(("addresses", "expected"), [
+    (["127.0.0.11:5000", "127.0.0.12:5000"], "127.0.0.13:5000"),
+    (["127.0.0.1:5001", "127.0.0.1:5002"], "127.0.0.1:5003"),  # macOS: one port each
+])
+def test_an_instance_launched_later_gets_the_next_address(addresses, expected):
+    from infra.local.lifecycle import next_address
+
+    assert next_address(addresses) == expected
+
+
+def test_first_boot_needs_an_internet_or_nat_route():
+    import boto3
+    from moto import mock_aws
+
+    from infra.local import boot
+
+    with mock_aws():
+        ec2 = boto3.session.Session(region_name="us-east-1").client("ec2")
+        vpc = ec2.create_vpc(CidrBlock="10.7.0.0/16")["Vpc"]["VpcId"]
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.7.1.0/24")["Subnet"]["SubnetId"]
+        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        iid = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, SubnetId=subnet)[
+            "Instances"][0]["InstanceId"]
+        # The VPC's main route table only routes inside the VPC: the user data cannot
+        # download anything, so the app is never installed.
+        problem = boot.boot_problems(ec2, [iid])[iid]
+        assert subnet in problem and "never installed" in problem
+        table = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+        ec2.associate_route_table(RouteTableId=table, SubnetId=subnet)
+        nat = {"RouteTableId": table, "Routes": [
+            {"DestinationCidrBlock": "0.0.0.0/0", "NatGatewayId": "nat-1", "State": "active"}]}
+        assert boot.internet_route(nat)  # outbound through a NAT gateway is enough
+        igw = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+        ec2.attach_internet_gateway(InternetGatewayId=igw, VpcId=vpc)
+        ec2.create_route(RouteTableId=table, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
+        assert boot.boot_problems(ec2, [iid]) == {}

@@ -151,7 +151,9 @@ def test_kill_instance_takes_it_out_of_rotation(testbed):
         assert wait_until(lambda: set(served_by(testbed.lb_address, 4)) == {other}, 6.0, 0.2)
         status = testbed.status()
         assert status["caddy"][victim] == "unhealthy"
-        assert status["control_plane"][victim] == "healthy"  # moto never probes
+        # moto reports the supervisor's health checks (infra/local/motohook.py): refused.
+        assert wait_until(lambda: testbed.status()["target_health"][victim]["reason"]
+                          == "Target.FailedHealthChecks", 6.0, 0.2)
     finally:
         testbed.start_instance(victim)
     assert wait_until(
