@@ -154,6 +154,15 @@ def run(argv: list[str], **kwargs) -> None:
 
 # -- uv ------------------------------------------------------------------------------------
 
+def uv_env() -> dict[str, str]:
+    """uv trusts the system's certificate store, as pip does (a proxy's CA lives there);
+    UV_NATIVE_TLS is that setting's name before uv 0.9."""
+    env = dict(os.environ)
+    env.setdefault("UV_SYSTEM_CERTS", "1")
+    env.setdefault("UV_NATIVE_TLS", "1")
+    return env
+
+
 def _runs(uv: str) -> str | None:
     try:
         done = subprocess.run([uv, "--version"], capture_output=True, text=True, timeout=30)
@@ -251,19 +260,30 @@ def install(venv: Path, groups: set[str]) -> None:
         python = f"Python {sys.version.split()[0]}"
         with Step(f"creating {venv.name} ({python}, {'uv' if uv else 'venv'})"):
             if uv:
-                run([uv[0], "venv", "--quiet", "--clear", "--python", sys.executable, str(venv)])
+                run([uv[0], "venv", "--quiet", "--clear", "--python", sys.executable, str(venv)],
+                    env=uv_env())
             else:
                 run([sys.executable, "-m", "venv", "--clear", str(venv)])
     (venv / STATE_NAME).unlink(missing_ok=True)  # until this install has finished
     requirements = venv / ".seedlb-requirements.txt"
     requirements.write_text("# What `make setup` installed: requirements.lock's entries for "
                             f"{label}.\n" + "".join(e.lines() for e in wanted))
-    with Step(f"installing {len(names)} packages for {label} ({tool})"):
-        if uv:
-            # sync: exactly these, and whatever an older lock or group left is removed
-            run([uv[0], "pip", "sync", "--quiet", "--require-hashes",
-                 "--python", str(venv_python(venv)), str(requirements)])
-        else:
+    installing = f"installing {len(names)} packages for {label}"
+    try:
+        with Step(f"{installing} ({tool})"):
+            if not uv:
+                _pip_sync(venv, requirements, set(names))
+            else:  # sync: exactly these; what an older lock or group left is removed
+                run([uv[0], "pip", "sync", "--quiet", "--require-hashes",
+                     "--python", str(venv_python(venv)), str(requirements)], env=uv_env())
+    except SetupFailed as failure:
+        if not uv or forced == "uv":
+            raise
+        reason = str(failure).splitlines()
+        print(f"setup: uv could not install ({reason[1] if len(reason) > 1 else reason[0]}); "
+              "pip installs instead")
+        tool = "pip"
+        with Step(f"{installing} (pip)"):
             _pip_sync(venv, requirements, set(names))
     (venv / STATE_NAME).write_text(json.dumps(
         {"lock": lock_digest(), "groups": sorted(groups), "installer": tool}) + "\n")
@@ -300,7 +320,7 @@ def lock(uv_args: list[str]) -> None:
             "--custom-compile-command=make lock", "--quiet", "-o", str(LOCK), *uv_args]
     with Step(f"pinning {', '.join([RUNTIME, *groups])} into {LOCK.name} (uv {uv[1]})"):
         # uv keeps the pins the lock already has, unless told otherwise (--upgrade-package)
-        run(argv, cwd=ROOT)
+        run(argv, cwd=ROOT, env=uv_env())
     print(f"setup: {len({e.name for e in parse_lock(LOCK.read_text())})} packages pinned; "
           "commit pyproject.toml and requirements.lock together")
 
