@@ -48,16 +48,16 @@ run: setup ## serve the app with the production server on HOST:PORT
 	$(PY) -m app --host $(HOST) --port $(PORT)
 
 test-local: setup ## the whole system on this machine: provision, grade, failover drill, tear down
-	$(PY) -m infra local test
+	$(PY) -m infra local test $(ARGS)
 
 local-up: setup ## start the local testbed and leave it running
-	$(PY) -m infra local up
+	$(PY) -m infra local up $(ARGS)
 
 local-status: setup ## what the local testbed runs
-	$(PY) -m infra local status
+	$(PY) -m infra local status $(ARGS)
 
 local-down: setup ## stop the local testbed, also after a killed run
-	$(PY) -m infra local down
+	$(PY) -m infra local down $(ARGS)
 
 deploy-aws: setup-runtime ## deploy the stack (AWS, or AWS_ENDPOINT_URL)
 	$(PY) -m infra deploy --stack $(STACK) $(ARGS)
