@@ -25,6 +25,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,10 +190,11 @@ def find_uv(entries: list[Entry], *, pinned_only: bool = False) -> tuple[str, st
     tools_uv = TOOLS / "bin" / "uv"
     if tools_uv.exists() and _runs(str(tools_uv)) == want:
         return str(tools_uv), want
-    requirements = TOOLS.with_name(".venv-tools.txt")
     try:
-        with Step(f"installing uv {want} into .venv-tools/ (pip, from PyPI)"):
+        with Step(f"installing uv {want} into .venv-tools/ (pip, from PyPI)"), \
+                tempfile.TemporaryDirectory() as scratch:
             shutil.rmtree(TOOLS, ignore_errors=True)
+            requirements = Path(scratch, "uv.txt")
             requirements.write_text(pin.lines())
             run([sys.executable, "-m", "pip", "install", "--disable-pip-version-check",
                  "--quiet", "--no-deps", "--require-hashes", "--target", str(TOOLS),
@@ -201,8 +203,6 @@ def find_uv(entries: list[Entry], *, pinned_only: bool = False) -> tuple[str, st
         print(f"setup: uv cannot be installed here, so pip installs instead:\n  "
               f"{str(failure).splitlines()[-1]}")
         return None
-    finally:
-        requirements.unlink(missing_ok=True)
     version = _runs(str(tools_uv))
     if version is None:
         print("setup: uv was installed but does not run on this machine; pip installs instead")
