@@ -14,6 +14,8 @@ INSTALL = @$(PYTHON) .ci/install.py --venv $(VENV)
 STACK  ?= seed-lb
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
+# make test: pytest-xdist workers (auto: one per core)
+TEST_WORKERS ?= auto
 
 .DEFAULT_GOAL := help
 .PHONY: help setup setup-runtime setup-dev setup-bench lock test lint run test-local \
@@ -42,7 +44,7 @@ lint: setup-dev ## ruff over app/, infra/, tests/ and .ci/
 	$(VENV)/bin/ruff check app infra tests .ci
 
 test: setup-dev lint ## lint, then the whole test suite (in parallel: pytest-xdist)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 run: setup ## serve the app with the production server on HOST:PORT
 	$(PY) -m app --host $(HOST) --port $(PORT)
