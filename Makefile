@@ -14,7 +14,7 @@ INSTALL = @$(PYTHON) .ci/install.py --venv $(VENV)
 STACK  ?= seed-lb
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
-# make test: pytest-xdist workers (auto: one per core)
+# make test: pytest-xdist workers (auto: one per core; 0: no workers, one process)
 TEST_WORKERS ?= auto
 
 .DEFAULT_GOAL := help
