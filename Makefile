@@ -25,6 +25,61 @@ TEST_WORKERS ?= auto
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
 
+test-local: setup ## the whole system on this machine: provision, grade, failover drill, tear down
+	$(PY) -m infra local test $(ARGS)
+
+test: setup-dev lint ## lint, then the whole test suite (in parallel: pytest-xdist)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
+
+deploy-aws: setup-runtime ## deploy the stack (AWS, or AWS_ENDPOINT_URL)
+	$(PY) -m infra deploy --stack $(STACK) $(ARGS)
+
+grade: setup-runtime ## check a load balancer as the autograder would: make grade LB=<dns> [INSTANCES=ip1,ip2]
+	@if [ -z "$(LB)" ]; then echo "usage: make grade LB=<load balancer DNS name> [INSTANCES=ip1,ip2]" >&2; exit 2; fi
+	$(PY) -m infra grade "$(LB)" $(if $(INSTANCES),--instances "$(INSTANCES)") --stack $(STACK) $(ARGS)
+
+destroy-aws: setup-runtime ## delete everything the stack tagged
+	$(PY) -m infra destroy --stack $(STACK) $(ARGS)
+
+status: setup-runtime ## the stack's resources, target health and DNS name
+	$(PY) -m infra status --stack $(STACK) $(ARGS)
+
+plan: setup-runtime ## what deploy would create or change; changes nothing
+	$(PY) -m infra plan --stack $(STACK) $(ARGS)
+
+doctor: setup-runtime ## name what is misconfigured on the AWS side: make doctor [STACK=..] [LB=name-or-dns]
+	$(PY) -m infra doctor $(if $(LB),--lb "$(LB)",--stack $(STACK)) $(ARGS)
+
+local-up: setup ## start the local testbed and leave it running
+	$(PY) -m infra local up $(ARGS)
+
+local-status: setup ## what the local testbed runs
+	$(PY) -m infra local status $(ARGS)
+
+local-down: setup ## stop the local testbed, also after a killed run
+	$(PY) -m infra local down $(ARGS)
+
+run: setup ## serve the app with the production server on HOST:PORT
+	$(PY) -m app --host $(HOST) --port $(PORT)
+
+deploy-localstack: setup-runtime ## deploy into LocalStack (docker compose -f docker-compose.localstack.yml up -d)
+	$(PY) -m infra deploy --backend localstack --stack $(STACK) $(ARGS)
+
+destroy-localstack: setup-runtime ## destroy the stack in LocalStack
+	$(PY) -m infra destroy --backend localstack --stack $(STACK) $(ARGS)
+
+bench: setup-bench ## measure throughput, failover, bad input and provisioning; writes docs/benchmarks.md
+	@command -v wrk >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing wrk from Debian's packages"; \
+	    apt-get install -y -q wrk >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null; } \
+	      || echo "could not install wrk: throughput will be skipped" >&2; \
+	  else echo "wrk is not installed (apt-get install wrk, brew install wrk): throughput will be skipped" >&2; fi; }
+	$(PY) -m infra bench $(ARGS)
+
+lint: setup-dev ## ruff over app/, infra/, tests/ and .ci/
+	$(VENV)/bin/ruff check app infra tests .ci
+
 setup: ## create .venv with what make test-local needs (runtime and local groups)
 	$(INSTALL) local
 
@@ -39,61 +94,6 @@ setup-bench: ## what make bench needs (runtime, local, bench)
 
 lock: ## re-pin requirements.lock from pyproject.toml (keeps other pins; ARGS=--upgrade-package=X)
 	@$(PYTHON) .ci/install.py --lock $(ARGS)
-
-lint: setup-dev ## ruff over app/, infra/, tests/ and .ci/
-	$(VENV)/bin/ruff check app infra tests .ci
-
-test: setup-dev lint ## lint, then the whole test suite (in parallel: pytest-xdist)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
-
-run: setup ## serve the app with the production server on HOST:PORT
-	$(PY) -m app --host $(HOST) --port $(PORT)
-
-test-local: setup ## the whole system on this machine: provision, grade, failover drill, tear down
-	$(PY) -m infra local test $(ARGS)
-
-local-up: setup ## start the local testbed and leave it running
-	$(PY) -m infra local up $(ARGS)
-
-local-status: setup ## what the local testbed runs
-	$(PY) -m infra local status $(ARGS)
-
-local-down: setup ## stop the local testbed, also after a killed run
-	$(PY) -m infra local down $(ARGS)
-
-deploy-aws: setup-runtime ## deploy the stack (AWS, or AWS_ENDPOINT_URL)
-	$(PY) -m infra deploy --stack $(STACK) $(ARGS)
-
-destroy-aws: setup-runtime ## delete everything the stack tagged
-	$(PY) -m infra destroy --stack $(STACK) $(ARGS)
-
-status: setup-runtime ## the stack's resources, target health and DNS name
-	$(PY) -m infra status --stack $(STACK) $(ARGS)
-
-plan: setup-runtime ## what deploy would create or change; changes nothing
-	$(PY) -m infra plan --stack $(STACK) $(ARGS)
-
-deploy-localstack: setup-runtime ## deploy into LocalStack (docker compose -f docker-compose.localstack.yml up -d)
-	$(PY) -m infra deploy --backend localstack --stack $(STACK) $(ARGS)
-
-destroy-localstack: setup-runtime ## destroy the stack in LocalStack
-	$(PY) -m infra destroy --backend localstack --stack $(STACK) $(ARGS)
-
-grade: setup-runtime ## check a load balancer as the autograder would: make grade LB=<dns> [INSTANCES=ip1,ip2]
-	@if [ -z "$(LB)" ]; then echo "usage: make grade LB=<load balancer DNS name> [INSTANCES=ip1,ip2]" >&2; exit 2; fi
-	$(PY) -m infra grade "$(LB)" $(if $(INSTANCES),--instances "$(INSTANCES)") --stack $(STACK) $(ARGS)
-
-doctor: setup-runtime ## name what is misconfigured on the AWS side: make doctor [STACK=..] [LB=name-or-dns]
-	$(PY) -m infra doctor $(if $(LB),--lb "$(LB)",--stack $(STACK)) $(ARGS)
-
-bench: setup-bench ## measure throughput, failover, bad input and provisioning; writes docs/benchmarks.md
-	@command -v wrk >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing wrk from Debian's packages"; \
-	    apt-get install -y -q wrk >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null; } \
-	      || echo "could not install wrk: throughput will be skipped" >&2; \
-	  else echo "wrk is not installed (apt-get install wrk, brew install wrk): throughput will be skipped" >&2; fi; }
-	$(PY) -m infra bench $(ARGS)
 
 clean: ## remove .venv, .venv-tools and caches (not .state/)
 	rm -rf $(VENV) .venv-tools .pytest_cache .hypothesis .ruff_cache
