@@ -30,7 +30,7 @@ test-local: setup ## the whole system on this machine: provision, grade, failove
 	$(PY) -m infra local test $(ARGS)
 
 test: setup-dev lint ## lint, then the whole test suite (in parallel: pytest-xdist)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 deploy-aws: setup-runtime ## deploy the stack (AWS, or AWS_ENDPOINT_URL)
 	$(PY) -m infra deploy --stack $(STACK) $(ARGS)

@@ -98,16 +98,3 @@ def module_moto_server():
     with _running_moto_server() as endpoint:
         yield endpoint
 
-
-def pytest_collection_modifyitems(config, items):
-    """Under `pytest -n N --dist loadgroup` (make test), tests are spread one by one over the
-    workers, except that a module whose tests share a module-scoped fixture (a running
-    testbed, a moto backend with a stack built in it) keeps them on one worker, so that the
-    fixture is still built once."""
-    for item in items:
-        fixtures = getattr(item, "_fixtureinfo", None)
-        if fixtures is None:
-            continue
-        scopes = {d.scope for defs in fixtures.name2fixturedefs.values() for d in defs}
-        if scopes & {"module", "package", "class"}:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
