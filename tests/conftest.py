@@ -8,6 +8,7 @@ instance metadata service or anything else fails loudly instead.
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 
 import pytest
@@ -37,7 +38,20 @@ def pytest_configure(config):
     mp.setattr(socket.socket, "connect", guarded_connect)
     mp.setattr(socket.socket, "connect_ex", guarded_connect_ex)
     mp.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
+    _share_botocore_data_files(mp)
     config._seedlb_guard = mp
+
+
+def _share_botocore_data_files(mp: pytest.MonkeyPatch) -> None:
+    """Each boto3 session parses botocore's service models again (ec2's is 2 MB of JSON):
+    about a tenth of the suite's CPU, with hundreds of sessions. The files never change
+    during a run, so this process parses each one once. botocore already hands one parsed
+    model to every client of a session; now every session shares it the same way."""
+    from botocore.loaders import JSONFileLoader
+
+    reader = JSONFileLoader()
+    parse = functools.cache(reader.load_file)  # by path alone: the reader holds no state
+    mp.setattr(JSONFileLoader, "load_file", lambda self, file_path: parse(file_path))
 
 
 def pytest_unconfigure(config):
@@ -83,3 +97,4 @@ def module_moto_server():
     """One moto server shared by a module's tests (each uses its own stack): its endpoint."""
     with _running_moto_server() as endpoint:
         yield endpoint
+

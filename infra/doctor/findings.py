@@ -1,6 +1,6 @@
 """What the doctor reports: one finding per problem, each with a stable code and its fix.
 
-Codes are stable strings (tests, scripts and the README refer to them); the message says
+Codes are stable strings (tests, scripts and docs/doctor.md refer to them); the message says
 what was seen, the fix says what to do, in the seed FAQ's terms where the FAQ has them.
 """
 

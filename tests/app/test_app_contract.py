@@ -239,9 +239,10 @@ def _requirement_names(package: str) -> set[str]:
 
 def test_requirements_pin_the_whole_tree_as_the_lock_does():
     def pins(path):
-        lines = [line.strip() for line in path.read_text().splitlines()
-                 if line.strip() and not line.startswith("#")]
-        return dict(line.lower().split("==") for line in lines)
+        # a pin starts its line; the lock's hash, marker and `# via` lines are not pins
+        lines = [line.split(";")[0].split(" ")[0] for line in path.read_text().splitlines()
+                 if line.strip() and not line[0].isspace() and not line.startswith("#")]
+        return dict(line.lower().replace("_", "-").split("==") for line in lines)
 
     instance = pins(APP_DIR / "requirements.txt")
     lock = pins(APP_DIR.parent / "requirements.lock")

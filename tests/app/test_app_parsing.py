@@ -42,7 +42,7 @@ REJECTED = [
     (b'{"num": true}', "boolean"),
     (b'{"num": false}', "boolean"),
     (b'{"num": 1.5}', "integer"),
-    (b'{"num": 1.0}', "not 1.0"),  # decided: 1.0 is not an integer here (see README)
+    (b'{"num": 1.0}', "not 1.0"),  # decided: 1.0 is not an integer here (see docs/app.md)
     (b'{"num": 1e3}', "integer"),
     (b'{"num": -0.0}', "integer"),
     (b'{"num": null}', "null"),
