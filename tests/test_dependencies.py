@@ -161,8 +161,8 @@ def _third_party_imports(paths: list[Path]) -> set[str]:
                 found |= {alias.name.split(".")[0] for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
                 found.add(node.module.split(".")[0])
-    local_names = {"infra", "app", "offmachine", "provision_helpers", "doctor_seed",
-                   "grade_servers", "conftest"}
+    # the project's own packages, and the tests' helper modules (imported by bare name)
+    local_names = {"infra", "app"} | {p.stem for p in (REPO / "tests").rglob("*.py")}
     return found - set(sys.stdlib_module_names) - local_names - {"__future__"}
 
 

@@ -3,8 +3,14 @@ every page under docs/ is reachable from it."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from pathlib import Path
+
+import pytest
+
+from infra.local.processes import free_port, listening
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -34,16 +40,42 @@ def test_troubleshooting_starts_from_the_seeds_faq():
     assert [int(n) for n in re.findall(r"^(\d)\. \*\*", text, flags=re.M)] == list(range(1, 8))
 
 
-def test_the_recipe_without_an_account_sets_what_a_fresh_shell_lacks():
-    """It runs as written in a fresh shell (checked by hand from a fresh clone under
-    `env -i`): set-up first, then the endpoint, a region and keys for moto."""
-    section = README[README.index("**Without an AWS account**"):]
+def recipe() -> str:
+    section = README[README.index("## Without an AWS account"):]
     block = section[section.index("```sh\n") + 6:]
-    block = block[:block.index("```")]
-    commands = [line.split("#")[0].strip() for line in block.splitlines()]
+    return block[:block.index("```")]
+
+
+def test_the_recipe_without_an_account_sets_what_a_fresh_shell_lacks():
+    commands = [line.split("#")[0].strip() for line in recipe().splitlines()]
     assert commands[0] == "make setup"
     assert commands[1].startswith(".venv/bin/moto_server -H 127.0.0.1 -p 5001")
     for setting in ("AWS_ENDPOINT_URL=http://127.0.0.1:5001", "AWS_REGION=",
                     "AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY="):
         assert any(c.startswith("export ") and setting in c for c in commands), setting
     assert commands[-4:] == ["make deploy-aws", "make status", "make destroy-aws", "kill %1"]
+
+
+@pytest.mark.integration
+def test_the_recipe_without_an_account_runs_as_written(tmp_path):
+    """The block itself, in bash, in an environment as bare as a fresh shell's (no AWS_*, no
+    profile), from a checkout of its own so that its .state/ is not this one's. Only the
+    port changes, to a free one."""
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    for name in ("Makefile", "app", "infra", ".ci", "pyproject.toml", "requirements.lock",
+                 ".venv"):
+        (checkout / name).symlink_to(REPO / name)
+    port = str(free_port())
+    script = "set -e\n" + recipe().replace("5001", port)
+    home = tmp_path / "home"
+    home.mkdir()  # no ~/.aws: no profile, no region, no keys
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8"}
+    done = subprocess.run(["bash", "-c", script], cwd=checkout, env=env, capture_output=True,
+                          text=True, timeout=240)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "does not resolve" in out  # the deploy summary, against an emulator
+    assert "destroyed" in out.lower() or "deleted" in out.lower(), out
+    assert not (checkout / ".state" / "seed-lb.json").exists()  # destroy removed it
+    assert not listening("127.0.0.1", int(port))  # kill %1 stopped moto

@@ -137,6 +137,12 @@ class Interrupts:
         self._raised = True
         raise KeyboardInterrupt
 
+    def check(self) -> None:
+        """Raise the KeyboardInterrupt of a signal whose exception was lost: Python drops an
+        exception raised inside a weakref finalizer or a __del__ ("Exception ignored in")."""
+        if self._raised and self._main_thread():
+            raise KeyboardInterrupt
+
     def _announce(self) -> None:
         if self._announced:
             return

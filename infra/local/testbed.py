@@ -237,6 +237,7 @@ class Testbed:
             raise StartRefused(str(exc), exit_code=exc.exit_code) from None
         try:
             self._up(meta, caddy_binary)
+            INTERRUPTS.check()
         except BaseException:
             self.progress("start-up failed: stopping what was started")
             report: dict = {}

@@ -22,7 +22,8 @@ LOCK = Path(__file__).resolve().parents[2] / "requirements.lock"
 def test_the_hook_is_pinned_to_the_locked_moto():
     import moto
 
-    locked = re.search(r"^moto==(\S+)$", LOCK.read_text(), re.M).group(1)
+    # `moto==5.2.5` or, with extras and hashes, `moto[ec2,...]==5.2.5 \`
+    locked = re.search(r"^moto(?:\[[^\]]*\])?==([^\s;\\]+)", LOCK.read_text(), re.M).group(1)
     assert motohook.PINNED_MOTO == locked == moto.__version__, (
         "moto moved: check infra/local/motohook.py against the new version's "
         "moto/elbv2/models.py, then update PINNED_MOTO")
