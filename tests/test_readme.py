@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.local.processes import free_port, listening
+from infra.local.processes import free_port, listening, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -78,4 +78,4 @@ def test_the_recipe_without_an_account_runs_as_written(tmp_path):
     assert "does not resolve" in out  # the deploy summary, against an emulator
     assert "destroyed" in out.lower() or "deleted" in out.lower(), out
     assert not (checkout / ".state" / "seed-lb.json").exists()  # destroy removed it
-    assert not listening("127.0.0.1", int(port))  # kill %1 stopped moto
+    assert wait_until(lambda: not listening("127.0.0.1", int(port)), 10)  # kill %1 stopped moto
