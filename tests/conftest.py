@@ -12,6 +12,7 @@ import functools
 import socket
 
 import pytest
+import schedule
 from offmachine import guarded_connect, guarded_connect_ex, guarded_getaddrinfo
 
 FAKE_AWS_ENV = {
@@ -52,6 +53,28 @@ def _share_botocore_data_files(mp: pytest.MonkeyPatch) -> None:
     reader = JSONFileLoader()
     parse = functools.cache(reader.load_file)  # by path alone: the reader holds no state
     mp.setattr(JSONFileLoader, "load_file", lambda self, file_path: parse(file_path))
+
+
+def pytest_collection_modifyitems(config, items):
+    seconds = config.cache.get(schedule.CACHE_KEY, {}) if config.cache else {}
+    items[:] = schedule.longest_first(items, seconds,
+                                      lambda item: item.get_closest_marker("long") is not None)
+
+
+def pytest_runtest_logreport(report):
+    # In xdist's controller (or a run without xdist): every phase of every test, once.
+    _durations.append((report.nodeid, report.duration))
+
+
+_durations: list[tuple[str, float]] = []
+
+
+def pytest_sessionfinish(session):
+    config = session.config
+    if hasattr(config, "workerinput") or not config.cache or not _durations:
+        return  # a worker: the controller keeps the times
+    before = config.cache.get(schedule.CACHE_KEY, {})
+    config.cache.set(schedule.CACHE_KEY, schedule.measured(_durations, before))
 
 
 def pytest_unconfigure(config):

@@ -14,7 +14,7 @@ import time
 import pytest
 from app_servers import INSTANCE_ID, OTHER_SERVERS, REPO, fresh_get, loopback_session
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 # Bodies cut short: the client meant num=12345 and {"num": 7, "x": 1}.
 CUT = {

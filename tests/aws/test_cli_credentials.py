@@ -11,7 +11,7 @@ import time
 import pytest
 from provision_helpers import one_error_line, run_cli
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 AWS_COMMANDS = ["deploy", "destroy", "status", "plan"]
 CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",

@@ -31,6 +31,8 @@ from infra.aws.stack import Stack
 from infra.aws.waits import STRICTER_WAITERS
 from infra.doctor.diagnosis import diagnose
 
+pytestmark = pytest.mark.long
+
 SERVICES = ("ec2", "elbv2", "ssm", "sts", "elb")
 # Which client a receiver's name stands for, in the source (self.ec2, clients.elbv2, ...).
 RECEIVERS = {"ec2": "ec2", "elbv2": "elbv2", "ssm": "ssm", "sts": "sts",

@@ -12,7 +12,7 @@ from provision_helpers import EMPTY, count, one_error_line, run_cli, tagged_reso
 
 from infra.aws.clients import Clients, Target
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 
 def run(args, env, timeout=120):

@@ -20,6 +20,8 @@ from infra.aws.stack import Stack
 from infra.config import PROJECT, TAG_PROJECT, TAG_STACK, stack_filters
 from infra.state import state_path
 
+pytestmark = pytest.mark.long
+
 
 def _quiet(_message: str) -> None:
     pass

@@ -23,6 +23,8 @@ from infra.aws.clients import Clients, Target, resolve_target
 from infra.aws.stack import Stack
 from infra.errors import UserError
 
+pytestmark = pytest.mark.long
+
 
 def _quiet(_message: str) -> None:
     pass

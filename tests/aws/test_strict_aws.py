@@ -22,7 +22,7 @@ from strict_aws import NOT_FOUND, StrictAWS, Strictness
 from infra.aws.clients import Clients, Target
 from infra.state import read_state
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 NOTHING = {"vpc": 0, "subnet": 0, "igw": 0, "security_group": 0, "instance": 0,
            "load_balancer": 0, "target_group": 0}

@@ -9,6 +9,8 @@ from doctor_seed import APP_PORT, REGION, aws_health, inject_target_health
 from infra.doctor.diagnosis import diagnose
 from infra.doctor.findings import ERROR, INFO, WARNING, has_errors
 
+pytestmark = pytest.mark.long
+
 
 def codes(findings, severity=None):
     return {f.code for f in findings if severity is None or f.severity == severity}

@@ -18,6 +18,8 @@ import pytest
 from infra.local import faults
 from infra.local.processes import PROJECT_ROOT
 
+pytestmark = pytest.mark.long
+
 NAMED_IN_THE_ISSUE = {"app-sg-closed", "lb-sg-no-80", "default-sg-on-lb", "tg-wrong-port",
                       "health-check-path", "internal-scheme", "no-listener", "instance-stopped",
                       "app-crashed", "private-subnet"}

@@ -17,7 +17,7 @@ import pytest
 from infra.errors import UserError
 from infra.local.processes import PROJECT_ROOT, alive, listening, wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 
 def assert_nothing_left(bed, pids=()):

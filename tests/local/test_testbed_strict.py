@@ -15,7 +15,7 @@ import requests
 
 from infra.local.processes import PROJECT_ROOT, wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 SLACK = 10.0
 
 

@@ -18,7 +18,7 @@ from infra.local.mirror import find_instance_ids
 from infra.local.processes import listening, wait_until
 from infra.local.testbed import app_process_name
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 
 def served_by(lb: str, n: int) -> list[str]:
