@@ -8,6 +8,7 @@ archive unpacked by the script's own Python snippet, the systemd unit through
 
 from __future__ import annotations
 
+import ast
 import base64
 import hashlib
 import io
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import tokenize
 from pathlib import Path
 
 import pytest
@@ -52,6 +54,34 @@ def repo_app_files() -> dict[str, bytes]:
         if "__pycache__" not in path.parts:
             files["app/" + path.relative_to(APP).as_posix()] = path.read_bytes()
     return files
+
+
+def comments(source: str) -> list[str]:
+    return [t.string for t in tokenize.generate_tokens(io.StringIO(source).readline)
+            if t.type == tokenize.COMMENT]
+
+
+def assert_ships_the_app(shipped: dict[str, bytes]) -> None:
+    """Exactly the repository's app files: requirements.txt as it is, each Python file with
+    the same code at the same lines and columns (the AST with positions) and no comments."""
+    expected = repo_app_files()
+    assert sorted(shipped) == sorted(expected)
+    assert shipped["app/requirements.txt"] == expected["app/requirements.txt"]
+    for name in (n for n in expected if n.endswith(".py")):
+        ours, theirs = shipped[name].decode("utf-8"), expected[name].decode("utf-8")
+        assert ast.dump(ast.parse(ours), include_attributes=True) == \
+            ast.dump(ast.parse(theirs), include_attributes=True), name
+        assert ours.count("\n") == theirs.count("\n"), name
+        assert comments(ours) == [], name
+    assert any(comments(expected[n].decode()) for n in expected if n.endswith(".py"))
+
+
+def test_without_comments_keeps_code_strings_and_lines():
+    source = ('# -*- coding: utf-8 -*-\nx = "# not a comment"  # a comment\n'
+              '# a whole line\ny = [1,  # inside brackets\n     2]\n')
+    assert userdata.without_comments(source) == (
+        '# -*- coding: utf-8 -*-\nx = "# not a comment"\n\ny = [1,\n     2]\n')
+    assert userdata.without_comments("a = 1  # c\r\nb = 2") == "a = 1\r\nb = 2"
 
 
 def embedded_archive(script: str) -> bytes:
@@ -260,12 +290,9 @@ def test_archive_holds_exactly_the_apps_files(tmp_path, default_script):
     with open_tar(archive) as tar:
         members = tar.getmembers()
         tar.extractall(tmp_path, filter="data")
-    expected = repo_app_files()
-    assert sorted(m.name for m in members) == sorted(expected)
     assert all(m.isfile() and m.uid == 0 and m.gid == 0 and m.mode == 0o644 for m in members)
-    for name, content in expected.items():
-        assert (tmp_path / name).read_bytes() == content, name
-    assert "app/__main__.py" in expected and "app/__init__.py" in expected
+    assert_ships_the_app({m.name: (tmp_path / m.name).read_bytes() for m in members})
+    assert {"app/__main__.py", "app/__init__.py"} <= {m.name for m in members}
 
 
 def run_unpack(script: str, payload: str, digest: str, dest: Path):
@@ -291,7 +318,7 @@ def test_archive_unpacks_with_the_scripts_own_program(tmp_path, default_script):
         for p in tmp_path.rglob("*")
         if p.is_file()
     }
-    assert extracted == repo_app_files()
+    assert_ships_the_app(extracted)
 
 
 def test_corrupt_archive_is_refused(tmp_path, default_script):
