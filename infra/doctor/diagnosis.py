@@ -25,7 +25,7 @@ from botocore.exceptions import (
     NoCredentialsError,
 )
 
-from infra.aws import lb_lookup
+from infra.aws import failures, lb_lookup
 from infra.aws.clients import LOOPBACK_ONLY_ENV, Clients
 from infra.config import APP_PORT
 from infra.doctor.examination import Examination, load_balancer_target_groups, target_health
@@ -116,9 +116,10 @@ def _aws_errors_as_user_errors(clients: Clients):
         raise UserError(f"AWS API call failed ({where}): {exc}") from exc
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
-        if any(word in code for word in _DENIED):
-            raise UserError(f"AWS refused a read-only call ({code}, {where}): the doctor "
-                            "needs ec2:Describe* and elasticloadbalancing:Describe*") from exc
+        if failures.is_denied(exc) or any(word in code for word in _DENIED):
+            # Names the action, as deploy does: "AWS denied elasticloadbalancing:DescribeRules"
+            raise UserError(failures.explain(exc, f"reading the stack ({where}; the doctor "
+                                                  "only reads)")) from exc
         if any(word in code for word in _BAD_CREDENTIALS):
             raise UserError(f"AWS rejected the credentials ({code}, {where}): refresh them "
                             "(`aws sso login`, `aws configure`) or use another AWS_PROFILE"

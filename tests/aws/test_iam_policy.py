@@ -331,3 +331,22 @@ def test_one_action_less_fails_naming_it(enforcing, tmp_path, removed, fails_in)
     assert command == fails_in, (command, result.stderr)
     assert f"AWS denied {removed}" in result.stderr and "Traceback" not in result.stderr
     assert "python -m infra policy" in result.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("removed", ["ec2:DescribeSecurityGroups",
+                                     "elasticloadbalancing:DescribeListeners"])
+def test_the_doctor_denied_a_read_names_the_action(enforcing, tmp_path, removed):
+    endpoint, admin = enforcing
+    name = "doc-" + removed.split(":")[1].lower()[8:20]
+    iam = _admin_iam(endpoint, admin)
+    full = _user(iam, f"{name}-f", policy.document(scoped=False))
+    deploy, _, doctor, destroy = _commands(name, tmp_path)
+    assert run_cli(deploy, _as(full, endpoint)).returncode == 0
+    short = _user(iam, name, policy.without(policy.document(scoped=False), removed))
+    result = run_cli(doctor, _as(short, endpoint))
+    assert run_cli(destroy, _as(full, endpoint)).returncode == 0
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    assert f"AWS denied {removed} while reading the stack" in result.stderr
+    assert "python -m infra policy" in result.stderr and "a retry changes nothing" in \
+        result.stderr
