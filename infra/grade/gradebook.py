@@ -203,6 +203,18 @@ class ProgressLine:
             self.open = False
 
 
+# A cell that starts with one of these is a formula to Excel, LibreOffice and Google Sheets
+# (OWASP, "CSV Injection"): a submitted address such as =HYPERLINK(...) would run in the
+# instructor's spreadsheet. A leading ' makes it text; --json keeps the values as they are.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_text(value):
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def write_csv(rows: list[Row], path: str | Path) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\r\n")
@@ -210,7 +222,7 @@ def write_csv(rows: list[Row], path: str | Path) -> None:
     for row in rows:
         record = row.record()
         record["reasons"] = "; ".join(record["reasons"])
-        writer.writerow(record)
+        writer.writerow({key: spreadsheet_text(value) for key, value in record.items()})
     _write_atomically(path, buffer.getvalue())
 
 

@@ -152,6 +152,21 @@ def test_json_rows_have_the_csv_fields(school, tmp_path):
     assert "students graded" in proc.stderr
 
 
+def test_a_formula_in_the_roster_is_text_in_the_gradebook(tmp_path):
+    # OWASP "CSV Injection": a cell starting with = + - @ is run by spreadsheets.
+    roster, out = tmp_path / "roster.csv", tmp_path / "grades.csv"
+    roster.write_text('student,address\n=1+2,"=HYPERLINK(""http://evil.example"",""x"")"\n'
+                      "@ann,-lb.example.com\n")
+    proc, _ = grade_cli("--roster", str(roster), "--out", str(out), "--timeout", "1")
+    assert proc.returncode == 0, proc.stderr
+    _, rows = read_gradebook(out)
+    assert [(r["student"], r["address"]) for r in rows] == [
+        ("'=1+2", "'=HYPERLINK(\"http://evil.example\",\"x\")"), ("'@ann", "'-lb.example.com")]
+    assert all(r["verdict"] == "FAIL" and r["reasons"][0].isalpha() for r in rows)
+    proc, _ = grade_cli("--roster", str(roster), "--json", "--timeout", "1")
+    assert [r["student"] for r in json.loads(proc.stdout)] == ["=1+2", "@ann"]  # as given
+
+
 @pytest.mark.parametrize(("bom", "newline"), [(True, "\r\n"), (False, "\n"), (True, "\n")])
 def test_bom_and_line_ends_of_spreadsheet_exports(school, tmp_path, bom, newline):
     setups = school({"correct": 1, "bytes-literal": 1})
