@@ -240,5 +240,6 @@ def test_access_denied_is_one_clear_line(aws, seed):
 
     denied.elbv2.meta.events.register(
         "before-call.elastic-load-balancing-v2.DescribeLoadBalancers", refuse)
-    with pytest.raises(UserError, match=r"AccessDenied.*elasticloadbalancing:Describe\*"):
+    with pytest.raises(UserError, match=r"AWS denied elasticloadbalancing:DescribeLoadBalancers "
+                       r"while reading the stack .*\(AccessDenied\).*python -m infra policy"):
         diagnose(denied, lb=seed.lb_name)
