@@ -44,7 +44,7 @@ FIRST_CALL_CONFIG = Config(
 LOOPBACK_ONLY_ENV = "SEEDLB_LOOPBACK_ONLY"
 
 
-def _is_loopback_host(host: str | None) -> bool:
+def is_loopback_host(host: str | None) -> bool:
     if host in (None, ""):
         return False
     if host == "localhost" or host.endswith(".localhost"):
@@ -106,7 +106,7 @@ def _refuse_if_not_loopback(target: Target) -> None:
     if os.environ.get(LOOPBACK_ONLY_ENV) != "1":
         return
     host = urlparse(target.endpoint_url).hostname if target.endpoint_url else None
-    if not _is_loopback_host(host):
+    if not is_loopback_host(host):
         raise UserError(
             f"{LOOPBACK_ONLY_ENV}=1 but the AWS endpoint is {target.endpoint_url or 'real AWS'}: "
             "refusing to send any request off this machine. Set AWS_ENDPOINT_URL to a local "

@@ -17,14 +17,18 @@ import functools
 import ipaddress
 import os
 import re
+import socket
+import time
 from dataclasses import dataclass
+from urllib.parse import urlparse
 
 import boto3
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from infra.aws import failures, pricing
-from infra.aws.clients import LOOPBACK_ONLY_ENV, Clients
+from infra.aws.clients import LOOPBACK_ONLY_ENV, Clients, is_loopback_host
 from infra.config import AMI_ARCHITECTURE, AMI_PARAMETER, PREFERRED_TYPES, STACK_NAME_RE, Settings
+from infra.console import warn
 from infra.errors import UserError
 
 # Load balancer and target group names: at most 32 letters, digits or hyphens, and no
@@ -155,12 +159,44 @@ def require_credentials(clients: Clients) -> None:
         raise UserError(failures.no_credentials_line())
 
 
+# An emulator on this machine that refuses connections may be starting: README's recipe
+# starts moto in the background and deploys at once, and moto takes a second or more to
+# listen (several on a busy machine).
+EMULATOR_START_WAIT = 15.0
+
+
+def emulator_started(clients: Clients, wait: float = EMULATOR_START_WAIT) -> bool:
+    """For a loopback emulator endpoint that refused the connection: wait until something
+    listens on its port, up to `wait` seconds. False at once for any other endpoint."""
+    url = urlparse(clients.target.endpoint_url or "")
+    if not clients.target.is_emulator or not is_loopback_host(url.hostname):
+        return False
+    port = url.port or (443 if url.scheme == "https" else 80)
+    warn(f"nothing listens at {clients.target.endpoint_url} yet: waiting up to {wait:g} s "
+         "for the emulator to start")
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((url.hostname, port), timeout=1).close()
+            return True
+        except ConnectionRefusedError:
+            time.sleep(0.2)  # a local process binding its port: no AWS waiter covers it
+        except OSError:
+            return False
+    return False
+
+
 def check_credentials(clients: Clients) -> str:
     """The account id, or one line saying why there is none: the first call of every command,
     with tight timeouts, so that no network answers within 5 s."""
     require_credentials(clients)
     try:
-        return clients.first_call_sts.get_caller_identity()["Account"]
+        try:
+            return clients.first_call_sts.get_caller_identity()["Account"]
+        except EndpointConnectionError:
+            if not emulator_started(clients):
+                raise
+            return clients.first_call_sts.get_caller_identity()["Account"]
     except ClientError as exc:
         code = failures.code_of(exc)
         if code in failures.EXPIRED_TOKEN_CODES:

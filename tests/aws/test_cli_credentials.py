@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 
 import pytest
@@ -141,3 +142,39 @@ def test_no_network_answers_within_seconds(tmp_path, silent_port):
     assert "cannot reach" in one_error_line(result)
     print(f"deploy without network: {took:.2f}s")
     assert took < 20, took  # loose: the bound is ~5 s, the box is shared
+
+
+def test_an_emulator_still_starting_is_waited_for(tmp_path):
+    """README's recipe starts moto in the background and deploys at once: a loopback
+    emulator that refuses connections is given a few seconds to start listening."""
+    from moto.server import ThreadedMotoServer
+
+    port = _closed_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    starter = threading.Timer(2.0, server.start)
+    starter.start()
+    try:
+        env = user_env(tmp_path, region="us-east-1", credentials=True,
+                       endpoint=f"http://127.0.0.1:{port}")
+        result = run_cli(["plan", "--stack", "late"], env, timeout=120)
+    finally:
+        starter.join()
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    assert "waiting up to 15 s for the emulator to start" in result.stderr
+    assert "deploy of stack late would:" in result.stdout
+
+
+def test_only_a_loopback_emulator_is_waited_for():
+    from infra.aws.clients import Clients, Target
+    from infra.aws.preflight import emulator_started
+
+    closed = Clients(Target(region="us-east-1", endpoint_url=f"http://127.0.0.1:{_closed_port()}"))
+    started = time.monotonic()
+    assert emulator_started(closed, wait=0.6) is False
+    assert 0.6 <= time.monotonic() - started < 3
+    for endpoint in (None, "https://ec2.us-east-1.amazonaws.com", "http://10.1.2.3:4566"):
+        started = time.monotonic()
+        assert emulator_started(Clients(Target(region="us-east-1", endpoint_url=endpoint)),
+                                wait=5) is False
+        assert time.monotonic() - started < 0.5  # no wait, no connection
