@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
+import subprocess
+import sys
 import time
 
 import pytest
-from provision_helpers import one_error_line, run_cli
+from provision_helpers import ROOT, one_error_line, run_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
 
@@ -146,23 +147,28 @@ def test_no_network_answers_within_seconds(tmp_path, silent_port):
 
 def test_an_emulator_still_starting_is_waited_for(tmp_path):
     """README's recipe starts moto in the background and deploys at once: a loopback
-    emulator that refuses connections is given a few seconds to start listening."""
+    emulator that refuses connections is given a few seconds to start listening. The server
+    here starts only once the command has found the port closed and said that it waits."""
     from moto.server import ThreadedMotoServer
 
     port = _closed_port()
+    env = user_env(tmp_path, region="us-east-1", credentials=True,
+                   endpoint=f"http://127.0.0.1:{port}")
+    proc = subprocess.Popen([sys.executable, "-m", "infra", "plan", "--stack", "late"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    starter = threading.Timer(2.0, server.start)
-    starter.start()
     try:
-        env = user_env(tmp_path, region="us-east-1", credentials=True,
-                       endpoint=f"http://127.0.0.1:{port}")
-        result = run_cli(["plan", "--stack", "late"], env, timeout=120)
+        warning = proc.stderr.readline()
+        time.sleep(0.5)  # still waiting: the port stays closed a while longer
+        server.start()
+        stdout, stderr = proc.communicate(timeout=120)
     finally:
-        starter.join()
+        proc.kill()
         server.stop()
-    assert result.returncode == 0, result.stderr
-    assert "waiting up to 15 s for the emulator to start" in result.stderr
-    assert "deploy of stack late would:" in result.stdout
+    assert "waiting up to 15 s for the emulator to start" in warning, warning + stderr
+    assert proc.returncode == 0, stderr
+    assert "deploy of stack late would:" in stdout
 
 
 def test_only_a_loopback_emulator_is_waited_for():
