@@ -25,6 +25,15 @@ def served_by(lb: str, n: int) -> list[str]:
     return [requests.get(f"http://{lb}/", timeout=3).headers.get("X-Served-By") for _ in range(n)]
 
 
+def serves(lb: str, wanted: set[str]) -> bool:
+    """For a wait: a connection that Caddy closes while it loads the supervisor's new config
+    (seen once in CI, right after a re-registration) is "not yet", not a failure."""
+    try:
+        return set(served_by(lb, 4)) == wanted
+    except requests.ConnectionError:
+        return False
+
+
 def test_instances_are_the_control_planes(testbed):
     """One app process per instance that moto reports for the stack's tags, nothing else."""
     ids = find_instance_ids(testbed.clients().ec2, testbed.stack)
@@ -64,16 +73,14 @@ def test_deregistered_target_leaves_the_rotation_and_comes_back(testbed):
     victim, other = view.instance_ids
     elbv2.deregister_targets(TargetGroupArn=view.target_group_arn, Targets=[{"Id": victim}])
     try:
-        assert wait_until(lambda: set(served_by(testbed.lb_address, 4)) == {other}, 6.0, 0.2)
+        assert wait_until(lambda: serves(testbed.lb_address, {other}), 6.0, 0.2)
         assert set(served_by(testbed.lb_address, 10)) == {other}
     finally:
         elbv2.register_targets(
             TargetGroupArn=view.target_group_arn,
             Targets=[{"Id": victim, "Port": view.target_port}],
         )
-    assert wait_until(
-        lambda: set(served_by(testbed.lb_address, 4)) == {victim, other}, 6.0, 0.2
-    )
+    assert wait_until(lambda: serves(testbed.lb_address, {victim, other}), 6.0, 0.2)
 
 
 def test_health_check_changes_in_the_target_group_reach_caddy(testbed):
@@ -150,7 +157,7 @@ def test_kill_instance_takes_it_out_of_rotation(testbed):
     testbed.kill_instance(victim)
     try:
         # 2 failed checks at 1 s intervals, then only the other instance answers.
-        assert wait_until(lambda: set(served_by(testbed.lb_address, 4)) == {other}, 6.0, 0.2)
+        assert wait_until(lambda: serves(testbed.lb_address, {other}), 6.0, 0.2)
         status = testbed.status()
         assert status["caddy"][victim] == "unhealthy"
         # moto reports the supervisor's health checks (infra/local/motohook.py): refused.
@@ -158,9 +165,7 @@ def test_kill_instance_takes_it_out_of_rotation(testbed):
                           == "Target.FailedHealthChecks", 6.0, 0.2)
     finally:
         testbed.start_instance(victim)
-    assert wait_until(
-        lambda: set(served_by(testbed.lb_address, 4)) == {victim, other}, 6.0, 0.2
-    )
+    assert wait_until(lambda: serves(testbed.lb_address, {victim, other}), 6.0, 0.2)
 
 
 def test_teardown_leaves_no_process_and_no_port(testbed):
