@@ -61,12 +61,12 @@ def pytest_collection_modifyitems(config, items):
                                       lambda item: item.get_closest_marker("long") is not None)
 
 
+_durations: list[tuple[str, float]] = []  # (nodeid, seconds) of each phase of each test
+
+
 def pytest_runtest_logreport(report):
     # In xdist's controller (or a run without xdist): every phase of every test, once.
     _durations.append((report.nodeid, report.duration))
-
-
-_durations: list[tuple[str, float]] = []
 
 
 def pytest_sessionfinish(session):

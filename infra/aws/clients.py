@@ -75,6 +75,14 @@ class Target:
         host = urlparse(self.endpoint_url).hostname or ""
         return not host.endswith(".amazonaws.com")
 
+    @property
+    def endpoint_address(self) -> tuple[str, int] | None:
+        """(host, port) that an emulator's endpoint URL names; None for AWS itself."""
+        if self.endpoint_url is None:
+            return None
+        url = urlparse(self.endpoint_url)
+        return url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+
     def describe(self) -> str:
         where = self.endpoint_url or "AWS"
         return f"{self.backend} backend, region {self.region or '(unset)'}, endpoint {where}"

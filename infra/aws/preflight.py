@@ -20,7 +20,6 @@ import re
 import socket
 import time
 from dataclasses import dataclass
-from urllib.parse import urlparse
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
@@ -168,16 +167,15 @@ EMULATOR_START_WAIT = 15.0
 def emulator_started(clients: Clients, wait: float = EMULATOR_START_WAIT) -> bool:
     """For a loopback emulator endpoint that refused the connection: wait until something
     listens on its port, up to `wait` seconds. False at once for any other endpoint."""
-    url = urlparse(clients.target.endpoint_url or "")
-    if not clients.target.is_emulator or not is_loopback_host(url.hostname):
+    address = clients.target.endpoint_address
+    if not clients.target.is_emulator or not is_loopback_host(address[0]):
         return False
-    port = url.port or (443 if url.scheme == "https" else 80)
     warn(f"nothing listens at {clients.target.endpoint_url} yet: waiting up to {wait:g} s "
          "for the emulator to start")
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         try:
-            socket.create_connection((url.hostname, port), timeout=1).close()
+            socket.create_connection(address, timeout=1).close()
             return True
         except ConnectionRefusedError:
             time.sleep(0.2)  # a local process binding its port: no AWS waiter covers it

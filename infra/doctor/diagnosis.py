@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from urllib.parse import urlparse
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -84,10 +83,8 @@ def _emulator_must_answer(clients: Clients) -> None:
     """A stopped emulator would cost botocore's ten retries (half a minute): ask once."""
     if not clients.target.is_emulator:
         return
-    url = urlparse(clients.target.endpoint_url)
-    port = url.port or (443 if url.scheme == "https" else 80)
     try:
-        socket.create_connection((url.hostname, port), timeout=2).close()
+        socket.create_connection(clients.target.endpoint_address, timeout=2).close()
     except OSError as exc:
         raise UserError(f"cannot reach the AWS API at {clients.target.endpoint_url} "
                         f"({exc.strerror or exc}): is the emulator (moto server, LocalStack) "
