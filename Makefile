@@ -25,14 +25,15 @@ TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(3 * (os.cpu_count() or 1)
         destroy-aws status plan iam-policy deploy-localstack destroy-localstack grade \
         grade-class doctor bench clean
 
-help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
+# make help (or make alone): the targets in groups, the student's path first.
+help:
+	@echo "usage: make TARGET [VAR=value ...]"
+	@awk 'BEGIN {FS = ":.*## "} /^##@ / {printf "\n%s\n", substr($$0, 5)} /^[a-z-]+:.*## / {printf "  make %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+##@ The assignment
 
 test-local: setup ## the whole system on this machine: provision, grade, failover drill, tear down
 	$(PY) -m infra local test $(ARGS)
-
-test: setup-dev lint ## lint, then the whole test suite (in parallel: pytest-xdist)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 deploy-aws: setup-runtime ## deploy the stack (AWS, or AWS_ENDPOINT_URL)
 	$(PY) -m infra deploy --stack $(STACK) $(ARGS)
@@ -41,24 +42,28 @@ grade: setup-runtime ## check a load balancer as the autograder would: make grad
 	@if [ -z "$(LB)" ]; then echo "usage: make grade LB=<load balancer DNS name> [INSTANCES=ip1,ip2]" >&2; exit 2; fi
 	$(PY) -m infra grade "$(LB)" $(if $(INSTANCES),--instances "$(INSTANCES)") --stack $(STACK) $(ARGS)
 
-destroy-aws: setup-runtime ## delete everything the stack tagged
-	$(PY) -m infra destroy --stack $(STACK) $(ARGS)
+doctor: setup-runtime ## name what is misconfigured on the AWS side: make doctor [STACK=..] [LB=name-or-dns]
+	$(PY) -m infra doctor $(if $(LB),--lb "$(LB)",--stack $(STACK)) $(ARGS)
 
 status: setup-runtime ## the stack's resources, target health and DNS name
 	$(PY) -m infra status --stack $(STACK) $(ARGS)
 
+destroy-aws: setup-runtime ## delete everything the stack tagged
+	$(PY) -m infra destroy --stack $(STACK) $(ARGS)
+
 plan: setup-runtime ## what deploy would create or change; changes nothing
 	$(PY) -m infra plan --stack $(STACK) $(ARGS)
+
+iam-policy: setup-runtime ## print the IAM policy that deploy, status, doctor and destroy need (docs/aws.md)
+	@$(PY) -m infra policy $(ARGS)
+
+##@ Grading a class
 
 grade-class: setup-runtime ## grade a class: make grade-class ROSTER=class.csv OUT=grades.csv [ARGS=--jobs 32]
 	@if [ -z "$(ROSTER)" ] || [ -z "$(OUT)" ]; then echo "usage: make grade-class ROSTER=<roster.csv> OUT=<grades.csv>" >&2; exit 2; fi
 	$(PY) -m infra grade --roster "$(ROSTER)" --out "$(OUT)" $(ARGS)
 
-iam-policy: setup-runtime ## print the IAM policy that deploy, status, doctor and destroy need (docs/aws.md)
-	@$(PY) -m infra policy $(ARGS)
-
-doctor: setup-runtime ## name what is misconfigured on the AWS side: make doctor [STACK=..] [LB=name-or-dns]
-	$(PY) -m infra doctor $(if $(LB),--lb "$(LB)",--stack $(STACK)) $(ARGS)
+##@ The local testbed and its drills
 
 local-up: setup ## start the local testbed and leave it running
 	$(PY) -m infra local up $(ARGS)
@@ -87,6 +92,14 @@ deploy-localstack: setup-runtime ## deploy into LocalStack (docker compose -f do
 destroy-localstack: setup-runtime ## destroy the stack in LocalStack
 	$(PY) -m infra destroy --backend localstack --stack $(STACK) $(ARGS)
 
+##@ Development
+
+test: setup-dev lint ## lint, then the whole test suite (in parallel: pytest-xdist)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
+lint: setup-dev ## ruff over app/, infra/, tests/ and .ci/
+	$(VENV)/bin/ruff check app infra tests .ci
+
 bench: setup-bench ## measure throughput, failover, bad input and provisioning; writes docs/benchmarks.md
 	@command -v wrk >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -96,8 +109,8 @@ bench: setup-bench ## measure throughput, failover, bad input and provisioning; 
 	  else echo "wrk is not installed (apt-get install wrk, brew install wrk): throughput will be skipped" >&2; fi; }
 	$(PY) -m infra bench $(ARGS)
 
-lint: setup-dev ## ruff over app/, infra/, tests/ and .ci/
-	$(VENV)/bin/ruff check app infra tests .ci
+lock: ## re-pin requirements.lock from pyproject.toml (keeps other pins; ARGS=--upgrade-package=X)
+	@$(PYTHON) .ci/install.py --lock $(ARGS)
 
 setup: ## create .venv with what make test-local needs (runtime and local groups)
 	$(INSTALL) local
@@ -110,9 +123,6 @@ setup-dev: ## everything make test needs (runtime, local, dev, bench)
 
 setup-bench: ## what make bench needs (runtime, local, bench)
 	$(INSTALL) local bench
-
-lock: ## re-pin requirements.lock from pyproject.toml (keeps other pins; ARGS=--upgrade-package=X)
-	@$(PYTHON) .ci/install.py --lock $(ARGS)
 
 clean: ## remove .venv, .venv-tools and caches (not .state/)
 	rm -rf $(VENV) .venv-tools .pytest_cache .hypothesis .ruff_cache
