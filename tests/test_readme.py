@@ -79,3 +79,12 @@ def test_the_recipe_without_an_account_runs_as_written(tmp_path):
     assert "destroyed" in out.lower() or "deleted" in out.lower(), out
     assert not (checkout / ".state" / "seed-lb.json").exists()  # destroy removed it
     assert wait_until(lambda: not listening("127.0.0.1", int(port)), 10)  # kill %1 stopped moto
+
+
+def test_the_set_up_lines_shown_count_the_packages_of_the_lock():
+    from test_dependencies import ENTRIES, install
+
+    shown = re.search(r"installing (\d+) packages for runtime, local", README)
+    assert shown, "README shows make setup's lines"
+    wanted = {e.name for e in install.select(ENTRIES, {"runtime", "local"})}
+    assert int(shown.group(1)) == len(wanted), f"make setup installs {len(wanted)} packages"
