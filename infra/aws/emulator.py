@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from urllib.parse import urlparse
 
 import boto3
 
-from infra.aws.clients import Clients, resolve_target
+from infra.aws.clients import Clients, is_loopback_host, resolve_target
 
 # Fake credentials and the loopback guard for everything that talks to the local control plane.
 FAKE_CREDENTIALS = {
@@ -80,3 +84,71 @@ def fake_session(region: str) -> boto3.session.Session:
         aws_secret_access_key=fake["AWS_SECRET_ACCESS_KEY"],
         aws_session_token=fake["AWS_SESSION_TOKEN"],
     )
+
+
+# --- an emulator that does not answer -------------------------------------------------------
+# moto_server listens about a second after it starts (a recipe may start it in the background
+# and deploy at once): while an emulator's process on this machine names the port, a refused
+# connection is tried again for up to STARTING_WAIT; otherwise nothing is starting, and
+# ANSWER_WAIT is only a grace for an emulator found no other way (a container, macOS).
+ANSWER_WAIT = 0.5
+STARTING_WAIT = 15.0
+_EMULATOR_PROGRAMS = ("moto_server", "moto.server", "infra.local.motohook", "localstack")
+
+
+def not_answering(endpoint: str) -> str:
+    """The one line for an emulator endpoint where nothing answers."""
+    port = urlparse(endpoint).port or 80
+    return (f"no emulator answers at {endpoint}: start it "
+            f"(`.venv/bin/moto_server -H 127.0.0.1 -p {port} &` or `make local-up`)")
+
+
+def starting_on(port: int) -> str:
+    """An emulator process on this machine whose command line names `port`, as
+    "moto_server (pid 123)"; '' if none (or no /proc to look in)."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        program = next((p for p in _EMULATOR_PROGRAMS if any(p in a for a in argv[:3])), "")
+        if program and str(port) in argv:
+            return f"{program} (pid {cmdline.parent.name})"
+    return ""
+
+
+def answers(address: tuple[str, int], timeout: float = 1.0) -> bool | None:
+    """True: it accepts a connection; False: refused; None: any other failure."""
+    try:
+        socket.create_connection(address, timeout=timeout).close()
+        return True
+    except ConnectionRefusedError:
+        return False
+    except OSError:
+        return None
+
+
+def wait_until_answers(endpoint: str, wait: float = ANSWER_WAIT,
+                       say: Callable[[str], None] | None = None) -> bool:
+    """For an emulator endpoint on this machine: True once something accepts connections
+    there, within `wait` seconds (STARTING_WAIT while an emulator process for that port is
+    starting). False at once for an endpoint elsewhere or one that fails otherwise."""
+    url = urlparse(endpoint)
+    address = (url.hostname or "", url.port or (443 if url.scheme == "https" else 80))
+    if not is_loopback_host(address[0]):
+        return False
+    deadline = time.monotonic() + wait
+    extended = False
+    while True:
+        state = answers(address)
+        if state is not False:
+            return bool(state)
+        if not extended and (starting := starting_on(address[1])):
+            extended = True
+            deadline = max(deadline, time.monotonic() + STARTING_WAIT)
+            if say:
+                say(f"{starting} does not listen at {endpoint} yet: waiting up to "
+                    f"{STARTING_WAIT:g} s for it to start")
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)  # a local process binding its port: no AWS waiter covers it

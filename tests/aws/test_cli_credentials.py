@@ -145,30 +145,52 @@ def test_no_network_answers_within_seconds(tmp_path, silent_port):
     assert took < 20, took  # loose: the bound is ~5 s, the box is shared
 
 
-def test_an_emulator_still_starting_is_waited_for(tmp_path):
-    """README's recipe starts moto in the background and deploys at once: a loopback
-    emulator that refuses connections is given a few seconds to start listening. The server
-    here starts only once the command has found the port closed and said that it waits."""
-    from moto.server import ThreadedMotoServer
+# A moto_server that takes its time: it listens only after a while, as on a loaded machine.
+SLOW_MOTO_SERVER = """import sys, time
+time.sleep(float(sys.argv.pop(1)))
+from moto.server import main
+main(sys.argv[1:])
+"""
 
+
+def test_an_emulator_still_starting_is_waited_for(tmp_path):
+    """A recipe may start moto in the background and deploy at once: while a moto_server
+    process names the endpoint's port, the command waits for it to listen. This one starts
+    listening two seconds or more after the command started."""
+    port = _closed_port()
+    script = tmp_path / "moto_server"
+    script.write_text(SLOW_MOTO_SERVER)
+    env = user_env(tmp_path, region="us-east-1", credentials=True,
+                   endpoint=f"http://127.0.0.1:{port}")
+    moto = subprocess.Popen([sys.executable, str(script), "2", "-H", "127.0.0.1", "-p",
+                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        done = subprocess.run([sys.executable, "-m", "infra", "plan", "--stack", "late"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        moto.kill()
+        moto.wait()
+    assert f"moto_server (pid {moto.pid}) does not listen at http://127.0.0.1:{port} yet: " \
+           "waiting up to 15 s" in done.stderr, done.stderr
+    assert done.returncode == 0, done.stderr
+    assert "deploy of stack late would:" in done.stdout
+
+
+def test_a_stopped_emulator_is_named_at_once(tmp_path):
+    """Nothing listens, nothing is starting: the emulator is stopped, and the command says so
+    and how to start one, without botocore's retries or a word about the network."""
     port = _closed_port()
     env = user_env(tmp_path, region="us-east-1", credentials=True,
                    endpoint=f"http://127.0.0.1:{port}")
-    proc = subprocess.Popen([sys.executable, "-m", "infra", "plan", "--stack", "late"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    try:
-        warning = proc.stderr.readline()
-        time.sleep(0.5)  # still waiting: the port stays closed a while longer
-        server.start()
-        stdout, stderr = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-        server.stop()
-    assert "waiting up to 15 s for the emulator to start" in warning, warning + stderr
-    assert proc.returncode == 0, stderr
-    assert "deploy of stack late would:" in stdout
+    started = time.monotonic()
+    result = run_cli(["destroy", "--stack", "gone"], env, timeout=60)
+    took = time.monotonic() - started
+    assert result.returncode == 2
+    assert one_error_line(result) == (
+        f"error: no emulator answers at http://127.0.0.1:{port}: start it "
+        f"(`.venv/bin/moto_server -H 127.0.0.1 -p {port} &` or `make local-up`)")
+    print(f"a stopped emulator named after {took:.2f}s")
+    assert took < 6, took  # ~2 s with Python's start-up; loose: the box is shared
 
 
 def test_only_a_loopback_emulator_is_waited_for():
