@@ -9,17 +9,20 @@ and no request can leave for AWS.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import boto3
 
-from infra.aws.clients import Clients, is_loopback_host, resolve_target
+from infra.aws.clients import Clients, Target, is_loopback_host, resolve_target
+from infra.errors import UserError
 
 # Fake credentials and the loopback guard for everything that talks to the local control plane.
 FAKE_CREDENTIALS = {
@@ -152,3 +155,107 @@ def wait_until_answers(endpoint: str, wait: float = ANSWER_WAIT,
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.1)  # a local process binding its port: no AWS waiter covers it
+
+
+# --- the emulator a stack lives in, from its state file -------------------------------------
+@dataclass(frozen=True)
+class Deployed:
+    """A stack that deploy put into an emulator, as its state file says."""
+
+    stack: str
+    endpoint: str
+    region: str
+    state_file: Path
+    lb: str = ""  # the local testbed's load balancer (host:port), if it is one
+    why: str = ""  # one line for the user when the stack was not the one they named
+
+
+def _emulator_states(state_dir: str | Path) -> dict[str, tuple[Path, dict]]:
+    found = {}
+    for path in sorted(Path(state_dir).glob("*.json")):
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(state, dict) and state.get("emulator") and state.get("endpoint_url"):
+            found[str(state.get("stack") or path.stem)] = (path, state)
+    return found
+
+
+def _deployed(stack: str, path: Path, state: dict, why: str = "") -> Deployed:
+    lb = (state.get("grade_endpoints") or {}).get("lb") or ""
+    return Deployed(stack, state["endpoint_url"], state.get("region") or "us-east-1", path,
+                    lb, why)
+
+
+def _no_credentials() -> bool:
+    """No AWS credentials in the environment or the AWS config files. An instance role is
+    not asked for: that would be a request off this machine."""
+    import botocore.credentials
+    import botocore.session
+
+    try:
+        resolver = botocore.credentials.create_credential_resolver(
+            botocore.session.get_session())
+        for provider in ("iam-role", "container-role"):
+            resolver.remove(provider)
+        return resolver.load_credentials() is None
+    except Exception:  # noqa: BLE001 - a broken profile: the user meant AWS, and hears of it
+        return False
+
+
+def deployed_in_emulator(stack: str, state_dir: str | Path, *, lb: str | None = None,
+                         default_stack: str = "", backend: str = "aws") -> Deployed | None:
+    """Where status, doctor and destroy find a stack that deploy (or the local testbed) put
+    into an emulator, when the environment names no endpoint (AWS_ENDPOINT_URL unset):
+
+    - `lb`: the stack whose state names that load balancer (its DNS name, or the local
+      testbed's 127.0.0.1:PORT);
+    - else the stack's own state file, if it says emulator;
+    - else, for the default stack without a state file and without AWS credentials, the one
+      stack whose emulator answers now (a running `make local-up`).
+
+    With AWS_ENDPOINT_URL set, only a stack whose state names that endpoint: its region and
+    fake keys then need not be set too (docs/testbed.md's doctor line, in a fresh shell).
+
+    None: use AWS (or AWS_ENDPOINT_URL) as always."""
+    if backend != "aws":
+        return None
+    states = _emulator_states(state_dir)
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        states = {n: s for n, s in states.items()
+                  if s[1]["endpoint_url"].rstrip("/") == endpoint.rstrip("/")}
+        if not lb and stack not in states:
+            return None
+    if lb:
+        for name, (path, state) in states.items():
+            local_lb = (state.get("grade_endpoints") or {}).get("lb")
+            if lb in (state.get("lb_dns"), local_lb):
+                return _deployed(name, path, state)
+        return None
+    if stack in states:
+        return _deployed(stack, *states[stack])
+    if stack != default_stack or (Path(state_dir) / f"{stack}.json").exists() \
+            or not states or not _no_credentials():
+        return None
+    live = {n: s for n, s in states.items()
+            if answers(Target(None, s[1]["endpoint_url"]).endpoint_address, 0.5)}
+    if len(live) > 1:
+        raise UserError(f"no AWS credentials, and stacks in {len(live)} emulators here: name "
+                        "one, " + ", ".join(f"`make status STACK={n}`" for n in live))
+    for name, (path, state) in live.items():
+        return _deployed(name, path, state, why=(
+            f"no AWS credentials and no stack {stack} here: stack {name}, in the emulator at "
+            f"{state['endpoint_url']} ({path})"))
+    return None
+
+
+def deployed_clients(deployed: Deployed) -> Clients:
+    """Fake-credential clients for the emulator the stack is in, once it answers."""
+    if not wait_until_answers(deployed.endpoint):
+        raise UserError(
+            f"{not_answering(deployed.endpoint)}. {deployed.state_file} says stack "
+            f"{deployed.stack} was deployed there; a stopped moto server took the stack with "
+            f"it (`rm {deployed.state_file}` forgets it)")
+    return emulator_clients(deployed.endpoint, deployed.region)
