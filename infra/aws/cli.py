@@ -96,16 +96,20 @@ def settings_from(args: argparse.Namespace, target) -> Settings:
     return make(**knobs)
 
 
-def _stack(args: argparse.Namespace, *, deployed: bool = False):
+def _deployed(args: argparse.Namespace):
+    """The emulator the stack's state file puts it in, when no endpoint is set (or None)."""
+    return emulator.deployed_in_emulator(args.stack, args.state_dir, backend=args.backend,
+                                          default_stack=DEFAULT_STACK)
+
+
+def _stack(args: argparse.Namespace, local=None):
     """The Stack, once everything that needs no AWS call is known to be right: the settings,
     the region, and that credentials exist. No client is built before.
 
-    `deployed` (status, destroy): a stack that its state file puts in an emulator (README's
-    moto, `make local-up`) is read there, with fake keys, when no endpoint is set."""
+    `local` (status, destroy): a stack that its state file puts in an emulator (README's
+    moto, `make local-up`; _deployed) is read there, with fake keys."""
     from infra.aws.stack import Stack
 
-    local = emulator.deployed_in_emulator(args.stack, args.state_dir, backend=args.backend,
-                                          default_stack=DEFAULT_STACK) if deployed else None
     if local is not None:
         if local.why:
             print(local.why, file=sys.stderr)
@@ -156,19 +160,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 @_aws_errors
 def cmd_status(args: argparse.Namespace) -> int:
-    stack = _stack(args, deployed=True)
-    local = emulator.deployed_in_emulator(args.stack, args.state_dir, backend=args.backend)
-    print(render_status(stack.status(), local.lb if local else ""))
+    local = _deployed(args)
+    print(render_status(_stack(args, local).status(), local.lb if local else ""))
     return 0
 
 
 @_aws_errors
 def cmd_destroy(args: argparse.Namespace) -> int:
-    local = emulator.deployed_in_emulator(args.stack, args.state_dir, backend=args.backend)
+    local = _deployed(args)
     if local is not None and local.lb:
-        raise UserError(f"stack {args.stack} is the local testbed's: `make local-down "
-                        f"STACK={args.stack}` stops its processes and deletes the stack")
-    result = _stack(args, deployed=True).destroy()
+        raise UserError(f"stack {local.stack} is the local testbed's: `make local-down "
+                        f"STACK={local.stack}` stops its processes and deletes the stack")
+    result = _stack(args, local).destroy()
     print(f"stack {result['stack']}: {len(result['deleted'])} resources deleted; "
           "nothing tagged with it is left")
     return 0
