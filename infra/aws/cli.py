@@ -20,7 +20,8 @@ from infra.state import state_path
 
 EXAMPLES = """examples:
   make deploy-aws                                  # real AWS, your default profile/region
-  AWS_ENDPOINT_URL=http://127.0.0.1:5001 make deploy-aws   # a moto server
+  AWS_ENDPOINT_URL=http://127.0.0.1:5001 AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing \\
+    AWS_SECRET_ACCESS_KEY=testing make deploy-aws        # a moto server listening there
   .venv/bin/python -m infra deploy --stack demo --count 3 --public-access any
   .venv/bin/python -m infra destroy --stack demo
 """

@@ -215,19 +215,10 @@ def deployed_in_emulator(stack: str, state_dir: str | Path, *, lb: str | None = 
     - else, for the default stack without a state file and without AWS credentials, the one
       stack whose emulator answers now (a running `make local-up`).
 
-    With AWS_ENDPOINT_URL set, only a stack whose state names that endpoint: its region and
-    fake keys then need not be set too (docs/testbed.md's doctor line, in a fresh shell).
-
-    None: use AWS (or AWS_ENDPOINT_URL) as always."""
-    if backend != "aws":
+    None: use AWS (or AWS_ENDPOINT_URL, with the user's keys) as always."""
+    if backend != "aws" or os.environ.get("AWS_ENDPOINT_URL"):
         return None
     states = _emulator_states(state_dir)
-    endpoint = os.environ.get("AWS_ENDPOINT_URL")
-    if endpoint:
-        states = {n: s for n, s in states.items()
-                  if s[1]["endpoint_url"].rstrip("/") == endpoint.rstrip("/")}
-        if not lb and stack not in states:
-            return None
     if lb:
         for name, (path, state) in states.items():
             local_lb = (state.get("grade_endpoints") or {}).get("lb")

@@ -39,7 +39,8 @@ from botocore.exceptions import (
 
 from infra.errors import UserError
 
-POLICY_HINT = "`python -m infra policy` prints every permission this tool needs (docs/aws.md)"
+POLICY_HINT = ("`make iam-policy` (`.venv/bin/python -m infra policy`) prints every permission "
+               "this tool needs (docs/aws.md)")
 DOCS = "docs/aws.md"
 
 DENIED_CODES = frozenset({

@@ -228,8 +228,9 @@ def check_elbv2_available(clients: Clients) -> None:
                 "lacks it). Either run LocalStack's licensed image with your token "
                 "(`LOCALSTACK_AUTH_TOKEN=... docker compose -f docker-compose.localstack.yml up -d "
                 "--wait localstack-pro`), or use the moto "
-                "backend: start `.venv/bin/moto_server -p 5001` and run "
-                "`AWS_ENDPOINT_URL=http://127.0.0.1:5001 make deploy-aws`"
+                "backend: start `.venv/bin/moto_server -H 127.0.0.1 -p 5001 &` and run "
+                "`AWS_ENDPOINT_URL=http://127.0.0.1:5001 AWS_REGION=us-east-1 "
+                "AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing make deploy-aws`"
             ) from None
         raise
 

@@ -539,7 +539,7 @@ FAULTS: dict[str, Fault] = {f.name: f for f in [
 
 def get(name: str) -> Fault:
     if name not in FAULTS:
-        raise UserError(f"no fault {name!r}; `python -m infra local break --list` lists them: "
+        raise UserError(f"no fault {name!r}; `make local-break FAULT=--list` lists them: "
                         f"{', '.join(FAULTS)}")
     return FAULTS[name]
 
