@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 GUARD_SITE = Path(__file__).resolve().parent / "guard_site"
 # What a checkout holds that the commands use; the rest (.state/, .local/) starts empty.
 CHECKOUT = ("Makefile", "app", "infra", ".ci", "pyproject.toml", "requirements.lock", ".venv",
-            "docker-compose.localstack.yml", "README.md", "docs", "tests")
+            "docker-compose.localstack.yml", "README.md", "docs", "tests", ".git")
 
 
 class Shell:
