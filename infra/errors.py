@@ -27,7 +27,7 @@ def not_installed(what: str, setup: str = "make setup") -> str:
     venv = root / ".venv"
     if Path(sys.prefix).resolve() == venv.resolve():
         return f"{what} is not installed in .venv: run `{setup}`"
-    where = Path(".venv") if Path.cwd().resolve() == root else venv
+    where = Path(".venv") if (Path.cwd() / ".venv").resolve() == venv.resolve() else venv
     args = sys.argv[1:] if sys.argv and sys.argv[0].endswith("__main__.py") else ["..."]
     again = shlex.join([str(where / "bin" / "python"), "-m", "infra", *args])
     return (f"{what} is not installed for {sys.executable}, which is not the project's "

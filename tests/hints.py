@@ -154,7 +154,7 @@ def doc_blocks(paths: list[Path] | None = None) -> dict[str, list[Command]]:
                     if not line.startswith("$ "):
                         continue  # the output shown
                     line = line[2:]
-                line = _strip_comment(line).strip()
+                line = strip_comment(line).strip()
                 if not line or not is_command(line):
                     continue
                 kind = "synopsis" if re.search(r"\[-{1,2}\w|\b[A-Z_]{3,}\b \[", line) \
@@ -181,7 +181,7 @@ def _joined(lines: list[str]) -> list[str]:
     return out
 
 
-def _strip_comment(line: str) -> str:
+def strip_comment(line: str) -> str:
     """The command without its trailing `# comment` (a # inside quotes stays)."""
     quote = ""
     for i, ch in enumerate(line):
