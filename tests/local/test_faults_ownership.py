@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -119,6 +120,7 @@ class FaultsRun:
         for line in self.marked():
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(line.split(":")[0]), signal.SIGKILL)
+        shutil.rmtree(self.root, ignore_errors=True)  # its logs, in the checkout's .local/
 
 
 def new_run(*faults: str) -> FaultsRun:
