@@ -131,14 +131,19 @@ def test_temporary_keys_without_their_session_token(tmp_path, module_moto_server
     assert "ASIA" in line and "AWS_SESSION_TOKEN" in line
 
 
+def timed_cli(args: list[str], env: dict[str, str]):
+    """The command's result, and how long it took."""
+    started = time.monotonic()
+    result = run_cli(args, env, timeout=120)
+    return result, time.monotonic() - started
+
+
 def test_no_network_answers_within_seconds(tmp_path, silent_port):
     """The endpoint accepts the connection and never answers, as a dead network does: the
     first call's tight timeouts answer in about 5 s, not botocore's default minute."""
     env = user_env(tmp_path, region="us-east-1", credentials=True,
                    endpoint=f"http://127.0.0.1:{silent_port}")
-    started = time.monotonic()
-    result = run_cli(["deploy", "--stack", "offline"], env, timeout=120)
-    took = time.monotonic() - started
+    result, took = timed_cli(["deploy", "--stack", "offline"], env)
     assert result.returncode == 2
     assert "cannot reach" in one_error_line(result)
     print(f"deploy without network: {took:.2f}s")
@@ -182,9 +187,7 @@ def test_a_stopped_emulator_is_named_at_once(tmp_path):
     port = _closed_port()
     env = user_env(tmp_path, region="us-east-1", credentials=True,
                    endpoint=f"http://127.0.0.1:{port}")
-    started = time.monotonic()
-    result = run_cli(["destroy", "--stack", "gone"], env, timeout=60)
-    took = time.monotonic() - started
+    result, took = timed_cli(["destroy", "--stack", "gone"], env)
     assert result.returncode == 2
     assert one_error_line(result) == (
         f"error: no emulator answers at http://127.0.0.1:{port}: start it "
