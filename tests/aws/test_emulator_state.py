@@ -111,7 +111,7 @@ def test_destroy_in_a_stopped_emulator_says_so_at_once(tmp_path):
                            ".state/seed-lb.json says stack seed-lb was deployed there"), line
     assert "`rm .state/seed-lb.json`" in line and "network" not in line
     print(f"destroy in a stopped emulator: {took:.2f}s")
-    assert took < 6, took  # ~2 s with Python's start-up; loose: the box is shared
+    assert took < 15, took  # ~2 s on an idle box; loose: under make test's load, 10
 
 
 def test_destroy_leaves_the_local_testbed_to_local_down(tmp_path, module_moto_server):

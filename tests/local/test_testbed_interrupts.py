@@ -137,7 +137,7 @@ def test_local_test_next_to_a_running_local_up_is_refused_and_touches_nothing(
     assert served == set(bed.instances)
 
     # The command it names stops it.
-    hint = re.search(r"`(python -m infra local down[^`]*)`", message)
+    hint = re.search(r"`(\.venv/bin/python -m infra local down[^`]*)`", message)
     assert hint, message
     down_argv = [sys.executable, *hint.group(1).split()[1:]]
     down = subprocess.run(down_argv, cwd=tmp_path, env=env, capture_output=True, text=True,
