@@ -212,9 +212,13 @@ def test_ctrl_c_writes_what_was_graded_and_says_so(school, tmp_path):
     roster, out = tmp_path / "roster.csv", tmp_path / "grades.csv"
     classroom.write_roster(setups, roster)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # A job started in the background (`make test &` from a script) ignores SIGINT, and a
+    # child inherits that: Python then installs no KeyboardInterrupt handler. Ctrl-C's
+    # default is put back in the child, as a terminal's would be.
     proc = subprocess.Popen([sys.executable, "-m", "infra", "grade", "--roster", str(roster),
                              "--out", str(out), "--jobs", "2", "--timeout", "2"], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # Start-up (imports) can take seconds on a loaded machine: wait for the run's first line,
     # then for the 3 correct ones (ms); the black holes after them take 2 s each, 2 at once.
     first = proc.stderr.readline()
