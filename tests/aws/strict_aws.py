@@ -19,7 +19,10 @@ parses and its retry mode retries like AWS's own:
 - denied actions: AccessDeniedException (SSM, JSON), UnauthorizedOperation (EC2, 403, also
   for a dry run), AccessDenied (ELBv2), each with AWS's "is not authorized to perform" text;
 - an account whose only free-tier-eligible types are the ones given;
-- a load balancer that ends `failed`, with a reason.
+- a load balancer that ends `failed`, with a reason;
+- an emulator slow to answer while it loads a service (moto and LocalStack load a service's
+  code on first use: seconds on a busy machine): every call of that service until it has
+  loaded waits for it.
 
 Eventual consistency is injected on EC2 calls only: ELBv2 names the same ids, but its
 answers to an unknown id are its own (ValidationError) and no AWS page documents them.
@@ -33,6 +36,7 @@ import http.client
 import json
 import re
 import threading
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -82,6 +86,7 @@ class Strictness:
     deny: frozenset[str] = frozenset()  # IAM actions answered "not authorized"
     free_tier_only: tuple[str, ...] | None = None  # the account's only free-tier types
     load_balancer_fails: bool = False  # DescribeLoadBalancers shows it `failed`
+    service_load_time: float = 0.0  # seconds each service takes to load, from its first call
     # Any other AWS answer: IAM action -> (HTTP status, code, message), for non-dry-run calls.
     answers: dict[str, tuple[int, str, str]] = field(default_factory=dict)
 
@@ -133,6 +138,7 @@ class StrictAWS:
         self._pending: Counter = Counter()  # instance id -> describes left showing pending
         self._in_use: Counter = Counter()  # resource -> in-use answers given
         self._count = 0
+        self._loaded_at: dict[str, float] = {}  # service -> when it has loaded
         handler = type("Handler", (_Handler,), {"proxy": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
@@ -186,6 +192,11 @@ class StrictAWS:
         status, reply_headers, reply = self._forward(method, path, headers, body)
         with self._lock:
             reply = self._after(request, status, reply)
+            loaded_at = self._loaded_at.setdefault(
+                request.service, time.monotonic() + self.strictness.service_load_time)
+        if time.monotonic() < loaded_at:
+            self.injected.faults["loading"] += 1
+            time.sleep(loaded_at - time.monotonic())  # the answer waits for the service
         return status, reply_headers, reply
 
     def _before(self, request: Request):

@@ -167,3 +167,21 @@ def test_expired_learner_lab_credentials_say_refresh_the_session_token(moto_serv
     assert result.returncode == 2
     line = one_error_line(result)
     assert "AWS_SESSION_TOKEN" in line and "4 hours" in line
+
+
+def test_an_emulator_still_loading_a_service_is_waited_for(moto_server):
+    """moto and LocalStack load a service's code on its first call: seconds on a busy machine
+    (LocalStack 4.13's first STS answer took 4.5 s here, moto's first EC2 one 5.7 s on two
+    busy cores). AWS's tight first-call timeouts (2 s to read, two attempts) made that
+    "cannot reach ... check the network" under load (make test once failed so); against an
+    emulator the first call waits for the answer, while a stopped one is refused at once."""
+    with StrictAWS(moto_server, Strictness(service_load_time=5.0)) as proxy:
+        started = time.monotonic()
+        result = run_cli(["status", "--stack", "slowstart"], endpoint=proxy.url)
+        took = time.monotonic() - started
+        assert result.returncode == 0, result.stderr
+        assert "nothing deployed" in result.stdout
+        assert proxy.injected.faults["loading"] >= 2  # STS and EC2 each answered late
+        sts = [r for r in proxy.injected.requests if r.service == "sts"]
+        assert len(sts) == 1, "the first call timed out and was sent again"
+    assert took < 30, took
