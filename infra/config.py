@@ -44,9 +44,14 @@ def name_tag(resource: dict) -> str | None:
 
 # --- Provisioning settings (infra/aws/stack.py) ---------------------------------------------
 
-# Amazon Linux 2023's public SSM parameter: always the current AMI of the region (x86_64, so
-# the instance type must be x86_64 too).
-AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+# Amazon Linux 2023's public SSM parameters: always the current AMI of the region, one per
+# architecture. The instance type decides which: an arm64 type (t4g) boots the arm64 AMI
+# (the app's compiled wheels, granian's and markupsafe's, exist for cp311 aarch64 and are
+# hash-pinned in requirements.lock).
+AMI_PARAMETER_PATH = "/aws/service/ami-amazon-linux-latest"
+AMI_PARAMETERS = {arch: f"{AMI_PARAMETER_PATH}/al2023-ami-kernel-default-{arch}"
+                  for arch in ("x86_64", "arm64")}
+AMI_PARAMETER = AMI_PARAMETERS["x86_64"]
 AMI_ARCHITECTURE = "x86_64"
 # Which types are free-tier eligible is EC2's answer for the account (DescribeInstanceTypes,
 # free-tier-eligible=true). Among the eligible ones, these come first, in this order; the
