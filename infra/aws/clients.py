@@ -42,13 +42,13 @@ FIRST_CALL_CONFIG = Config(
 )
 # An emulator on this machine that accepted the connection is alive but may be slow to answer
 # its first call: moto and LocalStack load a service's code on first use (measured: LocalStack
-# 4.13's first STS call 4.5 s; moto's first EC2 call 5.7 s on 2 busy cores). AWS's 2 s read
-# timeout turned that into "cannot reach" under load; a stopped emulator still refuses the
-# connection at once, so the connect timeout stays tight.
+# 4.13's first STS call 4.5 s; moto's first EC2 call 5.7 s on 2 busy cores). AWS's two 2 s
+# reads turned that into "cannot reach" under load. One read of 8 s instead: still an answer
+# within 10 s from one that accepts and never answers; a stopped emulator refuses at once.
 EMULATOR_FIRST_CALL_CONFIG = Config(
-    retries={"mode": "standard", "total_max_attempts": 2},
+    retries={"mode": "standard", "total_max_attempts": 1},
     connect_timeout=2,
-    read_timeout=30,
+    read_timeout=8,
 )
 
 LOOPBACK_ONLY_ENV = "SEEDLB_LOOPBACK_ONLY"

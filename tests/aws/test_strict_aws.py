@@ -119,7 +119,7 @@ def test_no_free_tier_type_left_says_what_it_costs(moto_server, tmp_path):
     with StrictAWS(moto_server, Strictness(free_tier_only=())) as proxy:
         result = run_cli(["plan", "--stack", "paying"], endpoint=proxy.url)
     assert result.returncode == 0, result.stderr
-    assert "no free-tier-eligible x86_64 type" in result.stdout
+    assert "no free-tier-eligible type" in result.stdout
     assert "create instance paying-app-1: t3.micro" in result.stdout
 
 
