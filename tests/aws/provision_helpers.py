@@ -192,6 +192,18 @@ def count(found: dict[str, list[str]]) -> dict[str, int]:
     return {kind: len(ids) for kind, ids in found.items()}
 
 
+# anything_billable_or_not() of an account where nothing was made.
+NOTHING = {"vpc": 0, "subnet": 0, "igw": 0, "security_group": 0, "instance": 0,
+           "load_balancer": 0, "target_group": 0}
+
+
+def moto_view(endpoint: str, region: str = REGION) -> Clients:
+    """Clients straight to a moto server, past any proxy in front of it: what really exists."""
+    from infra.aws.clients import Target
+
+    return Clients(Target(region, endpoint))
+
+
 FULL_STACK = {"vpc": 1, "subnet": 2, "igw": 1, "route_table": 1, "security_group": 2,
               "instance": 2, "load_balancer": 1, "target_group": 1}
 EMPTY = dict.fromkeys(FULL_STACK, 0)

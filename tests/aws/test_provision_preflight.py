@@ -138,30 +138,15 @@ def _offerings_answer(offered: dict[str, list[str]]):
     return rule
 
 
-def _free_tier_answer(*types: str, arch: str = "x86_64"):
+def _free_tier_answer(*types: str):
     """A before-call answer for DescribeInstanceTypes with the free-tier-eligible filter:
-    the account's eligible types, shaped as EC2 describes them."""
-    body = {"InstanceTypes": [
-        {"InstanceType": t, "FreeTierEligible": True, "BurstablePerformanceSupported":
-         t.startswith("t"), "ProcessorInfo": {"SupportedArchitectures": [arch]},
-         "MemoryInfo": {"SizeInMiB": 1024}} for t in types]}
-
-    def rule(model, params, **kwargs):
-        if model.name == "DescribeInstanceTypes" and "free-tier" in str(params.get("body")):
-            return AWSResponse("https://injected.invalid/", 200, {}, None), body
-        return None
-
-    return rule
-
-
-def _mixed_free_tier_answer(types: list[str]):
-    """The free-tier answer with each type's own architecture, in the order given."""
-    arm = ("t4g.", "m7g", "c7g")
+    the account's eligible types, in the order given, shaped as EC2 describes them (t4g: arm64,
+    the others x86_64)."""
     body = {"InstanceTypes": [
         {"InstanceType": t, "FreeTierEligible": True,
          "BurstablePerformanceSupported": t.startswith("t"),
          "ProcessorInfo": {"SupportedArchitectures":
-                           ["arm64"] if t.startswith(arm) else ["x86_64"]},
+                           ["arm64"] if t.startswith("t4g.") else ["x86_64"]},
          "MemoryInfo": {"SizeInMiB": 1024}} for t in types]}
 
     def rule(model, params, **kwargs):
@@ -200,7 +185,7 @@ def test_placement_without_any_free_type_says_it_bills(aws, settings):
 def test_an_arm_only_free_tier_answer_boots_the_arm64_ami(aws, settings):
     """An arm64 type never gets the x86_64 AMI: it gets Amazon Linux 2023's arm64 one (the
     app's compiled wheels exist for cp311 aarch64, hash-pinned in requirements.lock)."""
-    aws.session.events.register("before-call", _free_tier_answer("t4g.micro", arch="arm64"))
+    aws.session.events.register("before-call", _free_tier_answer("t4g.micro"))
     placement = preflight.choose_placement(aws, settings)
     assert (placement.instance_type, placement.architecture) == ("t4g.micro", "arm64")
     arm64 = preflight.resolve_image(aws, placement.architecture)
@@ -217,7 +202,7 @@ def test_the_free_tier_answer_in_any_order_gives_the_same_choice(aws, settings):
     for order in (answer, answer[::-1], sorted(answer)):
         with mock_aws():
             clients = Clients(Target("us-east-1", None))
-            clients.session.events.register("before-call", _mixed_free_tier_answer(order))
+            clients.session.events.register("before-call", _free_tier_answer(*order))
             placement = preflight.choose_placement(clients, settings)
             chosen.add((placement.instance_type, placement.architecture))
     assert chosen == {("t3.micro", "x86_64")}
@@ -243,8 +228,7 @@ def test_a_type_no_amazon_linux_ami_runs_is_refused(aws, settings):
 
 
 def test_a_learner_lab_chooses_and_accepts_only_nano_to_large(aws, settings):
-    aws.session.events.register("before-call", _mixed_free_tier_answer(
-        ["m7i-flex.xlarge", "t3.micro"]))
+    aws.session.events.register("before-call", _free_tier_answer("m7i-flex.xlarge", "t3.micro"))
     placement = preflight.choose_placement(aws, settings, learner_lab=True)
     assert placement.instance_type == "t3.micro"
     with pytest.raises(UserError, match="at most 9 instances, of sizes nano to large"):

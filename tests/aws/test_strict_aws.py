@@ -11,28 +11,23 @@ import pytest
 from provision_helpers import (
     EMPTY,
     FULL_STACK,
+    NOTHING,
     anything_billable_or_not,
     count,
+    moto_view,
     one_error_line,
     run_cli,
     tagged_resources,
 )
 from strict_aws import NOT_FOUND, StrictAWS, Strictness
 
-from infra.aws.clients import Clients, Target
 from infra.state import read_state
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
 
-NOTHING = {"vpc": 0, "subnet": 0, "igw": 0, "security_group": 0, "instance": 0,
-           "load_balancer": 0, "target_group": 0}
 CREATES = ("Create", "RunInstances", "Attach", "Associate", "Authorize", "Register", "Modify",
            "Start")
 
-
-def moto_view(endpoint: str) -> Clients:
-    """Clients straight to moto, past the proxy: what really exists."""
-    return Clients(Target("us-east-1", endpoint))
 
 
 def changes(proxy: StrictAWS) -> list[str]:

@@ -12,32 +12,27 @@ from botocore.exceptions import ClientError
 from provision_helpers import (
     EMPTY,
     FULL_STACK,
+    NOTHING,
     anything_billable_or_not,
     count,
+    moto_view,
     one_error_line,
     run_cli,
     tagged_resources,
 )
 from strict_aws import StrictAWS, Strictness
 
-from infra.aws.clients import Clients, Target
 from infra.config import AMI_PARAMETERS
 from infra.state import read_state
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
 
-NOTHING = {"vpc": 0, "subnet": 0, "igw": 0, "security_group": 0, "instance": 0,
-           "load_balancer": 0, "target_group": 0}
 # An account on the free plan, as AWS listed its eligible types (RhinoSecurityLabs/cloudgoat#375).
 FREE_PLAN_TYPES = ("t4g.small", "c7i-flex.large", "t4g.micro", "t3.micro", "t3.small",
                    "m7i-flex.large")
 LAB_ENDED = "your lab session has ended: start the lab again and copy the new credentials"
 LAB_REGIONS = "this account allows only us-east-1 and us-west-2 (AWS Academy Learner Lab)"
 
-
-def moto_view(endpoint: str, region: str = "us-east-1") -> Clients:
-    """Clients straight to moto, past the proxy: what really exists."""
-    return Clients(Target(region, endpoint))
 
 
 def test_a_learner_lab_region_other_than_its_two_is_named_before_anything_exists(moto_server,
@@ -128,39 +123,28 @@ def test_the_free_plan_refuses_a_type_that_is_not_eligible_and_says_why(moto_ser
     assert anything_billable_or_not(moto_view(moto_server)) == NOTHING
 
 
-def test_a_free_tier_answer_listing_t4g_first_launches_t3_micro_on_the_x86_ami(moto_server,
-                                                                             tmp_path):
-    strict = Strictness(free_plan=True, free_tier_only=FREE_PLAN_TYPES,
-                        architectures_must_match=True)
-    stack = ["--stack", "anyorder", "--count", "1", "--no-wait-healthy", "--state-dir",
-             str(tmp_path)]
+@pytest.mark.parametrize("eligible, launched, architecture", [
+    (FREE_PLAN_TYPES, "t3.micro", "x86_64"),  # t4g listed first: still t3.micro, x86_64 AMI
+    (("t4g.small", "t4g.micro"), "t4g.micro", "arm64"),  # arm64 only: the arm64 AMI
+], ids=["t4g-first", "arm64-only"])
+def test_a_free_tier_answer_in_any_order_launches_a_type_on_its_own_ami(
+        moto_server, tmp_path, eligible, launched, architecture):
+    strict = Strictness(free_plan=True, free_tier_only=eligible, architectures_must_match=True)
+    stack = ["--stack", "anyorder", "--state-dir", str(tmp_path)]
     with StrictAWS(moto_server, strict) as proxy:
-        result = run_cli(["deploy", *stack], endpoint=proxy.url)
+        result = run_cli(["deploy", *stack, "--count", "1", "--no-wait-healthy"],
+                         endpoint=proxy.url)
         assert result.returncode == 0, result.stderr
-        assert proxy.injected.faults["free_plan"] == 0
-        assert proxy.injected.faults["architecture"] == 0
-        assert run_cli(["destroy", *stack[:2], *stack[-2:]], endpoint=proxy.url).returncode == 0
-    assert "instance type t3.micro: free-tier eligible for this account" in result.stdout
-    assert "t4g.micro, t4g.small" in result.stdout  # all listed, none paired with x86_64
-
-
-def test_an_arm64_only_answer_launches_t4g_on_the_arm64_ami(moto_server, tmp_path):
-    strict = Strictness(free_plan=True, free_tier_only=("t4g.small", "t4g.micro"),
-                        architectures_must_match=True)
-    stack = ["--stack", "arm", "--count", "1", "--no-wait-healthy", "--state-dir",
-             str(tmp_path)]
-    with StrictAWS(moto_server, strict) as proxy:
-        result = run_cli(["deploy", *stack], endpoint=proxy.url)
-        assert result.returncode == 0, result.stderr
-        state = read_state(tmp_path, "arm")
-        launched = moto_view(moto_server).ec2.describe_instances(
-            InstanceIds=[state["instances"][0]["id"]])["Reservations"][0]["Instances"][0]
-        assert launched["InstanceType"] == "t4g.micro"
-        image = moto_view(moto_server).ec2.describe_images(
-            ImageIds=[launched["ImageId"]])["Images"][0]
-        assert image["Architecture"] == "arm64"
-        assert "arm64 Amazon Linux 2023 AMI" in result.stdout + result.stderr
-        assert run_cli(["destroy", *stack[:2], *stack[-2:]], endpoint=proxy.url).returncode == 0
+        assert proxy.injected.faults["free_plan"] == proxy.injected.faults["architecture"] == 0
+        instance = moto_view(moto_server).ec2.describe_instances(InstanceIds=[
+            read_state(tmp_path, "anyorder")["instances"][0]["id"]])["Reservations"][0][
+            "Instances"][0]
+        image = moto_view(moto_server).ec2.describe_images(ImageIds=[instance["ImageId"]])
+        assert run_cli(["destroy", *stack], endpoint=proxy.url).returncode == 0
+    assert instance["InstanceType"] == launched
+    assert image["Images"][0]["Architecture"] == architecture
+    assert f"instance type {launched}: free-tier eligible for this account" in result.stdout
+    assert ", ".join(sorted(eligible)) in result.stdout  # EC2's whole answer, named
 
 
 def test_the_proxy_refuses_an_arm64_type_on_the_x86_ami_as_ec2_does(moto_server):
