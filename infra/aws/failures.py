@@ -139,6 +139,30 @@ def code_of(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code") or "")
 
 
+# What LocalStack answers for a service outside its plan: HTTP 501 and this kind of message
+# ("The API for service elbv2 is either not included in your current license plan or has not
+# yet been emulated by LocalStack", 4.13).
+_NOT_AVAILABLE_HINTS = ("not yet implemented", "pro feature", "license", "not included",
+                        "not yet been emulated")
+
+
+def is_service_missing(exc: ClientError) -> bool:
+    err = exc.response.get("Error", {})
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    message = str(err.get("Message") or "").lower()
+    return status == 501 or err.get("Code") == "NotImplemented" or (
+        err.get("Code") == "InternalFailure" and any(h in message for h in _NOT_AVAILABLE_HINTS))
+
+
+def no_elbv2_line(where: str = "") -> str:
+    return (f"the endpoint{' ' + where if where else ''} has no Elastic Load Balancing v2 "
+            "(LocalStack's free code lacks it). Either run LocalStack's licensed image with your "
+            "token (`LOCALSTACK_AUTH_TOKEN=... docker compose -f docker-compose.localstack.yml "
+            "up -d --wait localstack-pro`), or use the moto backend: start "
+            "`.venv/bin/moto_server -p 5001` and run `AWS_ENDPOINT_URL=http://127.0.0.1:5001 "
+            "make deploy-aws`")
+
+
 def is_denied(exc: ClientError) -> bool:
     code = code_of(exc)
     if code in DENIED_CODES or code.endswith(".UnauthorizedOperation"):
@@ -171,6 +195,8 @@ def _client_error(exc: ClientError, step: str, created_nothing: bool) -> str:
             return learner_lab_limits_line(
                 f"AWS refused the launch ({code}): drop --instance-type for a micro type, or "
                 "use a smaller --count") + nothing
+    if action.startswith("elasticloadbalancing:") and is_service_missing(exc):
+        return no_elbv2_line()
     if code == "InvalidParameterCombination" and "free tier" in message.lower():
         return free_plan_line(step) + nothing
     if is_denied(exc):

@@ -224,30 +224,14 @@ def check_credentials(clients: Clients) -> dict:
         raise failures.as_user_error(exc, "checking the credentials", exit_code=2) from None
 
 
-# What LocalStack answers for a service outside its plan: HTTP 501 and this kind of message.
-_NOT_AVAILABLE_HINTS = ("not yet implemented", "pro feature", "license", "not included")
-
-
 def check_elbv2_available(clients: Clients) -> None:
-    """LocalStack's free tier has EC2 but no ELBv2: say so before creating anything."""
+    """LocalStack's free code has EC2 but no ELBv2: say so before creating anything."""
     try:
         clients.elbv2.describe_load_balancers(PageSize=1)
     except ClientError as exc:
-        err = exc.response.get("Error", {})
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        message = str(err.get("Message") or "")
-        if status == 501 or err.get("Code") in ("InternalFailure", "NotImplemented") or any(
-            hint in message.lower() for hint in _NOT_AVAILABLE_HINTS
-        ):
-            where = clients.target.endpoint_url or "AWS"
-            raise UserError(
-                f"the endpoint {where} has no Elastic Load Balancing v2 (LocalStack's free tier "
-                "lacks it). Either run LocalStack's licensed image with your token "
-                "(`LOCALSTACK_AUTH_TOKEN=... docker compose -f docker-compose.localstack.yml up -d "
-                "--wait localstack-pro`), or use the moto "
-                "backend: start `.venv/bin/moto_server -p 5001` and run "
-                "`AWS_ENDPOINT_URL=http://127.0.0.1:5001 make deploy-aws`"
-            ) from None
+        if failures.is_service_missing(exc):
+            raise UserError(failures.no_elbv2_line(clients.target.endpoint_url or "AWS")) \
+                from None
         raise
 
 
