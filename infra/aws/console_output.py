@@ -110,6 +110,8 @@ def console_of(ec2, instance_id: str) -> tuple[str, str]:
 
 
 def boot_log(ec2, instance: dict) -> BootLog:
+    """An instance (as DescribeInstances gives it) and its console. A console that cannot
+    be read (AccessDenied, say) is in `error`, not raised."""
     log = BootLog(instance["InstanceId"], instance.get("State", {}).get("Name", "?"),
                   next((t["Value"] for t in instance.get("Tags", []) if t["Key"] == "Name"), ""))
     try:

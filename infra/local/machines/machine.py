@@ -51,7 +51,7 @@ DNF_LINE = "install -y --setopt=retries=10 python3.11 python3.11-pip"
 DNF_SHIM = f"""#!/bin/sh
 # seed-lb testbed: Amazon Linux 2023's dnf, for the boot script's one install line only
 # (docs/testbed.md). This machine is Debian: python3.11 and its venv are in the image.
-echo "$(date -u +%FT%TZ) dnf $*" >> /var/log/seed-lb-dnf-shim.log
+echo "$(date -u +%FT%TZ) dnf $*" >> "${{SEEDLB_DNF_LOG:-/var/log/seed-lb-dnf-shim.log}}"
 if [ "$*" = "{DNF_LINE}" ]; then
   echo "dnf (seed-lb testbed shim): python3.11 and python3.11-pip: already installed"
   exit 0
