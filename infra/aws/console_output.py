@@ -78,22 +78,35 @@ class BootLog:
 
     def before_failure(self, count: int = 12) -> list[str]:
         """The script's output just before its FAILED line (what went wrong), without the
-        machine's other console lines (systemd's, cloud-init's)."""
+        machine's other console lines (systemd's, the kernel's, cloud-init's own)."""
         if not self.failed:
             return []
         end = max(i for i, line in enumerate(self.lines) if FAILED in line)
         start = max((i for i, line in enumerate(self.lines[:end]) if START in line), default=0)
-        chosen = [line for line in self.lines[start:end] if line.strip() and MARK not in line
-                  and not _machine_line(line)]
+        chosen = [text for text in (script_output(line) for line in self.lines[start:end])
+                  if text and MARK not in text]
         return chosen[-count:]
 
 
-def _machine_line(line: str) -> bool:
-    """systemd's status lines and cloud-init's own, interleaved with the script's output."""
+# What cloud-init's output looks like on a console: systemd forwards it from the journal
+# with a timestamp and the unit's process ("[   61.5] cloud-init[1234]: ..."). The script's
+# own lines are in it, cloud-init's log lines (a date first) too.
+_FROM_CLOUD_INIT = re.compile(r"^\[\s*[\d.]+\] cloud-init\[\d+\]: ?(.*)$")
+_CLOUD_INIT_OWN = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ - |Cloud-init v\. |ci-info: )")
+_OTHERS = ("[  OK  ]", "[FAILED]", "[DEPEND]", "Starting ", "Stopping ", "Mounting ",
+           "Unmounting ", "See 'systemctl")
+
+
+def script_output(line: str) -> str:
+    """A console line as the boot script printed it ('' when it is not the script's)."""
     stripped = line.strip()
-    return (stripped.startswith(("[  OK  ]", "[FAILED]", "[DEPEND]", "Starting ", "Stopping ",
-                                 "Mounting ", "Unmounting ", "Cloud-init v.", "ci-info:"))
-            or re.match(r"^\[\s*[\d.]+\]", stripped) is not None)
+    match = _FROM_CLOUD_INIT.match(stripped)
+    if match:
+        text = match.group(1)
+        return "" if _CLOUD_INIT_OWN.match(text) else text
+    if stripped.startswith(_OTHERS) or re.match(r"^\[\s*[\d.]+\]", stripped):
+        return ""  # systemd's status lines, the kernel's and other units' messages
+    return stripped
 
 
 def console_of(ec2, instance_id: str) -> tuple[str, str]:

@@ -32,15 +32,21 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 ESC = "\x1b"
 
+# As a booted machine's console has it (systemd forwards cloud-init's output with a prefix).
+CI = "[ 5941.196655] cloud-init[146]: "
 FAILED_CONSOLE = (
     f"[{ESC}[0;32m  OK  {ESC}[0m] Started {ESC}[0;1;39mcloud-final.service{ESC}[0m.\r\n"
-    "seed-lb user data: start 2026-01-01T00:00:00Z\r\n"
-    "seed-lb user data: 1/6 python3.11 (dnf)\r\n"
-    "seed-lb user data: 4/6 venv, pip install -r requirements.txt\r\n"
-    "ERROR: Could not find a version that satisfies the requirement flask==31.3\r\n"
-    "ERROR: No matching distribution found for flask==31.3\r\n"
+    f"{CI}Cloud-init v. 22.4.2 running 'modules:final'\r\n"
+    f"{CI}seed-lb user data: start 2026-01-01T00:00:00Z\r\n"
+    f"{CI}seed-lb user data: 1/6 python3.11 (dnf)\r\n"
+    f"{CI}seed-lb user data: 4/6 venv, pip install -r requirements.txt\r\n"
+    f"{CI}Looking in links: http://10.213.0.5:40981/\r\n"
+    f"[ 5941.5] systemd-journald[27]: a message of another unit\r\n"
+    f"{CI}ERROR: Could not find a version that satisfies the requirement flask==31.3\r\n"
+    f"{CI}ERROR: No matching distribution found for flask==31.3\r\n"
     f"[{ESC}[0;32m  OK  {ESC}[0m] Reached target multi-user.target.\r\n"
-    "seed-lb user data: FAILED at line 83: \"$APP_HOME/venv/bin/pip\" install (exit 1)\r\n"
+    f"{CI}seed-lb user data: FAILED at line 83: \"$APP_HOME/venv/bin/pip\" install (exit 1)\r\n"
+    f"{CI}2026-01-01 00:00:05,321 - cc_scripts_user.py[WARNING]: Failed to run module\r\n"
     "\r\nDebian GNU/Linux 12 ip-10-0-1-5 console\r\n\r\nip-10-0-1-5 login: "
 )
 DONE_CONSOLE = ("seed-lb user data: start 2026-01-01T00:00:00Z\r\n"
@@ -58,6 +64,7 @@ def test_a_boot_log_puts_the_verdict_and_the_error_first():
     assert log.failed
     assert log.verdict.startswith("seed-lb user data: FAILED at line 83")
     assert log.before_failure() == [
+        "Looking in links: http://10.213.0.5:40981/",
         "ERROR: Could not find a version that satisfies the requirement flask==31.3",
         "ERROR: No matching distribution found for flask==31.3"]
     text = console_output.render([log], "s")

@@ -271,9 +271,13 @@ def kill_instance(testbed, instance_id: str) -> None:
         raise UserError(str(exc)) from None
 
 
+UNREACHABLE = str(network.BLOCK.broadcast_address)  # in the block's blackhole route
+
+
 def dial(app_address: str, port: int) -> str:
-    """Where the load balancer connects for a target port: the machine itself."""
-    host = app_address.rsplit(":", 1)[0]
+    """Where the load balancer connects for a target port: the machine itself; while it has
+    no address yet (booting), an address that the host drops."""
+    host = app_address.rsplit(":", 1)[0] if app_address else UNREACHABLE
     return f"{host}:{port}"
 
 

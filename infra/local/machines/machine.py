@@ -110,6 +110,9 @@ datasource:
     timeout: 5
 network:
   config: disabled
+# Debian's minimal image has no en_US locale to set (AL2023 has), and no ssh server to key.
+locale: C.UTF-8
+ssh_genkeytypes: []
 """
 
 

@@ -16,7 +16,8 @@ then a PASS/FAIL table:
 6. sg: the app security group's rule revoked: a connection to the instance times out (the
    machine's nftables drop it) and its target turns unhealthy with Target.Timeout; then
    the rule put back and the instance answers again;
-7. down: everything stopped, and no namespace, veth, mount or process of the run is left.
+7. down: everything stopped, and no namespace, veth, route, mount, cgroup or process of the
+   run is left (nftables tables live in the namespaces, and go with them).
 """
 
 from __future__ import annotations
@@ -186,26 +187,29 @@ def leftovers(runtime_dir: Path) -> list[str]:
     left = network.leftovers()
     found += [f"namespace {n}" for n in left["namespaces"]]
     found += [f"interface {n}" for n in left["links"]]
+    found += [f"route {r}" for r in left["routes"]]
     found += [f"mount {m}" for m in image.mounts_under(runtime_dir)]
+    found += [f"cgroup {g}" for g in machine.cgroup_leftovers()]
     for pid in _processes_under(runtime_dir):
         found.append(f"process {pid}")
     return found
 
 
 def _processes_under(runtime_dir: Path) -> list[int]:
-    """Processes whose command line names the runtime dir (machines, nspawn) or that run
-    in a machine's root."""
+    """Processes whose command line or environment names the runtime dir (the machines,
+    moto, Caddy, the supervisor) or that run in a machine's root."""
     marker = str(runtime_dir).encode()
     pids = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
+        if not entry.isdigit() or int(entry) in (os.getpid(), os.getppid()):
             continue
         try:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
             root = os.readlink(f"/proc/{entry}/root")
         except OSError:
             continue
-        if marker in cmdline or root.startswith(str(runtime_dir)):
+        if marker in cmdline or marker in environ or root.startswith(str(runtime_dir)):
             pids.append(int(entry))
     return pids
 
@@ -295,6 +299,7 @@ def _down(testbed, was_up: bool) -> tuple[bool, str]:
     left = leftovers(testbed.runtime_dir)
     if left:
         return False, "; ".join(filter(None, [detail, f"left behind: {', '.join(left)}"]))
-    return ok, (detail + "; " if detail else "") + "no namespace, veth, mount or process left"
+    return ok, (detail + "; " if detail else "") + \
+        "no namespace, veth, route, mount, cgroup or process left"
 
 
