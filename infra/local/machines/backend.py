@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -231,13 +233,28 @@ def boot(testbed, instance_id: str) -> None:
     start(testbed, instance_id, prepared)
     wait_until(lambda: address_of(testbed.runtime_dir, instance_id, 1)
                or not _running(testbed, instance_id), 30.0, 0.1)
-    meta = testbed.meta
     address = address_of(testbed.runtime_dir, instance_id, testbed.settings().app_port)
-    if meta is not None and address:
-        meta.instances[instance_id] = address
-        meta.save(testbed.meta_path)
+    _record_address(testbed, instance_id, address)
     sync_security_groups(testbed)
-    wait_booted(testbed, instance_id)
+    address, _seconds = wait_booted(testbed, instance_id)
+    # again: the lifecycle, or another machine's boot, may have saved an older copy meanwhile
+    _record_address(testbed, instance_id, address)
+
+
+_meta_lock = threading.Lock()
+
+
+def _record_address(testbed, instance_id: str, address: str | None) -> None:
+    """Set the instance's address in the testbed's runtime file, read-modify-write under a
+    lock (machines boot in parallel threads, and other processes write it too)."""
+    if not address:
+        return
+    with _meta_lock, open(testbed.runtime_dir / "meta.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        meta = testbed.meta
+        if meta is not None and meta.instances.get(instance_id) != address:
+            meta.instances[instance_id] = address
+            meta.save(testbed.meta_path)
 
 
 def start_instance(testbed, instance_id: str) -> None:
