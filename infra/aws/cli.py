@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import functools
 
-from infra.aws import failures, preflight, pricing
+from infra.aws import console_output, failures, preflight, pricing
 from infra.aws.clients import Clients, resolve_target
 from infra.config import DEFAULT_STACK, STATE_DIR, Settings
 from infra.console import Progress
@@ -68,6 +68,7 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
                             "localstack-client's default)")
     localstack.add_argument("--dir", default=None, help=argparse.SUPPRESS)
     localstack.set_defaults(func=cmd_localstack)
+    console_output.register(subparsers, common)  # logs: each instance's boot log
 
 
 def _stack_options(parser: argparse.ArgumentParser) -> None:

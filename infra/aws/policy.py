@@ -1,6 +1,7 @@
 """`python -m infra policy` (make iam-policy): the IAM policy this tool needs, and no more.
 
-Exactly the actions that deploy, plan, status, doctor and destroy call; no wildcard action.
+Exactly the actions that deploy, plan, status, doctor, logs and destroy call; no wildcard
+action.
 tests/aws/test_iam_policy.py keeps the list true: it reads every AWS call in infra/aws and
 infra/doctor from the source, records every call a run makes (a botocore before-call hook),
 and runs deploy, status, doctor and destroy under moto's IAM enforcement with this policy
@@ -19,6 +20,8 @@ must carry it (aws:RequestTag), changes and deletes only touch what carries it
   CreateSecurityGroup also authorize their VPC, which is the account's default VPC with
   --default-vpc: those resources are allowed without a tag condition;
 - ssm:GetParameter is limited to Amazon Linux's public AMI parameters;
+- ec2:GetConsoleOutput (`logs`, and the doctor for an unhealthy target) reads any
+  instance's console: the doctor also diagnoses instances launched by hand, untagged;
 - iam:CreateServiceLinkedRole only for the role Elastic Load Balancing makes for itself in an
   account's first load balancer or target group.
 Changes and deletes name Resource "*": the tag condition is their scope, and it then holds
@@ -98,7 +101,7 @@ STATEMENTS = [
         "ec2:DescribeAvailabilityZones", "ec2:DescribeInstanceTypeOfferings",
         "ec2:DescribeInstanceTypes", "ec2:DescribeInstances", "ec2:DescribeInternetGateways",
         "ec2:DescribeKeyPairs", "ec2:DescribeRouteTables", "ec2:DescribeSecurityGroups",
-        "ec2:DescribeSubnets", "ec2:DescribeVpcs",
+        "ec2:DescribeSubnets", "ec2:DescribeVpcs", "ec2:GetConsoleOutput",
         "elasticloadbalancing:DescribeListeners", "elasticloadbalancing:DescribeLoadBalancers",
         "elasticloadbalancing:DescribeRules", "elasticloadbalancing:DescribeTags",
         "elasticloadbalancing:DescribeTargetGroupAttributes",
