@@ -38,6 +38,10 @@ PROJECT = "seed-lb"
 RUNTIME = "runtime"
 # The groups' own pins, for `make lock`: pyproject.toml's [dependency-groups] keys.
 LOCK_PYTHON = "3.11"
+# Groups whose pins conflict with the others' (LocalStack pins its own boto3 and brings a
+# second `moto`): each is pinned alone into a lock of its own and installs into a venv of its
+# own (`install.py --venv .venv-localstack localstack`), without the runtime group.
+SEPARATE_LOCKS = {"localstack": ROOT / "requirements-localstack.lock"}
 
 
 @dataclass
@@ -212,8 +216,8 @@ def find_uv(entries: list[Entry], *, pinned_only: bool = False) -> tuple[str, st
 
 # -- the venv ------------------------------------------------------------------------------
 
-def lock_digest() -> str:
-    return hashlib.sha256(LOCK.read_bytes()).hexdigest()
+def lock_digest(lock: Path = LOCK) -> str:
+    return hashlib.sha256(lock.read_bytes()).hexdigest()
 
 
 def read_state(venv: Path) -> dict:
@@ -224,9 +228,9 @@ def read_state(venv: Path) -> dict:
     return state if (venv / "bin" / "python").exists() else {}
 
 
-def up_to_date(venv: Path, groups: set[str]) -> bool:
+def up_to_date(venv: Path, groups: set[str], lock: Path = LOCK) -> bool:
     state = read_state(venv)
-    return state.get("lock") == lock_digest() and groups <= set(state.get("groups", []))
+    return state.get("lock") == lock_digest(lock) and groups <= set(state.get("groups", []))
 
 
 def venv_python(venv: Path) -> Path:
@@ -242,10 +246,21 @@ def _usable(venv: Path) -> bool:
     return done.stdout.strip() == "True"
 
 
-def install(venv: Path, groups: set[str]) -> None:
-    entries = parse_lock(LOCK.read_text())
-    groups = {RUNTIME} | groups | set(read_state(venv).get("groups", []))
+def lock_of(groups: set[str]) -> Path:
+    """The lock the groups install from: requirements.lock, or a separate group's own."""
+    separate = groups & set(SEPARATE_LOCKS)
+    if separate and groups - separate or len(separate) > 1:
+        raise SetupFailed(f"{', '.join(sorted(separate))} installs alone, into a venv of its "
+                          "own: `install.py --venv .venv-<group> <group>`")
+    return SEPARATE_LOCKS[separate.pop()] if separate else LOCK
+
+
+def install(venv: Path, groups: set[str], lock: Path = LOCK) -> None:
+    entries = parse_lock(lock.read_text())
+    if lock == LOCK:
+        groups = {RUNTIME} | groups | set(read_state(venv).get("groups", []))
     wanted = select(entries, groups)
+    entries = parse_lock(LOCK.read_text())  # uv's own pin is in the main lock
     forced = os.environ.get("SEEDLB_INSTALLER", "").strip().lower()
     if forced not in ("", "uv", "pip"):
         raise SetupFailed(f"SEEDLB_INSTALLER={forced!r}: use uv or pip (or leave it unset)")
@@ -266,7 +281,7 @@ def install(venv: Path, groups: set[str]) -> None:
                 run([sys.executable, "-m", "venv", "--clear", str(venv)])
     (venv / STATE_NAME).unlink(missing_ok=True)  # until this install has finished
     requirements = venv / ".seedlb-requirements.txt"
-    requirements.write_text("# What `make setup` installed: requirements.lock's entries for "
+    requirements.write_text(f"# What `make setup` installed: {lock.name}'s entries for "
                             f"{label}.\n" + "".join(e.lines() for e in wanted))
     installing = f"installing {len(names)} packages for {label}"
     try:
@@ -286,7 +301,7 @@ def install(venv: Path, groups: set[str]) -> None:
         with Step(f"{installing} (pip)"):
             _pip_sync(venv, requirements, set(names))
     (venv / STATE_NAME).write_text(json.dumps(
-        {"lock": lock_digest(), "groups": sorted(groups), "installer": tool}) + "\n")
+        {"lock": lock_digest(lock), "groups": sorted(groups), "installer": tool}) + "\n")
 
 
 def _pip_sync(venv: Path, requirements: Path, names: set[str]) -> None:
@@ -315,14 +330,21 @@ def lock(uv_args: list[str]) -> None:
     uv = find_uv(entries, pinned_only=True) or find_uv(entries)
     if uv is None:
         raise SetupFailed("make lock needs uv: `pip install uv`, then run it again")
-    argv = [uv[0], "pip", "compile", "pyproject.toml", *[f"--group={g}" for g in groups],
-            "--universal", f"--python-version={LOCK_PYTHON}", "--generate-hashes",
-            "--custom-compile-command=make lock", "--quiet", "-o", str(LOCK), *uv_args]
-    with Step(f"pinning {', '.join([RUNTIME, *groups])} into {LOCK.name} (uv {uv[1]})"):
-        # uv keeps the pins the lock already has, unless told otherwise (--upgrade-package)
-        run(argv, cwd=ROOT, env=uv_env())
-    print(f"setup: {len({e.name for e in parse_lock(LOCK.read_text())})} packages pinned; "
-          "commit pyproject.toml and requirements.lock together")
+    together = [g for g in groups if g not in SEPARATE_LOCKS]
+    common = ["--universal", f"--python-version={LOCK_PYTHON}", "--generate-hashes",
+              "--custom-compile-command=make lock", "--quiet", *uv_args]
+    # uv keeps the pins a lock already has, unless told otherwise (--upgrade-package)
+    jobs = [([RUNTIME, *together], LOCK,
+             ["pyproject.toml", *[f"--group={g}" for g in together]])]
+    jobs += [([g], SEPARATE_LOCKS[g], [f"--group=pyproject.toml:{g}"])
+             for g in groups if g in SEPARATE_LOCKS]
+    for names, path, sources in jobs:
+        with Step(f"pinning {', '.join(names)} into {path.name} (uv {uv[1]})"):
+            run([uv[0], "pip", "compile", *sources, *common, "-o", str(path)], cwd=ROOT,
+                env=uv_env())
+        print(f"setup: {len({e.name for e in parse_lock(path.read_text())})} packages "
+              f"pinned in {path.name}")
+    print("setup: commit pyproject.toml and the lock files together")
 
 
 def main(argv: list[str]) -> int:
@@ -338,9 +360,10 @@ def main(argv: list[str]) -> int:
             lock(argv[1:])
             return 0
         groups = set(argv)
-        if up_to_date(venv, groups | {RUNTIME}):
+        source = lock_of(groups)
+        if up_to_date(venv, groups if source != LOCK else groups | {RUNTIME}, source):
             return 0
-        install(venv, groups)
+        install(venv, groups, source)
     except SetupFailed as failure:
         print(f"setup: {failure}\nsetup: fix the cause above and run the same command again",
               file=sys.stderr)

@@ -44,14 +44,24 @@ def name_tag(resource: dict) -> str | None:
 
 # --- Provisioning settings (infra/aws/stack.py) ---------------------------------------------
 
-# Amazon Linux 2023's public SSM parameter: always the current AMI of the region (x86_64, so
-# the instance type must be x86_64 too).
-AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
-AMI_ARCHITECTURE = "x86_64"
+# Amazon Linux 2023's public SSM parameters: always the current AMI of the region, one per
+# architecture. The instance type decides which: an arm64 type (t4g) boots the arm64 AMI
+# (the app's compiled wheels, granian's and markupsafe's, exist for cp311 aarch64 and are
+# hash-pinned in requirements.lock).
+AMI_PARAMETER_PATH = "/aws/service/ami-amazon-linux-latest"
+AMI_PARAMETERS = {arch: f"{AMI_PARAMETER_PATH}/al2023-ami-kernel-default-{arch}"
+                  for arch in ("x86_64", "arm64")}
+AMI_PARAMETER = AMI_PARAMETERS["x86_64"]
 # Which types are free-tier eligible is EC2's answer for the account (DescribeInstanceTypes,
 # free-tier-eligible=true). Among the eligible ones, these come first, in this order; the
 # rest follow by size. Without any eligible type, the first of these that is offered is used.
 PREFERRED_TYPES = ("t3.micro", "t2.micro")
+# AWS Academy Learner Lab (its README's EC2 section): us-east-1 and us-west-2 only, instance
+# sizes nano to large, at most 9 instances running at once. Its role is named voclabs.
+LEARNER_LAB_REGIONS = ("us-east-1", "us-west-2")
+LEARNER_LAB_SIZES = ("nano", "micro", "small", "medium", "large")
+LEARNER_LAB_MAX_INSTANCES = 9
+LEARNER_LAB_ROLE = ":assumed-role/voclabs/"
 # Seconds the load balancer keeps sending in-flight requests to a deregistered target. AWS's
 # default is 300; this app answers in milliseconds, and 300 s slows every replacement.
 DEREGISTRATION_DELAY = 5

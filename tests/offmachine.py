@@ -1,4 +1,5 @@
-"""The off-machine guard: only loopback may be connected to or looked up.
+"""The off-machine guard: only loopback may be connected to or looked up (and the booted
+testbed's own machines, on the veths its code made).
 
 Its own module (not conftest) so that tests can import OffMachineTraffic by a name that
 no subfolder's conftest.py shadows.
@@ -7,6 +8,7 @@ no subfolder's conftest.py shadows.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 
 
@@ -34,8 +36,25 @@ _real_connect_ex = socket.socket.connect_ex
 _real_getaddrinfo = socket.getaddrinfo
 
 
+# The booted testbed's machines (infra/local/machines/network.py): 10.213.0.0/16 in /30s,
+# block N's host veth named slb-m<N>. Allowed only while that veth exists on this host.
+MACHINES = ipaddress.ip_network("10.213.0.0/16")
+
+
+def _our_machine(host) -> bool:
+    try:
+        address = ipaddress.ip_address(str(host))
+    except ValueError:
+        return False
+    if address not in MACHINES:
+        return False
+    block = (int(address) - int(MACHINES.network_address)) // 4
+    return os.path.exists(f"/sys/class/net/slb-m{block}")
+
+
 def _checked(address):
-    if isinstance(address, tuple) and not _is_loopback(address[0]):
+    if isinstance(address, tuple) and not _is_loopback(address[0]) and \
+            not _our_machine(address[0]):
         raise OffMachineTraffic(f"test tried to connect to {address[0]}: only loopback is allowed")
 
 

@@ -40,6 +40,9 @@ def _load_installer():
 
 install = _load_installer()
 ENTRIES = install.parse_lock((REPO / "requirements.lock").read_text())
+# Groups pinned alone, each into a lock of its own (they conflict with the others' pins).
+SEPARATE = {group: install.parse_lock(path.read_text())
+            for group, path in install.SEPARATE_LOCKS.items()}
 
 # The groups each job installs (Makefile's setup targets).
 JOBS = {
@@ -66,8 +69,8 @@ def locked_versions(entries) -> dict[str, set[str]]:
 # -- the groups and the lock ---------------------------------------------------------------
 
 def test_every_group_pin_is_in_the_lock_at_its_version():
-    versions = locked_versions(ENTRIES)
     for group, reqs in group_pins().items():
+        versions = locked_versions(SEPARATE.get(group, ENTRIES))
         for req in reqs:
             [spec] = req.specifier  # a group names exact pins only
             assert spec.operator == "==", f"{group}: {req} is not pinned with =="
@@ -79,14 +82,19 @@ def test_every_group_pin_is_in_the_lock_at_its_version():
 def test_the_lock_names_the_same_groups_as_pyproject():
     pinned = {(canonicalize_name(r.name), group)
               for group, reqs in group_pins().items() for r in reqs}
-    annotated = {(e.name, group) for e in ENTRIES for group in e.groups}
-    assert annotated == pinned, "requirements.lock is older than pyproject.toml: run `make lock`"
+    annotated = {(e.name, group) for entries in (ENTRIES, *SEPARATE.values())
+                 for e in entries for group in e.groups}
+    assert annotated == pinned, "a lock is older than pyproject.toml: run `make lock`"
+    for group, entries in SEPARATE.items():
+        assert install.all_groups(entries) == {group}, f"{group}'s lock holds other groups"
 
 
-def test_every_locked_package_is_needed_by_a_group_and_hash_pinned():
-    everything = install.select(ENTRIES, install.all_groups(ENTRIES))
-    assert {e.name for e in everything} == {e.name for e in ENTRIES}
-    for entry in ENTRIES:
+@pytest.mark.parametrize("entries", [ENTRIES, *SEPARATE.values()],
+                         ids=["requirements.lock", *SEPARATE])
+def test_every_locked_package_is_needed_by_a_group_and_hash_pinned(entries):
+    everything = install.select(entries, install.all_groups(entries))
+    assert {e.name for e in everything} == {e.name for e in entries}
+    for entry in entries:
         assert re.match(r"^[A-Za-z0-9._-]+==[^ ;]+( ;.+)?$", entry.pin), entry.pin
         assert entry.hashes and all(h.startswith("--hash=sha256:") for h in entry.hashes), (
             f"{entry.name} has no hash in requirements.lock")
@@ -315,3 +323,11 @@ def test_setup_is_silent_and_instant_when_the_venv_already_has_the_groups(tmp_pa
     assert not install.up_to_date(venv, {"runtime", "dev"})  # dev is not there yet
     (venv / install.STATE_NAME).write_text(json.dumps({"lock": "older", "groups": ["local"]}))
     assert not install.up_to_date(venv, {"runtime"})  # the lock changed: sync again
+
+
+def test_a_separate_group_installs_alone_from_its_own_lock():
+    for group, path in install.SEPARATE_LOCKS.items():
+        assert install.lock_of({group}) == path
+        with pytest.raises(install.SetupFailed, match="installs alone"):
+            install.lock_of({group, "dev"})
+    assert install.lock_of({"local", "dev"}) == install.LOCK

@@ -11,7 +11,7 @@ import argparse
 import functools
 import sys
 
-from infra.aws import emulator, failures, preflight, pricing
+from infra.aws import console_output, emulator, failures, preflight, pricing
 from infra.aws.clients import Clients, resolve_target
 from infra.config import DEFAULT_STACK, STATE_DIR, Settings
 from infra.console import Progress
@@ -57,6 +57,21 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     destroy.add_argument("--state-dir", default=STATE_DIR,
                          help=f"where the state file lives (default: {STATE_DIR})")
     destroy.set_defaults(func=cmd_destroy)
+
+    localstack = subparsers.add_parser(
+        "localstack", help="start or stop LocalStack's free code as a plain process on "
+        "127.0.0.1 (make localstack-up / localstack-down)",
+        description="LocalStack's community code, run from .venv-localstack without Docker, "
+        "bound to 127.0.0.1. `up` returns once it answers; `down` stops it (SIGKILL after "
+        "10 s). See docs/aws.md, LocalStack.",
+    )
+    localstack.add_argument("action", choices=("up", "down"))
+    localstack.add_argument("--port", type=int, default=4566,
+                            help="the gateway's port on 127.0.0.1 (default: 4566, "
+                            "localstack-client's default)")
+    localstack.add_argument("--dir", default=None, help=argparse.SUPPRESS)
+    localstack.set_defaults(func=cmd_localstack)
+    console_output.register(subparsers, common)  # logs: each instance's boot log
 
 
 def _stack_options(parser: argparse.ArgumentParser) -> None:
@@ -175,6 +190,21 @@ def cmd_destroy(args: argparse.Namespace) -> int:
     result = _stack(args, local).destroy()
     print(f"stack {result['stack']}: {len(result['deleted'])} resources deleted; "
           "nothing tagged with it is left")
+    return 0
+
+
+def cmd_localstack(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from infra.aws.localstack import STATE, LocalStack
+
+    process = LocalStack(port=args.port, state=Path(args.dir) if args.dir else STATE)
+    if args.action == "up":
+        process.up()
+        host = "" if args.port == 4566 else f"LOCALSTACK_HOST=127.0.0.1:{args.port} "
+        print(f"next: {host}make deploy-localstack, and `make localstack-down` when done")
+    else:
+        process.down()
     return 0
 
 

@@ -40,6 +40,17 @@ FIRST_CALL_CONFIG = Config(
     connect_timeout=2,
     read_timeout=2,
 )
+# An emulator on this machine that accepted the connection is alive but may be slow to answer
+# its first call: moto and LocalStack load a service's code on first use (measured: LocalStack
+# 4.13's first STS call 4.5 s; moto's first EC2 call 5.7 s on 2 busy cores). AWS's two 2 s
+# reads turned that into "cannot reach" under load. Two reads of 6 s instead (the second
+# finds the service loaded; a throttle is still retried): an answer within about 13 s from
+# one that accepts and never answers; a stopped emulator refuses the connection at once.
+EMULATOR_FIRST_CALL_CONFIG = Config(
+    retries={"mode": "standard", "total_max_attempts": 2},
+    connect_timeout=2,
+    read_timeout=6,
+)
 
 LOOPBACK_ONLY_ENV = "SEEDLB_LOOPBACK_ONLY"
 
@@ -181,5 +192,7 @@ class Clients:
     @cached_property
     def first_call_sts(self):
         """STS with tight timeouts and one retry: the call that finds out whether AWS
-        answers at all, so that no network means an answer within 5 s, not 30."""
-        return self.client("sts", FIRST_CALL_CONFIG)
+        answers at all, so that no network means an answer within 5 s, not 30. An emulator
+        gets time to answer its first call (EMULATOR_FIRST_CALL_CONFIG)."""
+        config = EMULATOR_FIRST_CALL_CONFIG if self.target.is_emulator else FIRST_CALL_CONFIG
+        return self.client("sts", config)

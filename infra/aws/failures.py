@@ -11,11 +11,28 @@ Throttling and 5xx never reach here: botocore's `standard` retry mode retries th
   (refresh AWS_SESSION_TOKEN: AWS Academy Learner Lab's sessions last 4 hours), keys AWS does
   not know, no credentials at all;
 - the network: AWS cannot be reached;
+- the rules of the accounts students have: an AWS Academy Learner Lab (only two regions,
+  instance sizes and count, and the `voc-cancel-cred` deny once the lab session has ended),
+  and the 2025 free plan (only free-tier-eligible instance types);
 - anything else: the step, AWS's code and message, and "run it again or destroy".
 
 The IAM action of a failed call is stamped on its error response by `stamp_iam_action`, an
 `after-call` hook every Clients session carries: botocore's ClientError names the operation
-but not the service, and `DescribeTags` alone exists in both EC2 and ELBv2.
+but not the service, and `DescribeTags` alone exists in both EC2 and ELBv2. The region the
+call went to is stamped beside it (a Learner Lab's denial depends on it).
+
+The shapes of AWS's answers these lines recognise, as students met them:
+- Learner Lab's ended session: "UnauthorizedOperation: You are not authorized to perform
+  this operation. User: arn:aws:sts::<account>:assumed-role/voclabs/<user> is not authorized
+  to perform: ec2:DescribeImages with an explicit deny in an identity-based policy:
+  arn:aws:iam::<account>:policy/voc-cancel-cred" (STS still answers: GetCallerIdentity
+  needs no permission);
+- a region-locked account: EC2's UnauthorizedOperation in any other region
+  (galaxyproject/cloudlaunch#242), the caller being Learner Lab's voclabs role;
+- the free plan: "InvalidParameterCombination: The specified instance type is not eligible
+  for Free Tier. For a list of Free Tier instance types, run 'describe-instance-types' with
+  the filter 'free-tier-eligible=true'." (nilbuild/developer-roadmap#10171,
+  LinkedInLearning/learning-terraform-3087701#345).
 """
 
 from __future__ import annotations
@@ -37,6 +54,12 @@ from botocore.exceptions import (
     TokenRetrievalError,
 )
 
+from infra.config import (
+    LEARNER_LAB_MAX_INSTANCES,
+    LEARNER_LAB_REGIONS,
+    LEARNER_LAB_ROLE,
+    LEARNER_LAB_SIZES,
+)
 from infra.errors import UserError
 
 POLICY_HINT = ("`make iam-policy` (`.venv/bin/python -m infra policy`) prints every permission "
@@ -86,12 +109,15 @@ THROTTLE_CODES = frozenset({"Throttling", "ThrottlingException", "RequestLimitEx
 _PERFORM = re.compile(r"perform: ([a-z0-9-]+:[A-Za-z0-9]+)")
 
 
-def stamp_iam_action(http_response=None, parsed=None, model=None, **_kwargs) -> None:
-    """after-call hook: on an error response, note the IAM action (`ec2:RunInstances`) in the
-    parsed error, which botocore hands to ClientError as `exc.response`."""
+def stamp_iam_action(http_response=None, parsed=None, model=None, context=None,
+                     **_kwargs) -> None:
+    """after-call hook: on an error response, note the IAM action (`ec2:RunInstances`) and
+    the region in the parsed error, which botocore hands to ClientError as `exc.response`."""
     if model is None or not isinstance(parsed, dict) or "Error" not in parsed:
         return
     parsed["Error"].setdefault("IamAction", iam_action_of(model))
+    if (context or {}).get("client_region"):
+        parsed["Error"].setdefault("Region", context["client_region"])
 
 
 def iam_action_of(model) -> str:
@@ -112,6 +138,31 @@ def iam_action(exc: ClientError) -> str:
 
 def code_of(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code") or "")
+
+
+# What LocalStack answers for a service outside its plan: HTTP 501 and this kind of message
+# ("The API for service elbv2 is either not included in your current license plan or has not
+# yet been emulated by LocalStack", 4.13).
+_NOT_AVAILABLE_HINTS = ("not yet implemented", "pro feature", "license", "not included",
+                        "not yet been emulated")
+
+
+def is_service_missing(exc: ClientError) -> bool:
+    err = exc.response.get("Error", {})
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    message = str(err.get("Message") or "").lower()
+    return status == 501 or err.get("Code") == "NotImplemented" or (
+        err.get("Code") == "InternalFailure" and any(h in message for h in _NOT_AVAILABLE_HINTS))
+
+
+def no_elbv2_line(where: str = "") -> str:
+    return (f"the endpoint{' ' + where if where else ''} has no Elastic Load Balancing v2 "
+            "(LocalStack's free code lacks it). Either run LocalStack's licensed image with your "
+            "token (`LOCALSTACK_AUTH_TOKEN=... docker compose -f docker-compose.localstack.yml "
+            "up -d --wait localstack-pro`), or use the moto backend: start "
+            "`.venv/bin/moto_server -H 127.0.0.1 -p 5001 &` and run "
+            "`AWS_ENDPOINT_URL=http://127.0.0.1:5001 AWS_REGION=us-east-1 "
+            "AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing make deploy-aws`")
 
 
 def is_denied(exc: ClientError) -> bool:
@@ -136,6 +187,20 @@ def _client_error(exc: ClientError, step: str, created_nothing: bool) -> str:
     code, message = code_of(exc), str(exc.response.get("Error", {}).get("Message") or "")
     action = iam_action(exc)
     nothing = " Nothing was created." if created_nothing else ""
+    if is_denied(exc) and "voc-cancel-cred" in message:
+        return lab_session_ended_line() + nothing
+    region = str(exc.response.get("Error", {}).get("Region") or "")
+    if is_denied(exc) and LEARNER_LAB_ROLE in message:
+        if region and region not in LEARNER_LAB_REGIONS:
+            return learner_lab_region_line(region) + nothing
+        if action == "ec2:RunInstances":
+            return learner_lab_limits_line(
+                f"AWS refused the launch ({code}): drop --instance-type for a micro type, or "
+                "use a smaller --count") + nothing
+    if action.startswith("elasticloadbalancing:") and is_service_missing(exc):
+        return no_elbv2_line()
+    if code == "InvalidParameterCombination" and "free tier" in message.lower():
+        return free_plan_line(step) + nothing
     if is_denied(exc):
         who = ("an explicit deny (a service control policy or permissions boundary set by "
                "whoever runs the account: ask them)" if "explicit deny" in message.lower()
@@ -219,6 +284,33 @@ def expired_session_line(code: str = "ExpiredToken") -> str:
             "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN again (AWS Academy "
             "Learner Lab: sessions last 4 hours; start the lab again and copy all three from "
             "'AWS Details'), or `aws sso login` for an SSO profile")
+
+
+def lab_session_ended_line() -> str:
+    return ("your lab session has ended: start the lab again and copy the new credentials "
+            "(AWS Academy: 'Start Lab', then 'AWS Details', all three values); AWS attached "
+            "the voc-cancel-cred deny to the old ones, and what you built is still there")
+
+
+def learner_lab_region_line(region: str) -> str:
+    return (f"this account allows only {' and '.join(LEARNER_LAB_REGIONS)} (AWS Academy "
+            f"Learner Lab), not {region}: run again with --region {LEARNER_LAB_REGIONS[0]} "
+            f"(or AWS_REGION={LEARNER_LAB_REGIONS[0]})")
+
+
+def learner_lab_limits_line(what: str) -> str:
+    return (f"this account runs at most {LEARNER_LAB_MAX_INSTANCES} instances, of sizes "
+            f"{LEARNER_LAB_SIZES[0]} to {LEARNER_LAB_SIZES[-1]} (AWS Academy Learner Lab): "
+            f"{what}.")
+
+
+def free_plan_line(step: str) -> str:
+    return ("the instance type is not eligible for this account's free plan "
+            f"(InvalidParameterCombination while {step}): accounts on AWS's free plan (those "
+            "created since 15 July 2025) launch only free-tier-eligible types. Drop "
+            "--instance-type to let deploy choose one, or pick one that `aws ec2 "
+            "describe-instance-types --filters Name=free-tier-eligible,Values=true` lists, or "
+            "upgrade the account to a paid plan.")
 
 
 def unknown_keys_line(code: str) -> str:

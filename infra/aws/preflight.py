@@ -24,7 +24,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from infra.aws import emulator, failures, pricing
 from infra.aws.clients import LOOPBACK_ONLY_ENV, Clients, is_loopback_host
-from infra.config import AMI_ARCHITECTURE, AMI_PARAMETER, PREFERRED_TYPES, STACK_NAME_RE, Settings
+from infra.config import (
+    AMI_PARAMETERS,
+    LEARNER_LAB_MAX_INSTANCES,
+    LEARNER_LAB_SIZES,
+    PREFERRED_TYPES,
+    STACK_NAME_RE,
+    Settings,
+    stack_filters,
+)
 from infra.console import warn
 from infra.errors import UserError
 
@@ -44,6 +52,7 @@ class Placement:
     zones: tuple[str, str]
     burstable: bool = False  # T types: launched with standard CPU credits
     why: str = ""
+    architecture: str = "x86_64"  # which Amazon Linux 2023 AMI it boots
 
 
 def check_settings(settings: Settings) -> None:
@@ -179,15 +188,16 @@ def emulator_answers(clients: Clients) -> None:
         raise UserError(emulator.not_answering(target.endpoint_url))
 
 
-def check_credentials(clients: Clients) -> str:
-    """The account id, or one line saying why there is none: the first call of every command,
-    with tight timeouts, so that no network answers within 5 s."""
+def check_credentials(clients: Clients) -> dict:
+    """Who the credentials are (STS's Account and Arn), or one line saying why there is none:
+    the first call of every command, with tight timeouts, so that no network answers within
+    5 s."""
     require_credentials(clients)
     try:
         # An SSO profile's login is read here: an expired one is the first thing to say.
         clients.session.get_credentials().get_frozen_credentials()
         emulator_answers(clients)
-        return clients.first_call_sts.get_caller_identity()["Account"]
+        return clients.first_call_sts.get_caller_identity()
     except ClientError as exc:
         code = failures.code_of(exc)
         if code in failures.EXPIRED_TOKEN_CODES:
@@ -207,37 +217,28 @@ def check_credentials(clients: Clients) -> str:
         raise failures.as_user_error(exc, "checking the credentials", exit_code=2) from None
 
 
-# What LocalStack answers for a service outside its plan: HTTP 501 and this kind of message.
-_NOT_AVAILABLE_HINTS = ("not yet implemented", "pro feature", "license", "not included")
-
-
 def check_elbv2_available(clients: Clients) -> None:
-    """LocalStack's free tier has EC2 but no ELBv2: say so before creating anything."""
+    """LocalStack's free code has EC2 but no ELBv2: say so before creating anything."""
     try:
         clients.elbv2.describe_load_balancers(PageSize=1)
     except ClientError as exc:
-        err = exc.response.get("Error", {})
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        message = str(err.get("Message") or "")
-        if status == 501 or err.get("Code") in ("InternalFailure", "NotImplemented") or any(
-            hint in message.lower() for hint in _NOT_AVAILABLE_HINTS
-        ):
-            where = clients.target.endpoint_url or "AWS"
-            raise UserError(
-                f"the endpoint {where} has no Elastic Load Balancing v2 (LocalStack's free tier "
-                "lacks it). Either run LocalStack's licensed image with your token "
-                "(`LOCALSTACK_AUTH_TOKEN=... docker compose -f docker-compose.localstack.yml up -d "
-                "--wait localstack-pro`), or use the moto "
-                "backend: start `.venv/bin/moto_server -H 127.0.0.1 -p 5001 &` and run "
-                "`AWS_ENDPOINT_URL=http://127.0.0.1:5001 AWS_REGION=us-east-1 "
-                "AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing make deploy-aws`"
-            ) from None
+        if failures.is_service_missing(exc):
+            raise UserError(failures.no_elbv2_line(clients.target.endpoint_url or "AWS")) \
+                from None
         raise
 
 
+def architecture_of(info: dict) -> str | None:
+    """The Amazon Linux 2023 AMI a type boots: x86_64 where it can, else arm64 (t4g), else
+    None (no AL2023 AMI runs it)."""
+    supported = info.get("ProcessorInfo", {}).get("SupportedArchitectures", [])
+    return next((arch for arch in AMI_PARAMETERS if arch in supported), None)
+
+
 def free_tier_types(clients: Clients) -> list[dict] | None:
-    """EC2's own answer: the types free-tier eligible for this account in this region, that
-    can run the x86_64 AMI. None when the endpoint does not know the filter (an emulator)."""
+    """EC2's own answer: the types free-tier eligible for this account in this region (in no
+    particular order: AWS lists them as it likes), that an Amazon Linux 2023 AMI runs. None
+    when the endpoint does not know the filter (an emulator)."""
     try:
         pages = clients.ec2.get_paginator("describe_instance_types").paginate(
             Filters=[{"Name": "free-tier-eligible", "Values": ["true"]}])
@@ -247,16 +248,21 @@ def free_tier_types(clients: Clients) -> list[dict] | None:
                                      "InvalidParameter"):
             return None
         raise
-    return [t for t in found
-            if AMI_ARCHITECTURE in t.get("ProcessorInfo", {}).get("SupportedArchitectures", [])]
+    return [t for t in found if architecture_of(t)]
 
 
 def _preference(info: dict) -> tuple:
+    """t3.micro, t2.micro, then x86_64 before arm64, then the cheapest."""
     name = info["InstanceType"]
     rank = PREFERRED_TYPES.index(name) if name in PREFERRED_TYPES else len(PREFERRED_TYPES)
     price = pricing.instance_hourly(name)
-    return (rank, price if price is not None else 1e9,
+    return (rank, architecture_of(info) != "x86_64", price if price is not None else 1e9,
             info.get("MemoryInfo", {}).get("SizeInMiB", 0), name)
+
+
+def learner_lab_allows(instance_type: str) -> bool:
+    """AWS Academy Learner Lab runs sizes nano to large only."""
+    return instance_type.rsplit(".", 1)[-1] in LEARNER_LAB_SIZES
 
 
 def _describe_types(clients: Clients, names: list[str]) -> list[dict]:
@@ -272,14 +278,16 @@ def _describe_types(clients: Clients, names: list[str]) -> list[dict]:
         ) from None
 
 
-def choose_placement(clients: Clients, settings: Settings, zones: list[str] | None = None) \
-        -> Placement:
-    """The instance type and two AZs that both offer it.
+def choose_placement(clients: Clients, settings: Settings, zones: list[str] | None = None,
+                     *, learner_lab: bool = False) -> Placement:
+    """The instance type, the AMI architecture it boots, and two AZs that both offer it.
 
-    The type is EC2's answer for this account (DescribeInstanceTypes, free-tier-eligible=true):
-    t3.micro, then t2.micro, then the cheapest other eligible one; an explicit
-    --instance-type wins. `zones` narrows the AZs (the default VPC's subnets'); otherwise
-    every available AZ of the region is a candidate.
+    The type is EC2's answer for this account (DescribeInstanceTypes, free-tier-eligible=true,
+    in any order): t3.micro, then t2.micro, then x86_64 before arm64, then the cheapest; an
+    arm64 type (t4g) boots the arm64 AMI, never the x86_64 one. An explicit --instance-type
+    wins. In an AWS Academy Learner Lab only sizes nano to large are candidates. `zones`
+    narrows the AZs (the default VPC's subnets'); otherwise every available AZ of the region
+    is a candidate.
     """
     ec2 = clients.ec2
     if zones is None:
@@ -289,16 +297,22 @@ def choose_placement(clients: Clients, settings: Settings, zones: list[str] | No
         )["AvailabilityZones"]
         zones = sorted(z["ZoneName"] for z in found)
     eligible = free_tier_types(clients)
+    if eligible and learner_lab:
+        eligible = [t for t in eligible if learner_lab_allows(t["InstanceType"])]
     eligible_names = sorted(t["InstanceType"] for t in eligible or [])
     if settings.instance_type:
+        if learner_lab and not learner_lab_allows(settings.instance_type):
+            raise UserError(failures.learner_lab_limits_line(
+                f"--instance-type {settings.instance_type} is larger than that; drop it for a "
+                "micro type"))
         candidates = _describe_types(clients, [settings.instance_type])
-        arch = candidates[0].get("ProcessorInfo", {}).get("SupportedArchitectures") if \
-            candidates else None
-        if arch and AMI_ARCHITECTURE not in arch:
+        supported = candidates[0].get("ProcessorInfo", {}).get("SupportedArchitectures") \
+            if candidates else None
+        if supported and not architecture_of(candidates[0]):
             raise UserError(
-                f"instance type {settings.instance_type} runs {'/'.join(arch)}, but the Amazon "
-                f"Linux 2023 AMI this deploy uses is {AMI_ARCHITECTURE}: choose an "
-                f"{AMI_ARCHITECTURE} type such as t3.micro"
+                f"instance type {settings.instance_type} runs {'/'.join(supported)}, but "
+                f"Amazon Linux 2023 has AMIs for {' and '.join(AMI_PARAMETERS)} only: choose "
+                "a type such as t3.micro"
             )
         if eligible is None:
             why = "chosen with --instance-type"
@@ -310,16 +324,16 @@ def choose_placement(clients: Clients, settings: Settings, zones: list[str] | No
                    + (f": about ${price}/h each" if price else ""))
     elif eligible:
         candidates = sorted(eligible, key=_preference)
-        why = ("free-tier eligible for this account, EC2's answer (all eligible x86_64 "
-               f"types here: {', '.join(eligible_names)})")
+        why = ("free-tier eligible for this account, EC2's answer (all eligible types here: "
+               f"{', '.join(eligible_names)})")
     else:
         candidates = sorted(_describe_types(clients, list(PREFERRED_TYPES)), key=_preference)
         if eligible is None:
             why = "the endpoint does not answer the free-tier question: the usual free type"
         else:
             first = pricing.instance_hourly(candidates[0]["InstanceType"]) if candidates else None
-            why = ("EC2 lists no free-tier-eligible x86_64 type for this account (free tier "
-                   "used up, or not offered here): the cheapest usual one, billed"
+            why = ("EC2 lists no free-tier-eligible type for this account (free tier used "
+                   "up, or not offered here): the cheapest usual one, billed"
                    + (f" about ${first}/h each" if first else ""))
     names = [t["InstanceType"] for t in candidates]
     offered = ec2.describe_instance_type_offerings(
@@ -332,7 +346,8 @@ def choose_placement(clients: Clients, settings: Settings, zones: list[str] | No
         where = sorted({o["Location"] for o in offered if o["InstanceType"] == itype})
         if len(where) >= 2:
             return Placement(itype, (where[0], where[1]),
-                             burstable=bool(info.get("BurstablePerformanceSupported")), why=why)
+                             burstable=bool(info.get("BurstablePerformanceSupported")), why=why,
+                             architecture=architecture_of(info) or "x86_64")
     raise UserError(
         f"no two Availability Zones among {', '.join(zones) or '(none)'} offer "
         f"{' or '.join(names)}: an ALB needs subnets in two AZs. Try another --region"
@@ -340,15 +355,32 @@ def choose_placement(clients: Clients, settings: Settings, zones: list[str] | No
     )
 
 
-def resolve_image(clients: Clients) -> str:
-    """Amazon Linux 2023's current AMI in the region, from its public SSM parameter."""
+def check_learner_lab_instances(clients: Clients, settings: Settings) -> None:
+    """AWS Academy Learner Lab runs at most 9 instances at once: the account's other running
+    instances and this stack's must fit, or the launch is refused half-way through."""
+    live = {"Name": "instance-state-name", "Values": ["pending", "running"]}
+    everyone = {i["InstanceId"] for r in clients.ec2.describe_instances(Filters=[live])[
+        "Reservations"] for i in r["Instances"]}
+    ours = {i["InstanceId"] for r in clients.ec2.describe_instances(
+        Filters=[live, *stack_filters(settings.stack)])["Reservations"] for i in r["Instances"]}
+    others = len(everyone - ours)
+    if others + settings.instance_count > LEARNER_LAB_MAX_INSTANCES:
+        raise UserError(failures.learner_lab_limits_line(
+            f"{others} other instances run already, and this stack needs "
+            f"{settings.instance_count}: stop some, or use a smaller --count"))
+
+
+def resolve_image(clients: Clients, architecture: str = "x86_64") -> str:
+    """Amazon Linux 2023's current AMI in the region for this architecture, from its public
+    SSM parameter."""
+    parameter = AMI_PARAMETERS[architecture]
     try:
-        return clients.ssm.get_parameter(Name=AMI_PARAMETER)["Parameter"]["Value"]
+        return clients.ssm.get_parameter(Name=parameter)["Parameter"]["Value"]
     except ClientError as exc:
         if failures.code_of(exc) != "ParameterNotFound":
             raise
         raise UserError(
-            f"SSM has no parameter {AMI_PARAMETER} in region {clients.target.region}: "
+            f"SSM has no parameter {parameter} in region {clients.target.region}: "
             "Amazon Linux 2023 is not published there; choose another --region"
         ) from None
 

@@ -26,7 +26,7 @@ from infra.aws.compute import Instances, iso, launch_params, summary
 from infra.aws.loadbalancer import LoadBalancer
 from infra.aws.network import FoundNetwork, Network, rules_of
 from infra.aws.userdata import ensure_fits, render_user_data
-from infra.config import Settings
+from infra.config import LEARNER_LAB_ROLE, Settings
 from infra.console import Progress
 from infra.errors import UserError
 from infra.state import remove_state, write_state
@@ -74,6 +74,7 @@ class Stack:
         self.lb = LoadBalancer(clients.elbv2, settings, self.progress)
         self._step = "starting"
         self.account: str | None = None  # the preflight's STS answer
+        self.caller: str = ""  # the credentials' ARN, from the same answer
 
     # --- the public API -----------------------------------------------------------------
 
@@ -234,20 +235,23 @@ class Stack:
         s, target = self.settings, self.clients.target
         preflight.check_settings(s)
         preflight.check_region(target.region)
-        self.account = preflight.check_credentials(self.clients)
+        identity = preflight.check_credentials(self.clients)
+        self.account, self.caller = identity.get("Account"), identity.get("Arn") or ""
         if not for_deploy:
             return None
-        with self._stepping("checking the load balancing service", created_nothing=True):
-            preflight.check_elbv2_available(self.clients)
+        learner_lab = LEARNER_LAB_ROLE in self.caller
         with self._stepping("choosing the instance type and zones", created_nothing=True):
             default_vpc = None
             zones = None
             if s.use_default_vpc:
                 vpc_id, by_zone = self.network.default_vpc()
                 default_vpc, zones = (vpc_id, by_zone), sorted(by_zone)
-            placement = preflight.choose_placement(self.clients, s, zones)
+            placement = preflight.choose_placement(self.clients, s, zones,
+                                                   learner_lab=learner_lab)
+            if learner_lab:
+                preflight.check_learner_lab_instances(self.clients, s)
         with self._stepping("looking up the Amazon Linux 2023 AMI", created_nothing=True):
-            image_id = preflight.resolve_image(self.clients)
+            image_id = preflight.resolve_image(self.clients, placement.architecture)
         if s.key_name:
             with self._stepping("checking the key pair", created_nothing=True):
                 preflight.check_key_pair(self.clients, s.key_name)
@@ -255,8 +259,14 @@ class Stack:
             params = launch_params(s, self.instances.wanted_names()[0], placement.instance_type,
                                    image_id, burstable=placement.burstable)
             dry_run_note = preflight.check_launch_allowed(self.clients, params)
+        # Last, so that against LocalStack's free code (no ELBv2) the whole preflight has run.
+        with self._stepping("checking the load balancing service", created_nothing=True):
+            preflight.check_elbv2_available(self.clients)
         notes = [f"instance type {placement.instance_type}: {placement.why}; in "
-                 f"{' and '.join(placement.zones)}, which both offer it"]
+                 f"{' and '.join(placement.zones)}, which both offer it"
+                 + ("" if placement.architecture == "x86_64" else
+                    f"; {placement.architecture}, so the {placement.architecture} Amazon Linux "
+                    "2023 AMI")]
         if placement.burstable:
             notes.append("CPU credits: standard (never billed beyond the hourly price)")
         if dry_run_note:

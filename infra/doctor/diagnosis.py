@@ -115,7 +115,8 @@ def _aws_errors_as_user_errors(clients: Clients):
         raise UserError(f"AWS API call failed ({where}): {exc}") from exc
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
-        if failures.is_denied(exc) or any(word in code for word in _DENIED):
+        if failures.is_denied(exc) or any(word in code for word in _DENIED) or \
+                failures.is_service_missing(exc):  # LocalStack's free code: no ELBv2
             # Names the action, as deploy does: "AWS denied elasticloadbalancing:DescribeRules"
             raise UserError(failures.explain(exc, f"reading the stack ({where}; the doctor "
                                                   "only reads)")) from exc

@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 
-from infra.aws import lb_lookup, sg_rules, subnet_routes
+from infra.aws import console_output, lb_lookup, sg_rules, subnet_routes
 from infra.aws.clients import Clients
 from infra.aws.compute import security_group_ids
 from infra.config import APP_PORT, HEALTH_CHECK_PATH, LISTENER_PORT
@@ -247,6 +247,7 @@ class Examination:
                      "sharing the traffic",
                      "register the second instance too")
         self.check_target_health(tg, targets)
+        self.check_boot_logs(tg, targets)
         self.check_instances(tg, targets)
 
     def check_ports(self, tg: dict, targets: list[dict]) -> None:
@@ -313,6 +314,32 @@ class Examination:
             self.add(INFO, "TARGETS_HEALTHY",
                      f"{healthy} of {len(targets)} target(s) in {tg['TargetGroupName']} "
                      "are healthy")
+
+    def check_boot_logs(self, tg: dict, targets: list[dict]) -> None:
+        """An unhealthy instance whose console shows that its boot script failed: quote the
+        script's FAILED line (infra/aws/templates/user_data.sh) and what it printed just
+        before. GetConsoleOutput is read for unhealthy instance targets only."""
+        if tg.get("TargetType", "instance") != "instance":
+            return
+        for desc in targets:
+            if desc.get("TargetHealth", {}).get("State") != "unhealthy":
+                continue
+            iid = desc["Target"]["Id"]
+            log = console_output.boot_log(self.ec2, {"InstanceId": iid})
+            if log.error:
+                self.add(INFO, "BOOT_LOG_UNREADABLE",
+                         f"could not read instance {iid}'s console output ({log.error})")
+                continue
+            if not log.failed:
+                continue
+            before = log.before_failure(3)
+            self.add(ERROR, "BOOT_SCRIPT_FAILED",
+                     f"instance {iid}'s boot script (user data) failed, so the app never "
+                     f"started: its console says {log.verdict!r}"
+                     + (f", after {' / '.join(repr(b) for b in before)}" if before else ""),
+                     f"`make logs` shows its console (aws ec2 get-console-output --instance-id "
+                     f"{iid}); fix what it names, then launch the instance again: user data "
+                     "runs on the first boot only")
 
     # -- the instances -------------------------------------------------------------------
 

@@ -207,9 +207,18 @@ def instances_from_state(
     the app port) or its `grade_endpoints.lb` is (then `grade_endpoints.instances`). We never
     guess addresses: no match, no instances.
     """
+    for path, state in _states(state_dir, stack):
+        match = _match_state(address, state, path)
+        if match is not None:
+            return match
+    return None
+
+
+def _states(state_dir: str | Path, stack: str | None = None):
+    """(path, state) of each readable state file, the named stack's first."""
     directory = Path(state_dir)
     if not directory.is_dir():
-        return None
+        return
     files = sorted(directory.glob("*.json"))
     if stack:  # the named stack's file first, when several stacks are deployed
         files.sort(key=lambda p: p.stem != stack)
@@ -218,12 +227,66 @@ def instances_from_state(
             state = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if not isinstance(state, dict):
+        if isinstance(state, dict):
+            yield path, state
+
+
+# Where `make local-up` serves its load balancer (infra/local's DEFAULT_LB_PORT; the grader's
+# core does not import the testbed, tests/grade checks the two agree).
+LOCAL_LB = "127.0.0.1:8080"
+
+
+@dataclass
+class EmulatorName:
+    """An address that only an emulator's stack knows: nothing on the internet answers it."""
+
+    host: str
+    path: Path
+    endpoint_url: str
+    local_lb: str  # the running local testbed's load balancer, or LOCAL_LB
+    running: bool  # whether a local testbed's state names its load balancer
+
+    def message(self) -> str:
+        at = f" at {self.endpoint_url}" if self.endpoint_url else ""
+        then = ("the local testbed runs here: " if self.running else
+                "to grade on this machine: make local-up, then ")
+        return (f"{shown(self.host)} exists only in the emulator{at} ({self.path}): it is "
+                f"not on the internet, so nothing was sent to it; {then}make grade "
+                f"LB={self.local_lb}")
+
+
+def emulator_name(address: Address, instances: list[Endpoint], state_dir: str | Path,
+                  stack: str | None = None) -> EmulatorName | None:
+    """The first of `address` and `instances` that an emulator's state file made up (its load
+    balancer's DNS name, its instances' public and private IPs), else None. moto hands out
+    real-looking public IPs (54.214.x.x): connecting to one would reach a stranger."""
+    states = list(_states(state_dir, stack))
+    running = next((s["grade_endpoints"]["lb"] for _, s in states
+                    if isinstance(s.get("grade_endpoints"), dict)
+                    and isinstance(s["grade_endpoints"].get("lb"), str)), None)
+    hosts = [address.host, *(i.host for i in instances)]
+    for path, state in states:
+        if state.get("emulator") is not True:
             continue
-        match = _match_state(address, state, path)
-        if match is not None:
-            return match
+        made = set()
+        if isinstance(state.get("lb_dns"), str):
+            made.add(state["lb_dns"].strip().rstrip(".").lower())
+        for inst in state.get("instances") or []:
+            if isinstance(inst, dict):
+                made |= {str(inst[k]).lower() for k in ("public_ip", "private_ip")
+                         if inst.get(k)}
+        for host in hosts:
+            if host.rstrip(".").lower() in made and not _loopback(host):
+                return EmulatorName(host, path, str(state.get("endpoint_url") or ""),
+                                    shown(running or LOCAL_LB, 60), running is not None)
     return None
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _same(address: Address, text: object, default_port: int) -> bool:

@@ -2,9 +2,12 @@
 
 Students are graded in parallel threads (`jobs`), each with the same request budget and
 deadlines as a single grade, so a black hole costs its timeout once and the run takes about
-as long as its slowest grades, not their sum. A row that cannot be graded (an empty or
-invalid address, bad instance addresses) is a FAIL with its reason; nothing in one row
-stops the others. Ctrl-C cancels the grades in flight, and what was graded is still written.
+as long as its slowest grades, not their sum. Rows that name the same address (after
+normalisation: http://, a trailing /, :80, case) share one grade, and the grades of one load
+balancer never run at once: each POSTs its own numbers, and two at a time would read each
+other's. A row that cannot be graded (an empty or invalid address, bad instance addresses,
+a cell too large) is a FAIL with its reason; nothing in one row stops the others. Ctrl-C
+cancels the grades in flight, and what was graded is still written.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sys
 import threading
 import time
@@ -20,11 +22,10 @@ from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 from infra.errors import UserError
-from infra.grade.address import parse_address, parse_instances
-from infra.grade.display import shown
+from infra.grade.address import Address, Endpoint, parse_address, parse_instances
+from infra.grade.display import escape, shown
 from infra.grade.grader import grade
 from infra.grade.http_probe import Cancelled
 from infra.grade.report import CHECK_KEYS, FAIL, PASS, SKIP, Report
@@ -32,7 +33,7 @@ from infra.grade.roster import Student
 from infra.grade.scoring import Scheme, number, score, total
 
 COLUMNS = ["student", "address", "verdict", "score", "max_score", *CHECK_KEYS.values(),
-           "reasons", "graded_at"]
+           "reasons", "notes", "graded_at"]
 DEFAULT_JOBS = 16
 
 
@@ -50,12 +51,17 @@ class Row:
     seconds: float = 0.0
     requests: int = 0
     error: bool = False  # the grader itself failed on this row (a bug to report)
+    notes: list[str] = field(default_factory=list)  # shared grades, warnings, duplicate ids
+    warnings: list[str] = field(default_factory=list)  # warning codes (a PASS with a pitfall)
+    line: int = 0  # in the roster
+    own_grade: bool = True  # False: the result of a grade another row's line already counts
 
     def record(self) -> dict:
-        """The CSV's columns; --json has the same fields, reasons as a list."""
+        """The CSV's columns; --json has the same fields, reasons and notes as lists."""
         return {"student": self.student, "address": self.address, "verdict": self.verdict,
                 "score": number(self.score), "max_score": number(self.max_score),
-                **self.checks, "reasons": list(self.reasons), "graded_at": self.graded_at}
+                **self.checks, "reasons": list(self.reasons), "notes": list(self.notes),
+                "graded_at": self.graded_at}
 
 
 def _now() -> str:
@@ -74,9 +80,12 @@ def row_from_report(student: Student, report: Report, scheme: Scheme) -> Row:
     reasons = [_reason(c.code or "fail", c.reason) for c in failed]
     if not report.passed and not failed:  # SKIPs only: the run was cut short
         reasons.append(_reason("not-finished", report.cut_short or "not every check could run"))
+    warned = [w for c in report.checks for w in c.warnings]
+    notes = [_reason(f"warning {w.code}", w.reason) for w in warned]
     return Row(student.student, student.address, PASS if report.passed else FAIL, got, worth,
                {c.key: c.status for c in report.checks}, reasons, _now(),
-               [c.code for c in failed if c.code], report.seconds, report.requests)
+               [c.code for c in failed if c.code], report.seconds, report.requests,
+               notes=notes, warnings=[w.code for w in warned], line=student.line)
 
 
 def row_for_bad_input(student: Student, code: str, message: str, scheme: Scheme) -> Row:
@@ -85,11 +94,13 @@ def row_for_bad_input(student: Student, code: str, message: str, scheme: Scheme)
     checks["connect"] = FAIL
     worth = sum(v for k, v in scheme.points.items() if k != "instances" or student.instances)
     return Row(student.student, student.address, FAIL, 0, worth, checks,
-               [_reason(code, message)], _now(), [code])
+               [_reason(code, message)], _now(), [code], line=student.line)
 
 
-def grade_student(student: Student, scheme: Scheme, *, timeout: float, deadline: float,
-                  cancel: threading.Event | None = None) -> Row:
+def _parse(student: Student, scheme: Scheme) -> Row | tuple[Address, list[Endpoint]]:
+    """What a row asks to grade, or its FAIL row when it cannot be graded (no request)."""
+    if student.problem:
+        return row_for_bad_input(student, "cell-too-large", student.problem, scheme)
     if not student.address.strip():
         return row_for_bad_input(student, "no-address", "the roster gives no address for this "
                                  "student", scheme)
@@ -101,8 +112,75 @@ def grade_student(student: Student, scheme: Scheme, *, timeout: float, deadline:
         instances = parse_instances(student.instances) if student.instances.strip() else []
     except UserError as exc:
         return row_for_bad_input(student, "bad-instances", str(exc), scheme)
-    report = grade(address, instances, timeout=timeout, deadline=deadline, cancel=cancel)
-    return row_from_report(student, report, scheme)
+    return address, instances
+
+
+@dataclass
+class Grade:
+    """One grade: an address and instances, and the roster positions of the rows naming them."""
+
+    address: Address
+    instances: list[Endpoint]
+    positions: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    """A roster made into work: rows that need no request, and the grades to run, one list
+    per load balancer. The grades of one list run one after the other, never at once: each
+    grade POSTs its own numbers, and two at a time would overwrite each other's."""
+
+    ready: dict[int, Row]
+    by_lb: list[list[Grade]]
+    notes: dict[int, list[str]]  # roster position -> notes for its row
+    duplicates: dict[str, list[int]]  # student id -> roster lines, where it is in several
+
+    @property
+    def shared(self) -> list[Grade]:
+        return [g for grades in self.by_lb for g in grades if len(g.positions) > 1]
+
+
+def plan(students: list[Student], scheme: Scheme) -> Plan:
+    ready: dict[int, Row] = {}
+    lbs: dict[Endpoint, dict[tuple, Grade]] = {}
+    for i, student in enumerate(students):
+        parsed = _parse(student, scheme)
+        if isinstance(parsed, Row):
+            ready[i] = parsed
+            continue
+        address, instances = parsed
+        grades = lbs.setdefault(address.endpoint, {})
+        grades.setdefault(tuple(instances), Grade(address, instances)).positions.append(i)
+    notes: dict[int, list[str]] = {}
+
+    def lines(positions) -> str:
+        return ", ".join(str(students[p].line) for p in positions)
+
+    for grades in lbs.values():
+        for g in grades.values():
+            for p in g.positions:
+                others = [q for q in g.positions if q != p]
+                if others:
+                    notes.setdefault(p, []).append(f"shared with rows {lines(others)}: the same "
+                                                   "address, graded once for all of them")
+                in_turn = [q for h in grades.values() if h is not g for q in h.positions]
+                if in_turn:
+                    notes.setdefault(p, []).append(
+                        f"same load balancer as rows {lines(in_turn)} (other instances): "
+                        "graded one after the other")
+    seen: dict[str, list[int]] = {}
+    for student in students:
+        if student.student.strip():
+            seen.setdefault(student.student.strip().casefold(), []).append(student.line)
+    duplicates = {}
+    for i, student in enumerate(students):
+        key = student.student.strip().casefold()
+        if len(seen.get(key, [])) > 1:
+            duplicates.setdefault(student.student.strip(), seen[key])
+            others = [n for n in seen[key] if n != student.line]
+            notes.setdefault(i, []).append(f"duplicate student id: also in rows "
+                                           f"{', '.join(map(str, others))}")
+    return Plan(ready, [list(g.values()) for g in lbs.values()], notes, duplicates)
 
 
 @dataclass
@@ -113,28 +191,42 @@ class ClassRun:
     rows: dict[int, Row] = field(default_factory=dict)
     interrupted: bool = False
     seconds: float = 0.0
+    plan: Plan | None = None
 
     def graded(self) -> list[Row]:
         return [self.rows[i] for i in sorted(self.rows)]
 
 
 def grade_class(students: list[Student], scheme: Scheme, *, jobs: int = DEFAULT_JOBS,
-                timeout: float, deadline: float, progress=None) -> ClassRun:
-    """Grade every student, `jobs` at a time. Ctrl-C ends it with what is done so far."""
-    run = ClassRun(students)
+                timeout: float, deadline: float, progress=None,
+                public_only: bool = False) -> ClassRun:
+    """Grade every student, `jobs` load balancers at a time; rows naming one address share
+    one grade. Ctrl-C ends it with what is done so far. `public_only`: see public.py."""
+    work = plan(students, scheme)
+    run = ClassRun(students, plan=work)
     cancel = threading.Event()
     started = time.monotonic()
+
+    def keep(rows: dict[int, Row]) -> None:
+        for i, row in rows.items():
+            row.notes = work.notes.get(i, []) + row.notes
+            run.rows[i] = row
+
+    keep(dict(work.ready))
     pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="grade")
-    futures: dict[Future, int] = {}
+    futures: dict[Future, list[Grade]] = {}
     try:
-        for i, student in enumerate(students):
-            futures[pool.submit(grade_student, student, scheme, timeout=timeout,
-                                deadline=deadline, cancel=cancel)] = i
+        for grades in work.by_lb:
+            futures[pool.submit(_grade_one_lb, grades, students, scheme, timeout=timeout,
+                                deadline=deadline, cancel=cancel,
+                                public_only=public_only)] = grades
         pending = set(futures)
+        if progress is not None:
+            progress(run, time.monotonic() - started)
         while pending:
             done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
             for future in done:
-                run.rows[futures[future]] = _row_of(future, students[futures[future]], scheme)
+                keep(_rows_of(future, futures[future], students, scheme))
             if progress is not None:
                 progress(run, time.monotonic() - started)
     except KeyboardInterrupt:
@@ -149,23 +241,55 @@ def grade_class(students: list[Student], scheme: Scheme, *, jobs: int = DEFAULT_
             run.interrupted = True  # a second Ctrl-C: stop waiting; what is done is kept
             cancel.set()
         if run.interrupted:  # keep what finished while the others were stopping
-            for future, i in futures.items():
+            for future in futures:
                 if future.done() and not future.cancelled() and future.exception() is None:
-                    run.rows.setdefault(i, future.result())
+                    keep({i: r for i, r in future.result().items() if i not in run.rows})
     run.seconds = time.monotonic() - started
     return run
 
 
-def _row_of(future: Future, student: Student, scheme: Scheme) -> Row:
+def _grade_one_lb(grades: list[Grade], students: list[Student], scheme: Scheme, *,
+                  timeout: float, deadline: float, cancel: threading.Event,
+                  public_only: bool) -> dict[int, Row]:
+    """The grades naming one load balancer, one after the other; a row for each position."""
+    rows: dict[int, Row] = {}
+    for g in grades:
+        try:
+            report = grade(g.address, g.instances, timeout=timeout, deadline=deadline,
+                           cancel=cancel, public_only=public_only)
+        except Cancelled:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug on one student's setup must not stop the class
+            rows.update(_grader_error(g, students, scheme, exc))
+            continue
+        for k, i in enumerate(g.positions):
+            rows[i] = row_from_report(students[i], report, scheme)
+            rows[i].own_grade = k == 0
+    return rows
+
+
+def _rows_of(future: Future, grades: list[Grade], students: list[Student],
+             scheme: Scheme) -> dict[int, Row]:
     try:
         return future.result()
     except Cancelled:
         raise
-    except Exception as exc:  # noqa: BLE001 - a bug on one student's setup must not stop the class
-        row = row_for_bad_input(student, "grader-error", f"the grader failed on this setup "
-                                f"({type(exc).__name__}: {exc}); please report it", scheme)
-        row.error = True
-        return row
+    except Exception as exc:  # noqa: BLE001 - the same: one load balancer, not the class
+        rows: dict[int, Row] = {}
+        for g in grades:
+            rows.update(_grader_error(g, students, scheme, exc))
+        return rows
+
+
+def _grader_error(g: Grade, students: list[Student], scheme: Scheme,
+                  exc: Exception) -> dict[int, Row]:
+    rows = {}
+    for i in g.positions:
+        rows[i] = row_for_bad_input(students[i], "grader-error", f"the grader failed on this "
+                                    f"setup ({type(exc).__name__}: {exc}); please report it",
+                                    scheme)
+        rows[i].error = True
+    return rows
 
 
 class ProgressLine:
@@ -215,41 +339,24 @@ def spreadsheet_text(value):
     return value
 
 
-def write_csv(rows: list[Row], path: str | Path) -> None:
+def gradebook_csv(rows: list[Row]) -> str:
+    """The gradebook as CSV text. Every cell is escaped (a NUL is `\\x00`, a newline `\\n`),
+    then made text for a spreadsheet: a student's name or address is their input."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\r\n")
     writer.writeheader()
     for row in rows:
         record = row.record()
         record["reasons"] = "; ".join(record["reasons"])
-        writer.writerow({key: spreadsheet_text(value) for key, value in record.items()})
-    _write_atomically(path, buffer.getvalue())
+        record["notes"] = "; ".join(record["notes"])
+        writer.writerow({key: spreadsheet_text(escape(value) if isinstance(value, str) else value)
+                         for key, value in record.items()})
+    return buffer.getvalue()
 
 
 def write_json(rows: list[Row], stream) -> None:
     json.dump([row.record() for row in rows], stream, indent=2, ensure_ascii=False)
     stream.write("\n")
-
-
-def _write_atomically(path: str | Path, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {shown(str(path))}: {exc.strerror}") from None
-
-
-def check_writable(path: str | Path) -> None:
-    """Before a long run: the gradebook's folder exists and takes a file."""
-    folder = Path(path).resolve().parent
-    if not folder.is_dir():
-        raise UserError(f"--out {shown(str(path))}: the folder {shown(str(folder))} does not "
-                        "exist")
-    if not os.access(folder, os.W_OK):
-        raise UserError(f"--out {shown(str(path))}: cannot write in {shown(str(folder))}")
 
 
 def summary(run: ClassRun, jobs: int) -> str:
@@ -260,21 +367,42 @@ def summary(run: ClassRun, jobs: int) -> str:
     if rows:
         slowest = max(rows, key=lambda r: r.seconds)
         lines.append(f"slowest grade: {slowest.seconds:.1f} s ({shown(slowest.student, 40)}); "
-                     f"requests sent: {sum(r.requests for r in rows)}")
-    hits = Counter(code for r in rows for code in dict.fromkeys(r.codes))
-    if hits:
-        example = {}
-        for r in rows:
-            for reason in r.reasons:
-                example.setdefault(reason.split(":", 1)[0], reason.split(":", 1)[1].strip())
-        width = max(len(code) for code in hits)
-        lines += ["", f"{'finding':<{width}}  students  for example"]
-        for code, count in sorted(hits.items(), key=lambda kv: (-kv[1], kv[0])):
-            text = example.get(code, "")
-            text = text if len(text) <= 72 else text[:69] + "..."
-            lines.append(f"{code:<{width}}  {count:>8}  {text}")
+                     f"requests sent: {sum(r.requests for r in rows if r.own_grade)}")
+    lines += _table("finding", rows, lambda r: r.codes, lambda r: r.reasons)
+    lines += _table("warning (a PASS)", rows, lambda r: r.warnings,
+                    lambda r: [n.removeprefix("warning ") for n in r.notes
+                               if n.startswith("warning ")])
+    work = run.plan
+    if work is not None and work.shared:
+        lines += ["", "shared addresses (graded once, the result given to each row):"]
+        for g in work.shared:
+            named = ", ".join(str(run.students[p].line) for p in g.positions)
+            lines.append(f"  {shown(str(g.address.endpoint), 60)}: rows {named}")
+    if work is not None and work.duplicates:
+        lines += ["", "duplicate student ids (each row graded as given):"]
+        for student, where in work.duplicates.items():
+            lines.append(f"  '{shown(student, 40)}': rows {', '.join(map(str, where))}")
     errors = [r for r in rows if r.error]
     if errors:
         lines += ["", f"the grader itself failed on {len(errors)} row(s) (grader-error): "
                   "please report them"]
     return "\n".join(lines)
+
+
+def _table(title: str, rows: list[Row], codes_of, texts_of) -> list[str]:
+    """One line per code: the students that hit it, most common first, and an example."""
+    hits = Counter(code for r in rows for code in dict.fromkeys(codes_of(r)))
+    if not hits:
+        return []
+    example: dict[str, str] = {}
+    for r in rows:
+        for text in texts_of(r):
+            code, _, rest = text.partition(":")
+            example.setdefault(code, rest.strip())
+    width = max(len(title), *(len(code) for code in hits))
+    lines = ["", f"{title:<{width}}  students  for example"]
+    for code, count in sorted(hits.items(), key=lambda kv: (-kv[1], kv[0])):
+        text = example.get(code, "")
+        text = text if len(text) <= 72 else text[:69] + "..."
+        lines.append(f"{code:<{width}}  {count:>8}  {text}")
+    return lines

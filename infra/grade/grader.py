@@ -30,6 +30,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
+from infra.config import APP_PORT
 from infra.grade.address import (
     Address,
     Endpoint,
@@ -48,11 +49,11 @@ from infra.grade.http_probe import (
     ProbeClient,
     ProbeError,
     Stop,
-    resolve,
     tcp_connect,
 )
 from infra.grade.pitfalls import (
     FORM_READER,
+    WARNING_CODES,
     Finding,
     classify_body,
     explain_post_failure,
@@ -70,6 +71,9 @@ DEFAULT_DEADLINE = 30.0  # the whole run; a dead target costs one timeout, not t
 # An answer that may be a TLS server's reaction to plain HTTP: worth one handshake to ask.
 # (A TLS alert or handshake record that comes back is recognized by the probe itself.)
 _MAYBE_TLS = {"reset", "no-response", "cut-off"}
+# What check 2 says when the load balancer got no answer from its targets in time.
+_TARGETS_UNREACHED = {"read-timeout", "slow-response", "http-502", "http-504"}
+_SG_BLOCKS_LB = "instance-sg-blocks-lb"
 STYLE_LABEL = {
     "json": "json={'num': N}",
     "data": "data=json.dumps({'num': N}) (no Content-Type)",
@@ -80,11 +84,12 @@ STYLE_LABEL = {
 class _Grading:
     def __init__(self, address: Address, instances: list[Endpoint], timeout: float,
                  budget: int, rng: random.Random, deadline: float = DEFAULT_DEADLINE,
-                 cancel: threading.Event | None = None, limits: Limits = LIMITS):
+                 cancel: threading.Event | None = None, limits: Limits = LIMITS,
+                 public_only: bool = False):
         self.address = address
         self.instances = instances
         self.deadline = Deadline(deadline)
-        self.client = ProbeClient(timeout, budget, self.deadline, cancel, limits)
+        self.client = ProbeClient(timeout, budget, self.deadline, cancel, limits, public_only)
         self.timeout = timeout
         self.rng = rng
         self.log: list[Exchange] = []
@@ -173,6 +178,38 @@ class _Grading:
             if self.cut_short and self.cut_short not in self.checks[3].reason:
                 self.checks[3].details.append(f"stopped early: {self.cut_short}")
         self.check_instances()
+        self.read_together()
+
+    def read_together(self) -> None:
+        """The six checks read as one diagnosis. A load balancer that gets no answer from its
+        targets (check 2) looks like a hung app on its own; check 6 tells which it is: the
+        instances answering the grader directly means the app runs and is bound to 0.0.0.0,
+        so the path from the load balancer to them is shut (the security groups, FAQ 6)."""
+        lb, direct = self.checks[1], self.checks[5]
+        if lb.status != FAIL or lb.code not in _TARGETS_UNREACHED:
+            return
+        port = self.instances[0].port if self.instances else APP_PORT
+        first = next(e for e in self.log if e.target == "lb" and e.method == "GET"
+                     and (e.error or e.status != 200))
+        seen = f"GET / through the load balancer: {first.detail or first.error}" \
+            if first.error else f"GET / through the load balancer returned {first.status}"
+        if direct.status == PASS:
+            lb.set(FAIL, f"{seen}; yet every instance answers GET / directly on :{port} "
+                   "(check 6): the app runs, and the load balancer cannot reach it. The "
+                   f"instances' security group does not allow TCP {port} from the load "
+                   "balancer's security group (FAQ 6, 'no traffic goes to the EC2 instances')",
+                   f"in the instances' security group, allow TCP {port} from the load "
+                   "balancer's security group (seed step 2), and check that the target group "
+                   f"forwards to port {port}; the app itself is fine", _SG_BLOCKS_LB)
+        elif direct.status == FAIL and direct.code == "instance-timeout":
+            lb.set(FAIL, f"{seen}; and TCP {port} to the instances times out from here too "
+                   "(check 6): their security group lets nobody in on the app's port (FAQ 6)",
+                   f"in the instances' security group, allow TCP {port} from the load "
+                   "balancer's security group (seed step 2); then grade again", _SG_BLOCKS_LB)
+        elif direct.status == SKIP and lb.code == "read-timeout":
+            lb.details.append("give the instances' public IPs (--instances ip1,ip2): if they "
+                              "answer directly, the cause is the security groups (FAQ 6), not "
+                              "the app")
 
     def _why_cut(self, stop: Stop) -> str:
         if isinstance(stop, BudgetExhausted):
@@ -184,16 +221,22 @@ class _Grading:
     def check_connect(self) -> bool:
         check = self.checks[0]
         host, port = self.address.host, self.address.port
-        try:
-            found = resolve(host, port, min(self.timeout, self.deadline.remaining()))
+        try:  # the same lookup every request of this grade uses: one check, no rebinding
+            found = self.client.addresses(self.address.endpoint)
         except ProbeError as exc:
             finding = transport_finding(exc.code, "")
-            fix = ("copy the DNS name from the load balancer's description; a new load "
-                   "balancer's name takes a minute or two to resolve") if exc.code != \
-                "loopback-only" else finding.fix
-            check.set(FAIL, f"{exc.detail}", fix, exc.code)
-            self.skip_lb("the name does not resolve" if exc.code != "loopback-only"
-                         else "not a loopback address")
+            if exc.code in ("dns", "dns-timeout"):
+                check.set(FAIL, exc.detail, "copy the DNS name from the load balancer's "
+                          "description; a new load balancer's name takes a minute or two to "
+                          "resolve", exc.code)
+                self.skip_lb("the name does not resolve")
+            elif exc.code == "not-public":  # refused: no byte was sent to it
+                check.set(FAIL, f"address is not public: {exc.detail}; {finding.reason}",
+                          finding.fix, exc.code)
+                self.skip_lb("the address is not public")
+            else:
+                check.set(FAIL, exc.detail, finding.fix, exc.code)
+                self.skip_lb("not a loopback address")
             return False
         ips = sorted({addr[0] for _, addr in found})
         family, sockaddr = found[0]
@@ -341,11 +384,15 @@ class _Grading:
             if not check.reason:
                 check.set(SKIP, "no GET / returned 200 (check 2)")
             return
+        warnings: dict[str, Finding] = {}
         for e in answered:
             finding = classify_body(e.body, e.content_type, e.body_size if e.truncated else "")
-            if finding:
+            if finding and finding.code in WARNING_CODES:
+                warnings.setdefault(finding.code, finding)
+            elif finding:
                 check.finding(FAIL, finding)
                 return
+        check.warnings = list(warnings.values())
         sample = answered[-1]
         check.set(PASS, f"{len(answered)} bodies like {show_body(sample.body)}, "
                   f"Content-Type {sample.content_type or '(none)'}")
@@ -566,7 +613,7 @@ class _Grading:
             s = explain_status(ex.status)
             return Finding(f"instance-{s.code}", s.reason, s.fix)
         body = classify_body(ex.body, ex.content_type, ex.body_size if ex.truncated else "")
-        if body:
+        if body and body.code not in WARNING_CODES:  # a warning is check 3's, once
             return Finding(f"instance-{body.code}", body.reason, body.fix)
         if self.final_value is not None and ex.value != self.final_value:
             return Finding(
@@ -598,11 +645,13 @@ def _is_private(ip: str) -> bool:
 def grade(address: str | Address, instances: list[str | Endpoint] | None = None, *,
           timeout: float = DEFAULT_TIMEOUT, deadline: float = DEFAULT_DEADLINE,
           max_requests: int = MAX_REQUESTS, rng: random.Random | None = None,
-          cancel: threading.Event | None = None, limits: Limits = LIMITS) -> Report:
+          cancel: threading.Event | None = None, limits: Limits = LIMITS,
+          public_only: bool = False) -> Report:
     """Grade the load balancer at `address` (and each instance, when given) over HTTP.
 
     Ends within `deadline` seconds (plus one `timeout` at most for a name lookup that hangs)
     after at most `max_requests` requests. `cancel`, when set, stops it with Cancelled.
+    `public_only`: an address that is not public (public.py) gets no byte (a class, Gradescope).
     """
     addr = address if isinstance(address, Address) else parse_address(address)
     endpoints: list[Endpoint] = []
@@ -612,7 +661,8 @@ def grade(address: str | Address, instances: list[str | Endpoint] | None = None,
                 endpoints.append(e)
     started = time.monotonic()
     grading = _Grading(addr, endpoints, timeout, max_requests,
-                       rng or random.Random(), deadline, cancel, limits)  # noqa: S311 - test values
+                       rng or random.Random(), deadline, cancel, limits,  # noqa: S311 - test values
+                       public_only)
     grading.run()
     statuses = [e.status for e in grading.log if e.target == "lb" and e.status
                 and e.status != 200 and e.method == "GET"]

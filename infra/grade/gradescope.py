@@ -11,11 +11,9 @@ terms, as soon as the grade is done.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-from infra.errors import UserError
-from infra.grade.display import shown
+from infra.grade.outputs import write_output
 from infra.grade.report import FAIL, PASS, Report
 from infra.grade.scoring import Scheme, number, score, total
 
@@ -31,6 +29,10 @@ def results(report: Report, scheme: Scheme) -> dict:
         if c.status == FAIL and c.fix:
             lines.append(f"fix: {c.fix}")
         lines += [f"- {d}" for d in c.details]
+        for w in c.warnings:
+            cost = scheme.warnings.get(w.code, 0)
+            off = f"-{number(cost)} points" if cost else "no points off"
+            lines.append(f"warning ({w.code}, {off}): {w.reason}; fix: {w.fix}")
         if c.key == "instances" and not report.instances:
             lines.append("not scored: no instance addresses were given")
         tests.append({
@@ -76,13 +78,8 @@ def results_for_error(message: str, scheme: Scheme) -> dict:
     }
 
 
-def write(document: dict, path: str | Path) -> None:
-    """Write atomically (a half-written results.json would be read as a broken grade)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {shown(str(path))}: {exc.strerror}") from None
+def write(document: dict, path: str | Path) -> str | None:
+    """Write it atomically (a half-written results.json would be read as a broken grade), or
+    through a device or FIFO. None, or the line that says where it went instead."""
+    return write_output(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n",
+                        "results.json")

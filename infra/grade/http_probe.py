@@ -37,6 +37,7 @@ from requests.utils import default_user_agent
 from infra.grade.address import Endpoint
 from infra.grade.display import shown
 from infra.grade.pitfalls import lenient_value
+from infra.grade.public import not_public
 
 SERVED_BY = "X-Served-By"
 # Set by the test suite and the local testbed: connect to and look up loopback only.
@@ -138,9 +139,23 @@ def is_loopback_name(host: str) -> bool:
         return False
 
 
-def resolve(host: str, port: int, seconds: float) -> list[tuple]:
+def resolve(host: str, port: int, seconds: float, public_only: bool = False) -> list[tuple]:
     """getaddrinfo(host, port) within `seconds` (it has no timeout of its own): a list of
-    (family, sockaddr), or ProbeError("dns" | "dns-timeout" | "loopback-only")."""
+    (family, sockaddr), or ProbeError("dns" | "dns-timeout" | "loopback-only" | "not-public").
+    With `public_only`, every address must be public (public.py), or none is returned."""
+    if public_only and _is_ip(host) and not_public(host):  # no lookup needed to refuse it
+        raise ProbeError("not-public", f"{host}, {not_public(host)}")
+    found = _lookup(host, port, seconds)
+    if public_only:
+        for _, sockaddr in found:
+            why = not_public(sockaddr[0])
+            if why:
+                named = "" if sockaddr[0] == host else f"{shown(host)} resolves to "
+                raise ProbeError("not-public", f"{named}{sockaddr[0]}, {why}")
+    return found
+
+
+def _lookup(host: str, port: int, seconds: float) -> list[tuple]:
     if loopback_only() and not is_loopback_name(host):
         raise ProbeError("loopback-only", f"{LOOPBACK_ONLY_ENV}=1: only loopback addresses "
                          f"are graded, and {shown(host)} is not one")
@@ -343,15 +358,17 @@ class ProbeClient:
     """Sends requests within the budget, each under its own deadline and the run's."""
 
     def __init__(self, timeout: float, budget: int, deadline: Deadline | None = None,
-                 cancel: threading.Event | None = None, limits: Limits = LIMITS):
+                 cancel: threading.Event | None = None, limits: Limits = LIMITS,
+                 public_only: bool = False):
         self.timeout = timeout
+        self.public_only = public_only
         self.budget = budget
         self.deadline = deadline or Deadline(3600)
         self.cancel = cancel
         self.limits = limits
         self.count = 0
         self._lock = threading.Lock()
-        self._resolved: dict[tuple[str, int], list[tuple]] = {}
+        self._resolved: dict[tuple[str, int], list[tuple] | ProbeError] = {}
         self.user_agent = default_user_agent()
 
     def remaining(self) -> int:
@@ -368,11 +385,22 @@ class ProbeClient:
             self.count += 1
 
     def addresses(self, endpoint: Endpoint) -> list[tuple]:
+        """The endpoint's addresses, looked up (and checked) once per grade: every connection
+        goes to an address that was checked, whatever the name answers later."""
         key = (endpoint.host, endpoint.port)
-        if key not in self._resolved:
+        with self._lock:
+            known = self._resolved.get(key)
+        if known is None:
             seconds = min(self.timeout, max(0.0, self.deadline.remaining()))
-            self._resolved[key] = resolve(endpoint.host, endpoint.port, seconds)
-        return self._resolved[key]
+            try:
+                known = resolve(endpoint.host, endpoint.port, seconds, self.public_only)
+            except ProbeError as exc:
+                known = exc
+            with self._lock:
+                known = self._resolved.setdefault(key, known)
+        if isinstance(known, ProbeError):
+            raise ProbeError(known.code, known.detail)
+        return known
 
     def send(self, method: str, endpoint: Endpoint, target: str, style: str | None = None,
              num: int | None = None) -> Exchange:

@@ -25,6 +25,12 @@ _ANY_INTEGER = re.compile(r"-?[0-9]+")
 _OTHER_DIGITS = re.compile(r"^\s*-?\d+\s*$")  # any script's decimal digits (str pattern)
 
 
+# Findings that do not fail their check: the real grader passes them, so failing them would
+# make students change working code. They are shown as warnings and cost points only when
+# the scoring file gives them some (scoring.py's [warnings]).
+WARNING_CODES = frozenset({"json-content-type"})
+
+
 @dataclass(frozen=True)
 class Finding:
     code: str
@@ -82,10 +88,12 @@ def classify_body(body: str, content_type: str, size: str = "") -> Finding | Non
         if ctype == "application/json" or ctype.endswith("+json"):
             return Finding(
                 "json-content-type",
-                f"body {seen} is bare, but Content-Type is {shown(ctype, 60)}: the seed is plain "
-                "text, and a client that trusts the label parses JSON",
-                "return the number as text, e.g. `return str(seed)` (Flask labels it text/html)"
-                " or with {'Content-Type': 'text/plain'}; not jsonify()",
+                f"body {seen} is the bare number, as graded, but labelled "
+                f"Content-Type {shown(ctype, 60)} (FastAPI's `return seed` does this): a "
+                "grader that compares the text passes it, as the course's does; a client "
+                "that trusts the label reads a JSON number, not the string the seed asks for",
+                "return the number as text: `return str(seed)` (Flask labels it text/html), "
+                "or FastAPI's PlainTextResponse(str(seed))",
             )
         return None
     if not body:
@@ -329,6 +337,13 @@ TRANSPORT_FINDINGS = {
     "dns-timeout": Finding(
         "dns-timeout", "the name lookup did not finish in time",
         "check the DNS name, and your resolver",
+    ),
+    "not-public": Finding(
+        "not-public",
+        "the grader sent nothing to it: a class run and Gradescope grade public addresses "
+        "only, as the autograder reaches the load balancer over the internet",
+        "submit the internet-facing load balancer's DNS name as the console shows it "
+        "(name-123.region.elb.amazonaws.com), not a private, loopback or metadata address",
     ),
     "loopback-only": Finding(
         "loopback-only", "this run grades loopback addresses only",

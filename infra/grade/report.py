@@ -23,6 +23,7 @@ class Check:
     fix: str = ""
     code: str = ""
     details: list[str] = field(default_factory=list)
+    warnings: list[Finding] = field(default_factory=list)  # pitfalls that do not fail it
 
     @property
     def key(self) -> str:
@@ -78,6 +79,8 @@ class Report:
                     "reason": c.reason,
                     "fix": c.fix,
                     "details": list(c.details),
+                    "warnings": [{"code": w.code, "reason": w.reason, "fix": w.fix}
+                                 for w in c.warnings],
                 }
                 for c in self.checks
             ],
@@ -122,6 +125,11 @@ class Report:
             for d in c.details:
                 lines += textwrap.wrap(
                     d, 100, initial_indent=indent + "- ", subsequent_indent=indent + "  "
+                )
+            for w in c.warnings:
+                lines += textwrap.wrap(
+                    f"warning [{w.code}]: {w.reason}; fix: {w.fix}", 100,
+                    initial_indent=indent, subsequent_indent=indent + "  "
                 )
         lines.append("")
         if self.cut_short:

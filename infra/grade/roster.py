@@ -4,7 +4,9 @@ Columns are found by name in the header row, in any case and order: `student` an
 are required, `instances` (comma-separated, inside quotes) is optional, and others are
 ignored. A UTF-8 byte order mark, CRLF line ends, quoted fields and `;` or tab separators
 (spreadsheets in some locales) are all accepted. Nothing in a row is judged here: an empty
-or invalid address is the gradebook's FAIL for that student, never a reason to stop.
+or invalid address is the gradebook's FAIL for that student, never a reason to stop. A cell
+longer than MAX_CELL (a pasted file, a hostile submission) is cut, and the row carries a
+`problem`: a FAIL for that row only, where the csv module would stop the whole file.
 """
 
 from __future__ import annotations
@@ -19,14 +21,16 @@ from infra.grade.display import shown
 
 REQUIRED = ("student", "address")
 OPTIONAL = ("instances",)
+MAX_CELL = 2048  # characters: a DNS name is at most 253, a list of instances a few dozen
 
 
 @dataclass(frozen=True)
 class Student:
-    line: int  # in the file, for messages
+    line: int  # in the file, for messages ("rows 3, 7")
     student: str
     address: str
     instances: str = ""
+    problem: str = ""  # why this row cannot be graded as it stands (a cell too large)
 
 
 def read_roster(path: str | Path) -> list[Student]:
@@ -42,11 +46,15 @@ def read_roster(path: str | Path) -> list[Student]:
     except OSError as exc:
         raise UserError(f"cannot read roster {shown(str(path))}: {exc.strerror}") from None
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text))
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, len(text) + 1))  # cells are judged per row, below
     try:
         rows = [(reader.line_num, row) for row in reader]
     except csv.Error as exc:
         raise UserError(f"roster {shown(str(path))} is not a CSV file the grader can read "
                         f"(line {reader.line_num}: {exc})") from None
+    finally:
+        csv.field_size_limit(limit)
     rows = [(n, row) for n, row in rows if any(cell.strip() for cell in row)]  # blank lines
     if not rows:
         raise UserError(f"roster {shown(str(path))} is empty: it needs a header row with "
@@ -66,7 +74,16 @@ def read_roster(path: str | Path) -> list[Student]:
             i = where.get(name)
             return row[i].strip() if i is not None and i < len(row) else ""
 
-        students.append(Student(number, cell("student"), cell("address"), cell("instances")))
+        values = {name: cell(name) for name in (*REQUIRED, *OPTIONAL)}
+        large = [f"'{name}' has {len(v):,} characters" for name, v in values.items()
+                 if len(v) > MAX_CELL]
+        problem = ""
+        if large:
+            problem = (f"{' and '.join(large)}, more than the {MAX_CELL:,} a cell may have: "
+                       "ask the student for the load balancer's DNS name")
+            values = {name: shown(v, 200) for name, v in values.items()}
+        students.append(Student(number, values["student"], values["address"],
+                                values["instances"], problem))
     return students
 
 

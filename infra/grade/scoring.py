@@ -17,17 +17,24 @@ at the top level or under `points`:
 
 Keys left out keep their default; an unknown key or a negative number is an error (exit 2).
 A check scores its points on PASS, and 0 on FAIL or SKIP.
+
+A warning (a pitfall the real grader passes, pitfalls.WARNING_CODES) costs nothing unless a
+`[warnings]` table gives it points, taken off the check that passed with it:
+
+    [warnings]
+    json-content-type = 5    # the bare number, labelled application/json (check 3)
 """
 
 from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.errors import UserError
 from infra.grade.display import shown
+from infra.grade.pitfalls import WARNING_CODES
 from infra.grade.report import CHECK_KEYS, PASS, Check
 
 DEFAULT_POINTS: dict[str, float] = {
@@ -39,6 +46,7 @@ DEFAULT_POINTS: dict[str, float] = {
 class Scheme:
     points: dict[str, float]
     source: str = "default"
+    warnings: dict[str, float] = field(default_factory=dict)  # code -> points taken off
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,9 @@ def load_scheme(path: str | Path | None) -> Scheme:
     except OSError as exc:
         raise UserError(f"cannot read the scoring file {name}: {exc.strerror}") from None
     data = _parse(raw, path.suffix.lower(), name)
+    warnings = {}
+    if isinstance(data, dict) and "warnings" in data:
+        warnings = _warnings(data.pop("warnings"), name)
     if isinstance(data, dict) and isinstance(data.get("points"), dict):
         data = data["points"]
     if not isinstance(data, dict):
@@ -73,7 +84,22 @@ def load_scheme(path: str | Path | None) -> Scheme:
             raise UserError(f"scoring file {name}: {key} = {shown(repr(value), 30)} is not a "
                             "number of points (0 or more)")
         points[key] = value
-    return Scheme(points, str(path))
+    return Scheme(points, str(path), warnings)
+
+
+def _warnings(table, name: str) -> dict[str, float]:
+    if not isinstance(table, dict):
+        raise UserError(f"scoring file {name}: [warnings] must be a table of points per "
+                        f"warning ({', '.join(sorted(WARNING_CODES))})")
+    unknown = sorted(set(table) - WARNING_CODES)
+    if unknown:
+        raise UserError(f"scoring file {name}: unknown warning(s) {', '.join(map(repr, unknown))}"
+                        f"; the warnings are {', '.join(sorted(WARNING_CODES))}")
+    for key, value in table.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e6:
+            raise UserError(f"scoring file {name}: warning {key} = {shown(repr(value), 30)} is "
+                            "not a number of points (0 or more)")
+    return dict(table)
 
 
 def _parse(raw: bytes, suffix: str, name: str):
@@ -96,7 +122,10 @@ def score(checks: list[Check], scheme: Scheme, instances_given: bool) -> list[Ch
         worth = scheme.points.get(check.key, 0)
         if check.key == "instances" and not instances_given:
             worth = 0
-        out.append(CheckScore(check, worth if check.status == PASS else 0, worth))
+        got = worth if check.status == PASS else 0
+        if got:
+            got = max(0, got - sum(scheme.warnings.get(w.code, 0) for w in check.warnings))
+        out.append(CheckScore(check, got, worth))
     return out
 
 

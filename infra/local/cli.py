@@ -53,6 +53,7 @@ def _testbed(args, mode: str = "up", progress=None) -> Testbed:
         region=args.region,
         progress=progress,
         mode=mode,
+        machines=getattr(args, "machines", False),
     )
 
 
@@ -177,6 +178,14 @@ def cmd_start_instance(args) -> int:
     return 0
 
 
+def cmd_test_boot(args) -> int:
+    from infra.local.machines.testboot import run
+
+    args.machines = True
+
+    return run(lambda progress: _testbed(args, "test", progress))
+
+
 def cmd_test(args) -> int:
     from infra.local.testrun import run
 
@@ -206,6 +215,9 @@ def register(subparsers, common) -> None:
                        help="path to the caddy binary (default: .venv/bin/caddy, then PATH)")
     group.add_argument("--runtime-dir", default=None,
                        help=f"pid files, logs and seed files (default: {RUNTIME_ROOT}/<stack>)")
+    group.add_argument("--machines", action="store_true",
+                       help="boot each instance as a systemd-nspawn machine from its user data "
+                            "(root, Linux; docs/testbed.md) instead of an app process")
     sub = parser.add_subparsers(dest="local_command", required=True, metavar="ACTION")
     for name, func, text in [
         ("up", cmd_up, "start the testbed and leave it running"),
@@ -221,6 +233,11 @@ def register(subparsers, common) -> None:
                              "address, process, health in moto), last_sync")
     status.set_defaults(func=cmd_status)
     _register_faults(sub, options)
+    text = ("make test-boot: the instances as booted machines (cloud-init runs the user data): "
+            "up, grade, failover drill (systemd restarts the app), a closed security group, "
+            "down; skipped where this machine cannot boot machines")
+    p = sub.add_parser("test-boot", parents=[options], help=text, description=text)
+    p.set_defaults(func=cmd_test_boot)
     for name, func, text in [
         ("kill-instance", cmd_kill_instance, "crash one instance's app (SIGKILL)"),
         ("start-instance", cmd_start_instance, "start an instance's app again (same seed file)"),

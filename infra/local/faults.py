@@ -42,12 +42,14 @@ from infra.config import PROJECT, TAG_PROJECT, TAG_STACK, stack_tags
 from infra.errors import UserError
 from infra.local import motoserver, proxy, supervisor
 from infra.local.faultsrun import LANE_PREFIX, FaultsRun, run_root
+from infra.local.machines import bootfault
 from infra.local.processes import PROJECT_ROOT, wait_until
 from infra.state import read_state, write_state
 
 WRONG_HEALTH_CHECK_PATH = "/index.html"  # what a student often types; the app has no such page
 WRONG_TG_PORT = 80  # the console's default target group port
 SLACK = 10.0  # seconds on top of the health check window: a loaded 2-core machine
+BOOT_SECONDS = 60.0  # a machine's boot, on top of that, where a fault boots machines
 
 
 def _quiet(_message: str) -> None:
@@ -203,6 +205,7 @@ class Fault:
     grade: str = "FAIL"  # what the autograder says while it is broken
     seconds: float = 30.0  # its time in `local faults` (measured, loaded 2 cores): for lanes
     why_grade: str = ""
+    booted: bool = False  # needs booted instances (infra/local/machines): a lane of its own
 
 
 def _app_rule(d: Drill) -> dict:
@@ -534,6 +537,12 @@ FAULTS: dict[str, Fault] = {f.name: f for f in [
           "it in place of app-2",
           "INSTANCE_SUBNET_NO_IGW_ROUTE", _launch_private, _remove_private, _private_effect,
           _private_launched, seconds=32),
+    Fault("boot-script-fails",
+          "seed step 3 (install the app's requirements); FAQ 4 (instances OutOfService)",
+          "redeploy both instances with user data whose requirements pin flask==31.3, a "
+          "version that does not exist (booted testbed only)",
+          "BOOT_SCRIPT_FAILED", bootfault.break_boot, bootfault.fix_boot,
+          bootfault.boot_failed, bootfault.boot_broken, seconds=60, booted=True),
 ]}
 
 
@@ -559,10 +568,12 @@ def effect_window(testbed) -> float:
     """How long a fault may take to show: the health check window, a poll, and slack."""
     view = testbed.read_stack()
     hc = view.health
+    # A booted testbed's faults may boot machines first (infra/local/machines).
+    boot = BOOT_SECONDS if getattr(testbed.meta, "backend", "") == "machines" else 0.0
     if hc is None:
-        return 20.0 + SLACK
+        return 20.0 + SLACK + boot
     return hc.interval * max(hc.healthy, hc.unhealthy) + hc.timeout + \
-        supervisor.POLL_SECONDS + SLACK
+        supervisor.POLL_SECONDS + SLACK + boot
 
 
 # --- one fault, end to end -------------------------------------------------------------------
@@ -692,6 +703,7 @@ class LaneSpec:
     caddy: str | None = None
     endpoint: str | None = None  # the moto server the lanes share
     state_dir: str | None = None
+    machines: bool = False  # the lane's instances are booted machines
 
 
 def run_lane(spec: LaneSpec, say: Callable[[str], None]) -> tuple[float, list[Row]]:
@@ -703,8 +715,8 @@ def run_lane(spec: LaneSpec, say: Callable[[str], None]) -> tuple[float, list[Ro
     bed = Testbed(spec.stack, lb_port=spec.lb_port or free_port(), runtime_dir=spec.runtime_dir,
                   first_address=spec.first_address, caddy=spec.caddy, region=spec.region,
                   progress=_quiet, mode="test", app_env={"APP_WORKERS": "1"},
-                  endpoint=spec.endpoint, **({"state_dir": spec.state_dir}
-                                             if spec.state_dir else {}))
+                  endpoint=spec.endpoint, machines=spec.machines,
+                  **({"state_dir": spec.state_dir} if spec.state_dir else {}))
     rows: list[Row] = []
     started = time.monotonic()
     try:
@@ -757,6 +769,14 @@ def run_all(names: list[str], *, stack: str, lanes_wanted: int, lb_port: int | N
 
     rng = random.Random()  # noqa: S311 - a loopback address, not a secret
     base = first_address or f"127.{rng.randint(100, 250)}.{rng.randint(1, 250)}.11"
+    booted = [n for n in names if FAULTS[n].booted]
+    if booted:
+        from infra.local.machines.backend import why_not
+
+        why = why_not()
+        if why:
+            say(f"{', '.join(booted)}: skipped: {why}")
+            names = [n for n in names if n not in booted]
     run = FaultsRun(root or run_root(stack), stack, stop_hint)
     with run.owned(say) as processes:
         say("control plane: one moto server for every lane")
@@ -791,8 +811,11 @@ def _warm(endpoint: str, region: str) -> None:
 
 def _run_lanes(names, stack, lanes_wanted, lb_port, base, region, caddy, endpoint,
                run: FaultsRun, state_dir, say) -> tuple[list[Row], dict]:
-    plan = lanes(names, lanes_wanted)
+    booted = [n for n in names if FAULTS[n].booted]  # a lane of booted machines of their own
+    plan = lanes([n for n in names if n not in booted], lanes_wanted) + \
+        ([booted] if booted else [])
     specs = [LaneSpec(stack=f"{stack}-f{i + 1}", faults=lane,
+                      machines=any(FAULTS[n].booted for n in lane),
                       lb_port=lb_port + i if lb_port else None,
                       first_address=_address_plus(base, 8 * i), region=region, caddy=caddy,
                       endpoint=endpoint,

@@ -91,7 +91,9 @@ class Lifecycle:
             if net.instances.get(iid, {}).get("State", {}).get("Name") != "running":
                 continue
             meta = self.testbed.meta
-            address = next_address(list(meta.instances.values()))
+            # a booted machine's address comes with its boot (infra/local/machines)
+            address = "" if meta.backend == "machines" else \
+                next_address(list(meta.instances.values()))
             problem = boot.boot_problem(self.testbed.clients().ec2, net.instances[iid])
             meta.instances[iid] = address
             if problem:

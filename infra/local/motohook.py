@@ -19,6 +19,13 @@ supervisor writes from its own health checks, which follow the target group's se
 
 States, reasons and their meaning: botocore's elbv2 service model, shape TargetHealth.
 
+A second override gives `GetConsoleOutput` the instance's real console when it is a booted
+machine (infra/local/machines): the file `machines/<instance id>/console.log` beside the
+table, its last 64 KB, base64-encoded as EC2 returns it (botocore's ec2 model,
+GetConsoleOutputResult.Output), with the time it was last written. An instance with no
+console there (an app process, or a machine not booted yet) answers with no Output, as EC2
+does before an instance has posted any; moto's fixed sample console is never returned.
+
 It reaches into moto's internals (`FakeTargetGroup.health_for`, `FakeHealthStatus`, the
 backend's listeners), so it is pinned to the moto version in requirements.lock:
 `check_internals()` fails loudly at start-up when they moved, and
@@ -27,16 +34,21 @@ tests/local/test_motohook.py runs the same check and the hook itself in `make te
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import glob
 import inspect
 import json
 import os
+import re
 import sys
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 TABLE_ENV = "SEEDLB_TARGET_HEALTH"  # the table's path, given to the moto process
+CONSOLE_LIMIT = 64 * 1024  # EC2 keeps the most recent 64 KB of an instance's console
+_INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,17}$")
 PINNED_MOTO = "5.2.5"  # the version whose internals this module was written against
 
 REGISTRATION = ("initial", "Elb.RegistrationInProgress", "Target registration is in progress")
@@ -137,6 +149,15 @@ def check_internals() -> None:
         source = inspect.getsource(cls) if cls is not None else ""
         problems += [f"moto.elbv2.models.{cls_name} has no {needle!r}"
                      for needle in wanted if needle not in source]
+    from moto.ec2.responses import general
+
+    if not hasattr(general, "General") or not hasattr(general.General, "get_console_output"):
+        problems.append("moto.ec2.responses.general.General.get_console_output is gone")
+    else:
+        source = inspect.getsource(general.General.get_console_output)
+        problems += [f"General.get_console_output has no {needle!r}" for needle in (
+            'self._get_param("InstanceId")', "self.ec2_backend.get_instance", "ActionResult")
+            if needle not in source]
     if problems:
         raise MotoInternalsMoved(
             "infra/local/motohook.py cannot give moto real target health: "
@@ -205,10 +226,61 @@ def install(table_path: str | None = None) -> None:
     models.FakeTargetGroup.health_for = health_for
 
 
+# --- the console ------------------------------------------------------------------------------
+def console_file(table_path: str | None, instance_id: str) -> Path | None:
+    """A booted machine's console beside the table (or beside any table of a glob)."""
+    if not table_path or not _INSTANCE_ID.match(instance_id or ""):
+        return None  # the id comes from a request: never a path of its own
+    pattern = os.path.join(os.path.dirname(table_path), "machines", instance_id, "console.log")
+    found = glob.glob(pattern) if glob.has_magic(pattern) else [pattern]
+    existing = [Path(p) for p in found if os.path.isfile(p)]
+    return max(existing, key=lambda p: p.stat().st_mtime) if existing else None
+
+
+def console_answer(path: Path | None, instance_id: str) -> dict:
+    """GetConsoleOutput's result for a machine's console file (no Output when there is none)."""
+    result: dict = {"InstanceId": instance_id}
+    if path is None:
+        result["Timestamp"] = datetime.now(UTC)
+        return result
+    with open(path, "rb") as console:
+        size = console.seek(0, os.SEEK_END)
+        console.seek(max(0, size - CONSOLE_LIMIT))
+        data = console.read()
+    result["Timestamp"] = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    if data:
+        result["Output"] = base64.b64encode(data).decode("ascii")
+    return result
+
+
+def install_console(table_path: str | None = None) -> None:
+    """Override GetConsoleOutput in this process (moto's server process)."""
+    from moto.core.responses import ActionResult
+    from moto.ec2.responses import general
+
+    if getattr(general.General.get_console_output, "_seedlb_hook", False):
+        return
+    path = table_path if table_path is not None else os.environ.get(TABLE_ENV)
+
+    def get_console_output(self):
+        instance_id = self._get_param("InstanceId")
+        instance = self.ec2_backend.get_instance(instance_id)  # InvalidInstanceID.NotFound
+        answer = console_answer(console_file(path, instance.id), instance.id)
+        if "Output" in answer:
+            from moto.ec2.utils import Base64EncodedString
+
+            answer["Output"] = Base64EncodedString(answer["Output"])
+        return ActionResult(answer)
+
+    get_console_output._seedlb_hook = True  # type: ignore[attr-defined]
+    general.General.get_console_output = get_console_output
+
+
 def main(argv: list[str] | None = None) -> None:
     """`python -m infra.local.motohook -H HOST -p PORT`: moto's server, with the hook."""
     try:
         install()
+        install_console()
     except MotoInternalsMoved as exc:
         print(exc, file=sys.stderr, flush=True)
         sys.exit(3)

@@ -80,6 +80,7 @@ def build_config(
     fail_open: bool = False,
     response: dict | None = None,
     hold_timeout: str | None = None,
+    dial_timeout: str | None = None,
 ) -> dict:
     """Caddy's JSON config: one server on the listener's local port, round robin over the
     registered targets, active health checks as the target group defines them.
@@ -91,6 +92,8 @@ def build_config(
       fixed response or a redirect, `{"abort": True}` to close the connection unanswered;
     - `hold_timeout`: some upstream is a hold sink (a security group drops its packets):
       give up on it after this long with a 504, as an ALB gives up connecting after 10 s.
+    - `dial_timeout`: how long to wait for a target's TCP handshake (booted instances,
+      whose security groups drop SYNs in their own kernel).
     """
     runtime_dir = Path(runtime_dir).resolve()
     if response is not None:
@@ -123,6 +126,8 @@ def build_config(
             handler["health_checks"] = {"active": active}
         if hold_timeout:
             handler["transport"] = {"protocol": "http", "response_header_timeout": hold_timeout}
+        if dial_timeout:
+            handler.setdefault("transport", {"protocol": "http"})["dial_timeout"] = dial_timeout
     else:
         # An ALB with no registered targets answers 503; Caddy needs at least one upstream.
         handler = {

@@ -30,6 +30,7 @@ from pathlib import Path
 from infra.aws.emulator import emulator_environment
 from infra.local import health, motohook, motoserver, netrules, proxy
 from infra.local.lifecycle import Lifecycle
+from infra.local.machines import backend as machines
 from infra.local.mirror import StackView, read_all
 from infra.local.processes import free_port
 from infra.local.sinks import Sinks
@@ -63,6 +64,8 @@ class Supervisor:
         self.synced_once = False
         self.last: tuple | None = None  # (view, plan, meta) of the last sync
         self._table_lock = threading.Lock()
+        self.booted = False  # instances are machines (infra/local/machines)
+        self.rules_applied: dict = {}  # their nftables, as last applied
 
     # --- target health -> moto ---------------------------------------------------------
     def _health_changed(self) -> None:
@@ -120,6 +123,8 @@ class Supervisor:
     def _dial(self, kind: str, target_id: str, port: int, app_address: str) -> str:
         """The local address that stands for `target_id`'s AWS port `port`."""
         key = motohook.target_key(target_id, port)
+        if self.booted:  # the machine's own kernel drops or refuses: no stand-in
+            return machines.dial(app_address, port)
         if kind == netrules.HOLD:
             return self.sinks.hold(key)
         if kind == netrules.REFUSE:
@@ -151,6 +156,8 @@ class Supervisor:
             "response": response,
             "hold_timeout": HOLD_TIMEOUT if any(self.sinks.is_hold(u) for u in upstreams)
             else None,
+            # A machine's dropped SYNs: an ALB gives up connecting after 10 s too.
+            "dial_timeout": HOLD_TIMEOUT if self.booted else None,
         }
 
     def _apply(self, caddy: proxy.Caddy, desired: dict, front: netrules.Front, lb: str) -> None:
@@ -179,6 +186,11 @@ class Supervisor:
             view, net = read_all(self.testbed.clients(), self.testbed.stack, self.memo)
         app_port = self.testbed.settings().app_port
         plan = netrules.plan(view, net, app_port)
+        self.booted = getattr(meta, "backend", "") == machines.MACHINES
+        if self.booted:  # the security groups as nftables in each machine
+            for iid in machines.apply_security_groups(self.testbed.runtime_dir, net,
+                                                      self.rules_applied):
+                _log(f"instance {iid}: security groups applied as nftables rules")
         self.lifecycle.sync(view, net, adopt=self.synced_once and bool(meta.admin))
         meta = self.testbed.meta or meta  # the lifecycle may have added an instance
         group = view.target_group_arn

@@ -63,6 +63,7 @@ META_FILE = "testbed.json"
 APP_READY_TIMEOUT = 20.0
 SUPERVISOR = "supervisor"
 SUPERVISOR_TIMEOUT = 15.0
+PROCESSES, MACHINES = "processes", "machines"  # what an instance is (infra/local/machines)
 
 
 def app_process_name(instance_id: str) -> str:
@@ -88,6 +89,7 @@ class Meta:
     app_ready_seconds: float = 0.0  # how long the apps took to answer at start-up
     # instance id -> why its app was never started (its first boot could not install it)
     not_started: dict[str, str] = field(default_factory=dict)
+    backend: str = PROCESSES  # instances as app processes, or booted machines
 
     def owner_running(self) -> bool:
         """The command that started this testbed is still running (not this process)."""
@@ -144,6 +146,7 @@ class Testbed:
         mode: str = "up",
         app_env: dict[str, str] | None = None,
         endpoint: str | None = None,
+        machines: bool = False,
     ):
         _check_loopback(first_address, "--first-address")
         for port, what in ((lb_port, "--lb-port"), (instance_port, "the instance port")):
@@ -163,6 +166,7 @@ class Testbed:
         # A moto server started by someone else (`local faults` shares one among its
         # testbeds): used, never started nor stopped here.
         self.shared_endpoint = endpoint
+        self.backend = MACHINES if machines else PROCESSES
         self.processes = ProcessGroup(self.runtime_dir)
         self.meta_path = self.runtime_dir / META_FILE
         self._clients: Clients | None = None
@@ -230,7 +234,7 @@ class Testbed:
                 self._reset_runtime_dir()
                 meta = Meta(stack=self.stack, mode=self.mode, owner_pid=os.getpid(),
                             owner_started=start_token(os.getpid()), region=self.region,
-                            app_env=self.app_env)
+                            app_env=self.app_env, backend=self.backend)
                 meta.save(self.meta_path)
         except StartRefused:
             raise
@@ -288,6 +292,29 @@ class Testbed:
 
         view = self.read_stack()
         self._check_view(view)
+        if meta.backend == MACHINES:  # booted instances: infra/local/machines
+            from infra.local.machines import backend as machines
+
+            prepared = machines.prepare(self.progress)
+            machines.boot_stack(self, meta, view, prepared, self.progress)
+        else:
+            self._start_apps(meta, view)
+
+        meta.admin = f"127.0.0.1:{free_port()}"
+        meta.lb = f"127.0.0.1:{self.lb_port}"
+        meta.save(self.meta_path)
+        config = self.proxy_config(view, meta)
+        self.progress(
+            f"load balancer: Caddy on {meta.lb} (listener port {view.listener_port}), "
+            f"{len(proxy.upstreams_of(config))} targets, health check {view.health.path} "
+            f"every {view.health.interval}s"
+        )
+        proxy.Caddy(meta.admin, self.runtime_dir).start(self.processes, caddy_binary, config)
+        self._wait_supervisor(supervisor)
+        self._write_grade_endpoints(meta)
+
+    def _start_apps(self, meta: Meta, view: StackView) -> None:
+        """One app process per instance, each on its own loopback address."""
         meta.instances = self._assign_addresses(view)
         # An instance without a route to the internet could not install the app at boot.
         meta.not_started = boot.boot_problems(self.clients().ec2, list(meta.instances))
@@ -316,19 +343,6 @@ class Testbed:
         for instance_id, proc in procs.items():  # they start together; wait for each
             self._wait_app_ready(instance_id, booting[instance_id], proc)
         meta.app_ready_seconds = round(time.monotonic() - spawned, 2)
-
-        meta.admin = f"127.0.0.1:{free_port()}"
-        meta.lb = f"127.0.0.1:{self.lb_port}"
-        meta.save(self.meta_path)
-        config = self.proxy_config(view, meta)
-        self.progress(
-            f"load balancer: Caddy on {meta.lb} (listener port {view.listener_port}), "
-            f"{len(proxy.upstreams_of(config))} targets, health check {view.health.path} "
-            f"every {view.health.interval}s"
-        )
-        proxy.Caddy(meta.admin, self.runtime_dir).start(self.processes, caddy_binary, config)
-        self._wait_supervisor(supervisor)
-        self._write_grade_endpoints(meta)
 
     def _sub_progress(self, message: str) -> None:
         self.progress(f"  {message}")
@@ -551,6 +565,12 @@ class Testbed:
             finally:
                 report["stopped"] += self.processes.wait_stopped(signalled)
             report["stopped"] += self.processes.stop_all()
+            if (self.runtime_dir / "machines").is_dir():  # what a killed machine left
+                from infra.local.machines import backend as machines
+
+                machines.sweep(self.runtime_dir)
+                if meta is not None and meta.backend == MACHINES:
+                    meta.instances = {}  # gone with their namespaces: never probe them
             left = [r for r in self.processes.records() if is_ours(r)]
             report["left"] = [r.describe() for r in left]
             report["left_pids"] = [r.pid for r in left]
@@ -589,6 +609,10 @@ class Testbed:
     def kill_instance(self, instance_id: str) -> None:
         """SIGKILL the instance's app (its whole process group): a crash, not a shutdown."""
         self._instance_address(instance_id)
+        if self._require_meta().backend == MACHINES:  # `systemctl kill -s KILL` inside
+            from infra.local.machines import backend as machines
+
+            return machines.kill_instance(self, instance_id)
         record = self.processes.record(app_process_name(instance_id))
         if record is None or not is_ours(record):
             raise UserError(f"instance {instance_id}'s app is not running")
@@ -599,6 +623,10 @@ class Testbed:
     def start_instance(self, instance_id: str) -> None:
         """Start the instance's app again, with the same SEED_FILE and address."""
         address = self._instance_address(instance_id)
+        if self._require_meta().backend == MACHINES:  # systemd restarts it, or a new boot
+            from infra.local.machines import backend as machines
+
+            return machines.start_instance(self, instance_id)
         record = self.processes.record(app_process_name(instance_id))
         if record is not None and is_ours(record):
             raise UserError(f"instance {instance_id}'s app is already running (pid {record.pid})")

@@ -13,7 +13,8 @@ from pathlib import Path
 from botocore.awsrequest import AWSResponse
 
 from infra.aws.clients import Clients
-from infra.config import PROJECT, TAG_PROJECT, TAG_STACK, stack_filters
+from infra.aws.stack import Stack
+from infra.config import PROJECT, TAG_PROJECT, TAG_STACK, Settings, stack_filters
 
 REGION = "us-east-1"
 STACK = "t-prov"
@@ -191,6 +192,69 @@ def count(found: dict[str, list[str]]) -> dict[str, int]:
     return {kind: len(ids) for kind, ids in found.items()}
 
 
+# anything_billable_or_not() of an account where nothing was made.
+NOTHING = {"vpc": 0, "subnet": 0, "igw": 0, "security_group": 0, "instance": 0,
+           "load_balancer": 0, "target_group": 0}
+
+
+def moto_view(endpoint: str, region: str = REGION) -> Clients:
+    """Clients straight to a moto server, past any proxy in front of it: what really exists."""
+    from infra.aws.clients import Target
+
+    return Clients(Target(region, endpoint))
+
+
 FULL_STACK = {"vpc": 1, "subnet": 2, "igw": 1, "route_table": 1, "security_group": 2,
               "instance": 2, "load_balancer": 1, "target_group": 1}
 EMPTY = dict.fromkeys(FULL_STACK, 0)
+
+
+# --- a stack changed behind deploy's back ------------------------------------------------
+
+
+def drift_everything_deploy_repairs(clients: Clients, stack: str):
+    """Change the stack behind deploy's back, in each way deploy converges it back. Returns
+    a function that removes what the drift added (it is not the stack's)."""
+    ec2, elbv2, s = clients.ec2, clients.elbv2, quiet_stack(clients, fast_settings(stack)).network
+    found = s.find()
+    table = found.route_table
+    other_igw = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+    ec2.attach_internet_gateway(InternetGatewayId=other_igw, VpcId=found.vpc["VpcId"])
+    ec2.replace_route(RouteTableId=table["RouteTableId"], DestinationCidrBlock="0.0.0.0/0",
+                      GatewayId=other_igw)
+    lb = elbv2.describe_load_balancers(Names=[f"{stack}-alb"])["LoadBalancers"][0]
+    app_sg = found.security_groups[f"{stack}-app-sg"]["GroupId"]
+    elbv2.set_security_groups(LoadBalancerArn=lb["LoadBalancerArn"], SecurityGroups=[app_sg])
+    spare = ec2.create_subnet(VpcId=found.vpc["VpcId"], CidrBlock="10.42.9.0/24",
+                              AvailabilityZone="us-east-1c")["Subnet"]["SubnetId"]
+    zones = [z["SubnetId"] for z in lb["AvailabilityZones"]]
+    elbv2.set_subnets(LoadBalancerArn=lb["LoadBalancerArn"], Subnets=[zones[0], spare])
+    listener = elbv2.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"][0]
+    elbv2.modify_listener(ListenerArn=listener["ListenerArn"], DefaultActions=[{
+        "Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "404"}}])
+    tg = elbv2.describe_target_groups(Names=[f"{stack}-tg"])["TargetGroups"][0]
+    elbv2.modify_target_group(TargetGroupArn=tg["TargetGroupArn"], HealthCheckPath="/x")
+    elbv2.modify_target_group_attributes(TargetGroupArn=tg["TargetGroupArn"], Attributes=[
+        {"Key": "deregistration_delay.timeout_seconds", "Value": "300"}])
+    stranger = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1,
+                                 SubnetId=zones[0])["Instances"][0]["InstanceId"]
+    elbv2.register_targets(TargetGroupArn=tg["TargetGroupArn"], Targets=[{"Id": stranger}])
+    mine = quiet_stack(clients, fast_settings(stack)).instances.find()
+    ec2.stop_instances(InstanceIds=[mine[0]["InstanceId"]])
+
+    def undo() -> None:
+        ec2.terminate_instances(InstanceIds=[stranger])
+        ec2.delete_subnet(SubnetId=spare)
+        ec2.detach_internet_gateway(InternetGatewayId=other_igw, VpcId=found.vpc["VpcId"])
+        ec2.delete_internet_gateway(InternetGatewayId=other_igw)
+
+    return undo
+
+
+def fast_settings(stack: str, **changes):
+    return Settings.fast(**{"stack": stack, "public_access": "203.0.113.7/32",
+                            "state_dir": os.devnull, **changes})
+
+
+def quiet_stack(clients: Clients, settings) -> Stack:
+    return Stack(clients, settings, progress=lambda _message: None)

@@ -19,7 +19,18 @@ parses and its retry mode retries like AWS's own:
 - denied actions: AccessDeniedException (SSM, JSON), UnauthorizedOperation (EC2, 403, also
   for a dry run), AccessDenied (ELBv2), each with AWS's "is not authorized to perform" text;
 - an account whose only free-tier-eligible types are the ones given;
-- a load balancer that ends `failed`, with a reason.
+- a load balancer that ends `failed`, with a reason;
+- the accounts students have: an AWS Academy Learner Lab (STS names its voclabs role; other
+  regions than us-east-1 and us-west-2 are denied; once the lab session has ended, every call
+  but STS meets the explicit deny `voc-cancel-cred`), and the 2025 free plan (RunInstances,
+  dry run included, refuses a type that is not free-tier eligible with
+  InvalidParameterCombination), with the texts AWS answers (infra/aws/failures.py cites them);
+- RunInstances refusing an AMI of another architecture than the instance type's, as EC2 does
+  (InvalidParameterValue, also for a dry run: skypilot-org/skypilot#6315,
+  hashicorp/packer-plugin-amazon#649);
+- an emulator slow to answer while it loads a service (moto and LocalStack load a service's
+  code on first use: seconds on a busy machine): every call of that service until it has
+  loaded waits for it.
 
 Eventual consistency is injected on EC2 calls only: ELBv2 names the same ids, but its
 answers to an unknown id are its own (ValidationError) and no AWS page documents them.
@@ -33,6 +44,7 @@ import http.client
 import json
 import re
 import threading
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -41,6 +53,13 @@ from urllib.parse import parse_qsl, urlencode, urlparse
 
 ACCOUNT = "123456789012"
 USER_ARN = f"arn:aws:iam::{ACCOUNT}:user/student"
+# AWS Academy Learner Lab: the role its credentials act as, and the regions it allows.
+LAB_ARN = f"arn:aws:sts::{ACCOUNT}:assumed-role/voclabs/user2345678=student@example.edu"
+LAB_REGIONS = ("us-east-1", "us-west-2")
+LAB_ENDED_POLICY = f"arn:aws:iam::{ACCOUNT}:policy/voc-cancel-cred"
+FREE_PLAN_REFUSAL = ("The specified instance type is not eligible for Free Tier. For a list of "
+                     "Free Tier instance types, run 'describe-instance-types' with the filter "
+                     "'free-tier-eligible=true'.")
 
 # What each EC2 create returns as the new id, and how EC2 says it does not know that id yet.
 CREATED_ID = {
@@ -82,6 +101,11 @@ class Strictness:
     deny: frozenset[str] = frozenset()  # IAM actions answered "not authorized"
     free_tier_only: tuple[str, ...] | None = None  # the account's only free-tier types
     load_balancer_fails: bool = False  # DescribeLoadBalancers shows it `failed`
+    service_load_time: float = 0.0  # seconds each service takes to load, from its first call
+    learner_lab: bool = False  # the credentials are a Learner Lab's: two regions only
+    lab_session_ended: bool = False  # ... and its session has ended (voc-cancel-cred)
+    free_plan: bool = False  # RunInstances refuses types outside free_tier_only
+    architectures_must_match: bool = False  # RunInstances refuses an AMI of another arch
     # Any other AWS answer: IAM action -> (HTTP status, code, message), for non-dry-run calls.
     answers: dict[str, tuple[int, str, str]] = field(default_factory=dict)
 
@@ -98,6 +122,7 @@ class Request:
     action: str
     params: list[tuple[str, str]]
     dry_run: bool = False
+    region: str = ""
 
     @property
     def iam_action(self) -> str:
@@ -133,6 +158,7 @@ class StrictAWS:
         self._pending: Counter = Counter()  # instance id -> describes left showing pending
         self._in_use: Counter = Counter()  # resource -> in-use answers given
         self._count = 0
+        self._loaded_at: dict[str, float] = {}  # service -> when it has loaded
         handler = type("Handler", (_Handler,), {"proxy": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
@@ -173,6 +199,12 @@ class StrictAWS:
             fault = self._before(request)
         if fault:
             return fault
+        if self.strictness.architectures_must_match and request.action == "RunInstances":
+            mismatch = self._architecture_mismatch(request)
+            if mismatch:
+                with self._lock:
+                    self.injected.faults["architecture"] += 1
+                return _error(request, 400, "InvalidParameterValue", mismatch)
         if request.action == "DescribeInstanceTypes" and self.strictness.free_tier_only \
                 is not None and any(v == "free-tier-eligible" for _, v in request.params):
             if not self.strictness.free_tier_only:  # EC2's answer when nothing matches
@@ -186,6 +218,11 @@ class StrictAWS:
         status, reply_headers, reply = self._forward(method, path, headers, body)
         with self._lock:
             reply = self._after(request, status, reply)
+            loaded_at = self._loaded_at.setdefault(
+                request.service, time.monotonic() + self.strictness.service_load_time)
+        if time.monotonic() < loaded_at:
+            self.injected.faults["loading"] += 1
+            time.sleep(loaded_at - time.monotonic())  # the answer waits for the service
         return status, reply_headers, reply
 
     def _before(self, request: Request):
@@ -200,6 +237,20 @@ class StrictAWS:
         if request.iam_action in s.deny:
             self.injected.faults["denied"] += 1
             return _denied(request)
+        if (s.learner_lab or s.lab_session_ended) and request.service != "sts":
+            if s.lab_session_ended:
+                self.injected.faults["lab_session_ended"] += 1
+                return _denied(request, LAB_ARN,
+                               f"with an explicit deny in an identity-based policy: "
+                               f"{LAB_ENDED_POLICY}")
+            if request.region not in LAB_REGIONS:
+                self.injected.faults["lab_region"] += 1
+                return _denied(request, LAB_ARN, "with an explicit deny in a service control "
+                               "policy")
+        if s.free_plan and request.action == "RunInstances" and \
+                request.first("InstanceType") not in (s.free_tier_only or ()):
+            self.injected.faults["free_plan"] += 1
+            return _error(request, 400, "InvalidParameterCombination", FREE_PLAN_REFUSAL)
         if request.iam_action in s.answers and not request.dry_run:
             self.injected.faults["answered"] += 1
             return _error(request, *s.answers[request.iam_action])
@@ -226,6 +277,9 @@ class StrictAWS:
 
     def _after(self, request: Request, status: int, reply: bytes) -> bytes:
         s = self.strictness
+        if request.action == "GetCallerIdentity" and status < 300 and \
+                (s.learner_lab or s.lab_session_ended):
+            return re.sub(rb"<Arn>[^<]*</Arn>", f"<Arn>{LAB_ARN}</Arn>".encode(), reply)
         if status >= 300 or request.service not in ("ec2", "elasticloadbalancing"):
             return reply
         text = reply.decode()
@@ -264,6 +318,26 @@ class StrictAWS:
         params += [(f"InstanceType.{i + 1}", t)
                    for i, t in enumerate(self.strictness.free_tier_only or ())]
         return urlencode(params).encode()
+
+    def _architecture_mismatch(self, request: Request) -> str | None:
+        """EC2's refusal of an AMI whose architecture is not the instance type's, in its
+        words; None when they match. moto (behind the proxy) says what each one is."""
+        import boto3
+
+        moto = {"region_name": request.region or "us-east-1", "aws_access_key_id": "testing",
+                "aws_secret_access_key": "testing",
+                "endpoint_url": f"http://{self.upstream.hostname}:{self.upstream.port}"}
+        ec2 = boto3.client("ec2", **moto)
+        image = ec2.describe_images(ImageIds=[request.first("ImageId")])["Images"][0]
+        kind = ec2.describe_instance_types(InstanceTypes=[request.first("InstanceType")])
+        supported = kind["InstanceTypes"][0]["ProcessorInfo"]["SupportedArchitectures"]
+        if image["Architecture"] in supported:
+            return None
+        return (f"The architecture '{supported[0]}' of the specified instance type does not "
+                f"match the architecture '{image['Architecture']}' of the specified AMI. "
+                "Specify an instance type and an AMI that have matching architectures, and "
+                "try again. You can use 'describe-instance-types' or 'describe-images' to "
+                "discover the architecture of the instance type or AMI.")
 
     def _forward(self, method: str, path: str, headers: dict[str, str], body: bytes):
         connection = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port,
@@ -306,8 +380,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _parse(headers: dict[str, str], body: bytes) -> Request:
     lower = {k.lower(): v for k, v in headers.items()}
-    scope = re.search(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/", lower.get("authorization", ""))
-    service = scope.group(1) if scope else "?"
+    scope = re.search(r"Credential=[^/]+/[^/]+/([^/]+)/([^/]+)/", lower.get("authorization", ""))
+    region, service = scope.groups() if scope else ("", "?")
     target = lower.get("x-amz-target")
     if target:  # JSON protocol (SSM): the action is in the header, the params in JSON
         action = target.rsplit(".", 1)[-1]
@@ -317,7 +391,7 @@ def _parse(headers: dict[str, str], body: bytes) -> Request:
         params = parse_qsl(body.decode(), keep_blank_values=True)
         action = dict(params).get("Action", "?")
     dry_run = any(k == "DryRun" and v.lower() == "true" for k, v in params)
-    return Request(service, action, params, dry_run)
+    return Request(service, action, params, dry_run, region)
 
 
 def _error(request: Request, status: int, code: str, message: str):
@@ -345,10 +419,11 @@ def _throttled(request: Request):
     return _error(request, 400, "Throttling", "Rate exceeded")
 
 
-def _denied(request: Request):
+def _denied(request: Request, who: str = USER_ARN, because: str | None = None):
     action = request.iam_action
-    why = (f"User: {USER_ARN} is not authorized to perform: {action} on resource: * because "
-           f"no identity-based policy allows the {action} action")
+    because = because or (f"on resource: * because no identity-based policy allows the "
+                           f"{action} action")
+    why = f"User: {who} is not authorized to perform: {action} {because}"
     if request.service == "ec2":
         return _error(request, 403, "UnauthorizedOperation",
                       f"You are not authorized to perform this operation. {why}. Encoded "

@@ -22,12 +22,20 @@ import pytest
 import requests
 from botocore import xform_name
 from moto import mock_aws
-from provision_helpers import EMPTY, ROOT, count, run_cli, tagged_resources
+from provision_helpers import (
+    EMPTY,
+    ROOT,
+    count,
+    drift_everything_deploy_repairs,
+    fast_settings,
+    quiet_stack,
+    run_cli,
+    tagged_resources,
+)
 
 from infra.aws import policy
 from infra.aws.clients import Clients, Target
 from infra.aws.failures import iam_action_of
-from infra.aws.stack import Stack
 from infra.aws.waits import STRICTER_WAITERS
 from infra.doctor.diagnosis import diagnose
 
@@ -150,56 +158,6 @@ class Recorder:
             self.actions.add(iam_action_of(model))
 
 
-def _drift_everything_deploy_repairs(clients: Clients, stack: str):
-    """Change the stack behind deploy's back, in each way deploy converges it back. Returns
-    a function that removes what the drift added (it is not the stack's)."""
-    ec2, elbv2, s = clients.ec2, clients.elbv2, _stack(clients, _settings(stack)).network
-    found = s.find()
-    table = found.route_table
-    other_igw = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
-    ec2.attach_internet_gateway(InternetGatewayId=other_igw, VpcId=found.vpc["VpcId"])
-    ec2.replace_route(RouteTableId=table["RouteTableId"], DestinationCidrBlock="0.0.0.0/0",
-                      GatewayId=other_igw)
-    lb = elbv2.describe_load_balancers(Names=[f"{stack}-alb"])["LoadBalancers"][0]
-    app_sg = found.security_groups[f"{stack}-app-sg"]["GroupId"]
-    elbv2.set_security_groups(LoadBalancerArn=lb["LoadBalancerArn"], SecurityGroups=[app_sg])
-    spare = ec2.create_subnet(VpcId=found.vpc["VpcId"], CidrBlock="10.42.9.0/24",
-                              AvailabilityZone="us-east-1c")["Subnet"]["SubnetId"]
-    zones = [z["SubnetId"] for z in lb["AvailabilityZones"]]
-    elbv2.set_subnets(LoadBalancerArn=lb["LoadBalancerArn"], Subnets=[zones[0], spare])
-    listener = elbv2.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"][0]
-    elbv2.modify_listener(ListenerArn=listener["ListenerArn"], DefaultActions=[{
-        "Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "404"}}])
-    tg = elbv2.describe_target_groups(Names=[f"{stack}-tg"])["TargetGroups"][0]
-    elbv2.modify_target_group(TargetGroupArn=tg["TargetGroupArn"], HealthCheckPath="/x")
-    elbv2.modify_target_group_attributes(TargetGroupArn=tg["TargetGroupArn"], Attributes=[
-        {"Key": "deregistration_delay.timeout_seconds", "Value": "300"}])
-    stranger = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1,
-                                 SubnetId=zones[0])["Instances"][0]["InstanceId"]
-    elbv2.register_targets(TargetGroupArn=tg["TargetGroupArn"], Targets=[{"Id": stranger}])
-    mine = _stack(clients, _settings(stack)).instances.find()
-    ec2.stop_instances(InstanceIds=[mine[0]["InstanceId"]])
-
-    def undo() -> None:
-        ec2.terminate_instances(InstanceIds=[stranger])
-        ec2.delete_subnet(SubnetId=spare)
-        ec2.detach_internet_gateway(InternetGatewayId=other_igw, VpcId=found.vpc["VpcId"])
-        ec2.delete_internet_gateway(InternetGatewayId=other_igw)
-
-    return undo
-
-
-def _settings(stack: str, **changes):
-    from infra.config import Settings
-
-    return Settings.fast(**{"stack": stack, "public_access": "203.0.113.7/32",
-                            "state_dir": os.devnull, **changes})
-
-
-def _stack(clients: Clients, settings) -> Stack:
-    return Stack(clients, settings, progress=lambda _message: None)
-
-
 def test_every_call_of_every_command_is_in_the_policy(tmp_path):
     """Deploy, drift in every way deploy repairs, converge, plan, status, doctor (by tags,
     by DNS name, and by a name that does not exist), destroy: each call is allowed."""
@@ -209,17 +167,17 @@ def test_every_call_of_every_command_is_in_the_policy(tmp_path):
         recorder.on = False
         clients.ec2.create_key_pair(KeyName="k")
         recorder.on = True
-        settings = _settings("rec", state_dir=str(tmp_path))
-        state = _stack(clients, settings).deploy()
+        settings = fast_settings("rec", state_dir=str(tmp_path))
+        state = quiet_stack(clients, settings).deploy()
         recorder.on = False
-        undo_drift = _drift_everything_deploy_repairs(clients, "rec")
+        undo_drift = drift_everything_deploy_repairs(clients, "rec")
         recorder.on = True
-        more = _settings("rec", state_dir=str(tmp_path), instance_count=3, key_name="k",
+        more = fast_settings("rec", state_dir=str(tmp_path), instance_count=3, key_name="k",
                          public_access="198.51.100.0/24")
-        _stack(clients, more).deploy()
-        _stack(clients, settings).deploy()  # back to two: one surplus instance terminated
-        _stack(clients, settings).plan()
-        _stack(clients, settings).status()
+        quiet_stack(clients, more).deploy()
+        quiet_stack(clients, settings).deploy()  # back to two: one surplus instance terminated
+        quiet_stack(clients, settings).plan()
+        quiet_stack(clients, settings).status()
         diagnose(clients, stack="rec")
         diagnose(clients, lb=state["lb_dns"])
         with pytest.raises(Exception, match="no Application Load Balancer named"):
@@ -227,7 +185,7 @@ def test_every_call_of_every_command_is_in_the_policy(tmp_path):
         recorder.on = False
         undo_drift()
         recorder.on = True
-        _stack(clients, settings).destroy()
+        quiet_stack(clients, settings).destroy()
         assert count(tagged_resources(clients, "rec")) == EMPTY
     not_allowed = sorted(recorder.actions - policy.actions())
     assert not_allowed == [], not_allowed

@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 from botocore.awsrequest import AWSResponse
+from moto import mock_aws
 from provision_helpers import EMPTY, Faults, count, error_result, tagged_resources, writes
 
 from infra.aws import preflight
@@ -137,12 +138,15 @@ def _offerings_answer(offered: dict[str, list[str]]):
     return rule
 
 
-def _free_tier_answer(*types: str, arch: str = "x86_64"):
+def _free_tier_answer(*types: str):
     """A before-call answer for DescribeInstanceTypes with the free-tier-eligible filter:
-    the account's eligible types, shaped as EC2 describes them."""
+    the account's eligible types, in the order given, shaped as EC2 describes them (t4g: arm64,
+    the others x86_64)."""
     body = {"InstanceTypes": [
-        {"InstanceType": t, "FreeTierEligible": True, "BurstablePerformanceSupported":
-         t.startswith("t"), "ProcessorInfo": {"SupportedArchitectures": [arch]},
+        {"InstanceType": t, "FreeTierEligible": True,
+         "BurstablePerformanceSupported": t.startswith("t"),
+         "ProcessorInfo": {"SupportedArchitectures":
+                           ["arm64"] if t.startswith("t4g.") else ["x86_64"]},
          "MemoryInfo": {"SizeInMiB": 1024}} for t in types]}
 
     def rule(model, params, **kwargs):
@@ -178,9 +182,30 @@ def test_placement_without_any_free_type_says_it_bills(aws, settings):
     assert "no free-tier-eligible" in placement.why and "$0.0104/h" in placement.why
 
 
-def test_an_arm_only_free_tier_answer_is_not_used_for_the_x86_ami(aws, settings):
-    aws.session.events.register("before-call", _free_tier_answer("t4g.micro", arch="arm64"))
-    assert preflight.choose_placement(aws, settings).instance_type == "t3.micro"
+def test_an_arm_only_free_tier_answer_boots_the_arm64_ami(aws, settings):
+    """An arm64 type never gets the x86_64 AMI: it gets Amazon Linux 2023's arm64 one (the
+    app's compiled wheels exist for cp311 aarch64, hash-pinned in requirements.lock)."""
+    aws.session.events.register("before-call", _free_tier_answer("t4g.micro"))
+    placement = preflight.choose_placement(aws, settings)
+    assert (placement.instance_type, placement.architecture) == ("t4g.micro", "arm64")
+    arm64 = preflight.resolve_image(aws, placement.architecture)
+    image = aws.ec2.describe_images(ImageIds=[arm64])["Images"][0]
+    assert image["Architecture"] == "arm64" and arm64 != preflight.resolve_image(aws)
+
+
+def test_the_free_tier_answer_in_any_order_gives_the_same_choice(aws, settings):
+    """AWS lists the eligible types in no fixed order (t4g.small first, in a public answer:
+    RhinoSecurityLabs/cloudgoat#375)."""
+    answer = ["t4g.small", "c7i-flex.large", "t4g.micro", "t3.micro", "t3.small",
+              "m7i-flex.large"]
+    chosen = set()
+    for order in (answer, answer[::-1], sorted(answer)):
+        with mock_aws():
+            clients = Clients(Target("us-east-1", None))
+            clients.session.events.register("before-call", _free_tier_answer(*order))
+            placement = preflight.choose_placement(clients, settings)
+            chosen.add((placement.instance_type, placement.architecture))
+    assert chosen == {("t3.micro", "x86_64")}
 
 
 def test_explicit_instance_type_wins_and_says_when_it_bills(aws, settings):
@@ -190,9 +215,25 @@ def test_explicit_instance_type_wins_and_says_when_it_bills(aws, settings):
     assert "--instance-type" in chosen.why and "NOT free-tier eligible" in chosen.why
 
 
-def test_explicit_arm_type_is_refused_for_the_x86_ami(aws, settings):
-    with pytest.raises(UserError, match="t4g.micro runs arm64"):
-        preflight.choose_placement(aws, dataclasses.replace(settings, instance_type="t4g.micro"))
+def test_an_explicit_arm_type_boots_the_arm64_ami(aws, settings):
+    placement = preflight.choose_placement(
+        aws, dataclasses.replace(settings, instance_type="t4g.micro"))
+    assert (placement.instance_type, placement.architecture) == ("t4g.micro", "arm64")
+
+
+def test_a_type_no_amazon_linux_ami_runs_is_refused(aws, settings):
+    with pytest.raises(UserError, match="mac1.metal runs x86_64_mac"):
+        preflight.choose_placement(aws, dataclasses.replace(settings,
+                                                            instance_type="mac1.metal"))
+
+
+def test_a_learner_lab_chooses_and_accepts_only_nano_to_large(aws, settings):
+    aws.session.events.register("before-call", _free_tier_answer("m7i-flex.xlarge", "t3.micro"))
+    placement = preflight.choose_placement(aws, settings, learner_lab=True)
+    assert placement.instance_type == "t3.micro"
+    with pytest.raises(UserError, match="at most 9 instances, of sizes nano to large"):
+        preflight.choose_placement(aws, dataclasses.replace(settings, instance_type="t3.xlarge"),
+                                   learner_lab=True)
 
 
 def test_placement_avoids_an_az_without_the_type(aws, settings):

@@ -13,7 +13,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,10 +29,12 @@ BODIES = {
     "bytes-literal": (lambda seed: str(json.dumps(str(seed)).encode() + b"\n"), "text/html"),
     "json-quoted": (lambda seed: json.dumps(str(seed)) + "\n", "application/json"),
     "whitespace": (lambda seed: f"{seed}\n", "text/html"),
+    "json-number": (lambda seed: str(seed), "application/json"),  # FastAPI's `return seed`
 }
 # the finding code each kind must produce, by check number
 EXPECTED = {
     "correct": {},
+    "json-number": {},  # a PASS, with a warning
     "bytes-literal": {3: "bytes-literal"},
     "json-quoted": {3: "json-quoted"},
     "whitespace": {3: "whitespace"},
@@ -53,11 +58,23 @@ class _Quiet(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tally = threading.Lock()
+        self.connections = 0  # accepted, whatever came after
+        self.requests = 0  # answered
+        self.posted: list[int] = []  # the numbers POSTed, in the order they came
+
+    def process_request(self, request, client_address):
+        with self.tally:
+            self.connections += 1
+        super().process_request(request, client_address)
+
     def handle_error(self, request, client_address):
         pass  # a grader that hangs up early is not news
 
 
-def _handler(kind: str, pick):
+def _handler(kind: str, pick, delay: float = 0.0):
     body_of, ctype = BODIES.get(kind, BODIES["correct"])
 
     class Handler(BaseHTTPRequestHandler):
@@ -65,6 +82,18 @@ def _handler(kind: str, pick):
 
         def log_message(self, *args):
             pass
+
+        def _counted(self, answer) -> None:
+            time.sleep(delay)
+            answer()
+            with self.server.tally:
+                self.server.requests += 1
+
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self._counted(self._get)
+
+        def do_POST(self):  # noqa: N802
+            self._counted(self._post)
 
         def _send(self, status: int, body: str, instance: Instance, content_type=ctype):
             data = body.encode()
@@ -75,13 +104,13 @@ def _handler(kind: str, pick):
             self.end_headers()
             self.wfile.write(data)
 
-        def do_GET(self):  # noqa: N802 - http.server's name
+        def _get(self):
             instance = pick()
             with instance.lock:
                 seed = instance.seed
             self._send(200, body_of(seed), instance)
 
-        def do_POST(self):  # noqa: N802
+        def _post(self):
             instance = pick()
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(min(length, 65536))
@@ -90,6 +119,8 @@ def _handler(kind: str, pick):
             except (ValueError, KeyError, TypeError):
                 self._send(400, '{"error": "send {\\"num\\": N}"}', instance, "application/json")
                 return
+            with self.server.tally:
+                self.server.posted.append(num)
             if kind != "ignores-post":
                 with instance.lock:
                     instance.seed = num
@@ -110,6 +141,16 @@ class Setup:
     servers: list = field(default_factory=list)
     sockets: list = field(default_factory=list)
 
+    @property
+    def connections(self) -> int:
+        """TCP connections accepted by this setup's servers (load balancer and instances)."""
+        return sum(server.connections for server in self.servers)
+
+    @property
+    def requests(self) -> int:
+        """HTTP requests answered by this setup's load balancer."""
+        return self.servers[0].requests if self.servers else 0
+
     def close(self) -> None:
         for server in self.servers:
             server.shutdown()
@@ -118,8 +159,8 @@ class Setup:
             sock.close()
 
 
-def start_setup(kind: str, n: int, host: str = "127.0.0.1", with_instances: bool = False
-                ) -> Setup:
+def start_setup(kind: str, n: int, host: str = "127.0.0.1", with_instances: bool = False,
+                delay: float = 0.0) -> Setup:
     """One student's setup of `kind` (see EXPECTED), named after `n`."""
     if kind == "blackhole":
         return _blackhole(host)
@@ -138,7 +179,7 @@ def start_setup(kind: str, n: int, host: str = "127.0.0.1", with_instances: bool
         with lock:
             return instances[next(turn) % len(instances)]
 
-    lb = _Quiet((host, 0), _handler(kind, round_robin))
+    lb = _Quiet((host, 0), _handler(kind, round_robin, delay))
     _serve(lb)
     setup = Setup(kind, f"{host}:{lb.server_address[1]}", servers=[lb])
     if with_instances:
@@ -198,6 +239,30 @@ def write_roster(setups: list[Setup], path: Path, *, bom: bool = False,
         for i, setup in enumerate(setups):
             writer.writerow([f"student-{i:02d} ({setup.kind})", setup.address,
                              ",".join(setup.instances)])
+
+
+# -- the real CLI, as an instructor runs it ----------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def grade_cli(*args, timeout=120, allow_private=True, env=None, cwd=ROOT):
+    """`python -m infra grade ARGS` in a subprocess: (CompletedProcess, seconds). These setups
+    are on loopback, which a class run and Gradescope refuse (students' addresses must be
+    public): unless told otherwise, the tests allow it, as the docs say to."""
+    if allow_private and {"--roster", "--gradescope", "--submission"} & set(args):
+        args = (*args, "--allow-private")
+    env = dict(os.environ if env is None else env, PYTHONPATH=str(ROOT))
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "infra", "grade", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    return proc, time.monotonic() - started
+
+
+def read_gradebook(path: Path) -> tuple[list[str], list[dict]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames), list(reader)
 
 
 def main() -> None:

@@ -5,7 +5,6 @@ results.json and run_autograder; Ctrl-C mid-run."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -19,6 +18,7 @@ from pathlib import Path
 import classroom
 import grade_servers as apps
 import pytest
+from classroom import grade_cli, read_gradebook
 
 from infra.grade.gradebook import COLUMNS, grade_class
 from infra.grade.roster import Student
@@ -43,20 +43,6 @@ def school():
     yield start
     for setup in made:
         setup.close()
-
-
-def grade_cli(*args, timeout=120):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "infra", "grade", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    return proc, time.monotonic() - started
-
-
-def read_gradebook(path: Path) -> tuple[list[str], list[dict]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        return list(reader.fieldnames), list(reader)
 
 
 def assert_row_matches_its_setup(row: dict, setup) -> None:
@@ -212,9 +198,14 @@ def test_ctrl_c_writes_what_was_graded_and_says_so(school, tmp_path):
     roster, out = tmp_path / "roster.csv", tmp_path / "grades.csv"
     classroom.write_roster(setups, roster)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # A job started in the background (`make test &` from a script) ignores SIGINT, and a
+    # child inherits that: Python then installs no KeyboardInterrupt handler. Ctrl-C's
+    # default is put back in the child, as a terminal's would be.
     proc = subprocess.Popen([sys.executable, "-m", "infra", "grade", "--roster", str(roster),
-                             "--out", str(out), "--jobs", "2", "--timeout", "2"], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--out", str(out), "--jobs", "2", "--timeout", "2",
+                             "--allow-private"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # Start-up (imports) can take seconds on a loaded machine: wait for the run's first line,
     # then for the 3 correct ones (ms); the black holes after them take 2 s each, 2 at once.
     first = proc.stderr.readline()
@@ -286,7 +277,8 @@ def test_run_autograder_grades_the_submitted_name(school, tmp_path):
     (root / "submission" / "my_lb.TXT").write_bytes(
         b"\xef\xbb\xbf  http://" + setup.address.encode() + b"/  \r\n\r\n"
         + ",".join(setup.instances).encode() + b"\r\n")
-    env = dict(os.environ, AUTOGRADER_ROOT=str(root), PYTHONPATH=str(ROOT))
+    env = dict(os.environ, AUTOGRADER_ROOT=str(root), PYTHONPATH=str(ROOT),
+               SEEDLB_ALLOW_PRIVATE="1")
     proc = subprocess.run(["bash", str(AUTOGRADER / "run_autograder")], env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
