@@ -36,7 +36,8 @@ def is_command(text: str) -> bool:
     if text.startswith("make "):
         word = text.split()[1]
         return word in make_targets() or "-" in word
-    return text.startswith(COMMAND_WORDS)
+    # a shell variable set for the lines after it: BUILD=$(mktemp -d)
+    return text.startswith(COMMAND_WORDS) or bool(re.match(r"^[A-Z_][A-Z0-9_]*=\S", text))
 
 
 # --- the CLI's strings ------------------------------------------------------------------------

@@ -31,6 +31,9 @@ ALLOWED: list[tuple[str, str]] = [
     (r"docker compose|localstack|LOCALSTACK", "LocalStack's image (Docker Hub is not "
      "reachable here; tests/aws/test_localstack_compose.py checks the compose file)"),
     (r"^make test$", "the suite itself: this test runs inside it"),
+    (r"^make test-boot$|--machines", "booted machines: root, systemd-nspawn and minutes; "
+     "`make test-boot` runs them (CI too)"),
+    (r"^make lock\b", "re-pins from PyPI and rewrites requirements.lock"),
     (r"^make bench$|bench --duration 5 --no-docs", "every bench step: minutes, and it "
      "rewrites docs/benchmarks.*; one step runs (tests/test_hints_long.py)"),
     (r"^cp points\.toml", "the instructor's own points.toml (optional)"),
@@ -44,9 +47,6 @@ ALLOWED: list[tuple[str, str]] = [
     (r"^kill -9 \{", "printed with the pids that survived `local down`; only kill -9 itself"),
 ]
 
-GRADER_PATH = "infra/grade/"
-
-
 def allowed(command: Command) -> str:
     if any("AWS_ENDPOINT_URL=http://127.0.0.1" in e for e in command.exports):
         return ""  # its block aimed the shell at a moto server: it runs there
@@ -56,7 +56,8 @@ def allowed(command: Command) -> str:
     return ""
 
 
-SEQUENCE_LINE = re.compile(r"&$|^export |^kill %|^mkdir ")
+# A line that later lines depend on: a background job, an export, a variable, a directory.
+SEQUENCE_LINE = re.compile(r"&$|^export |^kill %|^mkdir |^[A-Z_][A-Z0-9_]*=(\S*|\$\(.*\))$")
 
 
 def sequence_blocks() -> dict[str, list[Command]]:
@@ -74,7 +75,7 @@ PRINTED = re.compile(r"\{(self\.|action|meta\.|port\}|deployed\.)|^AWS_ENDPOINT_
 LONG = re.compile(r"^make (local-up|local-down|test-local|test-faults|clean)\b"
                   r"|-m infra bench --only")
 SERVER = re.compile(r"^make run$|^\.venv/bin/flask ")
-TESTBED = re.compile(r"^make (local-status|grade|doctor|status|local-break|local-fix)\b"
+TESTBED = re.compile(r"^make (local-status|grade|doctor|status|logs|local-break|local-fix)\b"
                      r"|^\.venv/bin/python -m infra local (kill-instance|start-instance|status)"
                      r"|^\.venv/bin/python -m infra grade 127\.0\.0\.1:8080")
 PLAIN = re.compile(r"^make( (help|iam-policy|setup\S*|lint)\b.*)?$|^make local-break FAULT=--list$"
@@ -85,8 +86,6 @@ def classify(command: Command) -> str:
     """allowed, sequence, printed, long, server, synopsis, testbed, plain (or unknown)."""
     if allowed(command):
         return "allowed"
-    if command.where.startswith(GRADER_PATH) and command.text.startswith("python "):
-        return "grader's"  # a bare python in infra/grade: fixed there, then run as below
     if command.block in _SEQUENCES:
         return "sequence"
     if command.kind == "synopsis":

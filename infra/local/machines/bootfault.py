@@ -47,8 +47,8 @@ def broken_user_data(settings) -> str:
 def _require_booted(d) -> None:
     meta = d.bed.meta
     if meta is None or meta.backend != "machines":
-        raise UserError("boot-script-fails needs a booted testbed: `python -m infra local up "
-                        "--machines` (root, Linux; docs/testbed.md)")
+        raise UserError("boot-script-fails needs a booted testbed: `make local-up "
+                        "ARGS=--machines` (root, Linux; docs/testbed.md)")
 
 
 def _replace(d, user_data: str) -> None:
