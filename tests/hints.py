@@ -72,7 +72,7 @@ def _text(node: ast.AST) -> tuple[str, tuple[str, ...]] | None:
 # ({state['lb_dns']}) or a <placeholder with spaces>.
 MAKE_IN_PROSE = re.compile(
     r"(?<![\w`/-])make ([a-z][a-z0-9-]*)"
-    r"(?: +[A-Z][A-Z_]*=(?:\{[^{}]*\}|<[^<>]*>|[^\s`'\",;){<])+)*")
+    r"(?: +[A-Z][A-Z_]*=(?:'[^'\n]*'|\{[^{}]*\}|<[^<>]*>|[^\s`'\",;){<])+)*")
 
 
 def make_targets() -> set[str]:

@@ -23,7 +23,7 @@ ALLOWED: list[tuple[str, str]] = [
     (r"elb\.amazonaws\.com|LB=<|LB=my-lb|--lb my-alb|\{state\['lb_dns'\]\}",
      "a load balancer in a real AWS account"),
     (r"^make (plan|deploy-aws|destroy-aws)$|^make deploy-aws STACK=\{stack\}$"
-     r"|^\.venv/bin/python -m infra (deploy|destroy) --stack demo",
+     r"|^\.venv/bin/python -m infra (deploy|destroy) --stack demo|STACK=demo\b",
      "plans, builds or deletes a stack in the shell's AWS account (README's moto block and "
      "the AWS_ENDPOINT_URL example run the same targets against moto)"),
     (r"^make grade-class |--roster class\.csv|--gradescope results\.json",
@@ -172,7 +172,7 @@ class Bed:
         text = command.text
         for old, new in (("127.0.0.1:8080", self.lb), ("i-0123...", first_id),
                          ("127.0.0.11:5000,127.0.0.12:5000", ",".join(self.instances.values())),
-                         ("FAULT=NAME", f"FAULT={FAULT}")):
+                         ("FAULT=NAME", f"FAULT={FAULT}"), ("LB=ADDRESS", f"LB={self.lb}")):
             text = text.replace(old, new)
         fields = {"lb": self.lb, "local_lb": self.lb, "n": self.stack, "stack": self.stack,
                   "local.stack": self.stack, "status['stack']": self.stack}

@@ -113,12 +113,14 @@ def test_a_synopsis_names_options_its_help_lists(bed, command):
 @pytest.mark.parametrize("command", TESTBED, ids=_ids(TESTBED))
 def test_runs_against_the_running_testbed(bed, command):
     steps = bed.steps(command)  # a break is undone by its fix at once, a kill by a start
-    for step in steps:
-        done = bed.shell.run(step)
-        assert ran_ok(command, done), bed.report(command, done, step)
+    try:
+        for step in steps:
+            done = bed.shell.run(step)
+            assert ran_ok(command, done), bed.report(command, done, step)
+    finally:
+        if len(steps) > 1:  # whatever happened, the next command meets a healthy testbed
+            assert bed.healthy(), "the testbed did not recover for the next command"
     assert bed.shell.off_machine() == ""
-    if len(steps) > 1:
-        assert bed.healthy(), "the testbed did not recover for the next command"
 
 
 def test_every_command_is_run_or_allowed_with_a_reason():
