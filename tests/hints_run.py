@@ -153,6 +153,9 @@ class Bed:
                           .read_text())
         self.lb, self.endpoint = meta["lb"], meta["endpoint"]
         self.instances: dict[str, str] = meta["instances"]
+        if not self.healthy():  # the commands meet the testbed as a user would, settled
+            self.__exit__()
+            raise AssertionError("the testbed's targets did not turn healthy")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -160,10 +163,22 @@ class Bed:
         self.shell.run(f"make local-down{stack}")
         assert wait_until(lambda: not listening("127.0.0.1", self.port), 10)
 
-    def healthy(self, timeout: float = 40.0) -> bool:
-        """The grader passes again (after a fault's fix: the health checks' window)."""
-        return wait_until(lambda: self.shell.run(f"make -s grade LB={self.lb}").returncode == 0,
-                          timeout, 1.0)
+    def healthy(self, timeout: float = 60.0) -> bool:
+        """Every target healthy in the control plane again, and the grader passes (after a
+        fault's fix: the health checks' window). The grade alone is not enough: an ALB
+        that fails open serves while its targets are still unhealthy."""
+        def targets_healthy() -> bool:
+            done = self.shell.run(f".venv/bin/python -m infra local status --json "
+                                  f"--stack {self.stack}")
+            try:
+                instances = json.loads(done.stdout)["instances"]
+            except (ValueError, KeyError):
+                return False
+            return bool(instances) and all((i.get("health") or {}).get("state") == "healthy"
+                                           for i in instances)
+
+        return wait_until(targets_healthy, timeout, 1.0) and wait_until(
+            lambda: self.shell.run(f"make -s grade LB={self.lb}").returncode == 0, 10, 1.0)
 
     def substitute(self, command: Command) -> str:
         """The command with this testbed in place of the documented defaults and of the
