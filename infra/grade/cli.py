@@ -26,6 +26,7 @@ from infra.grade.gradebook import (
 )
 from infra.grade.grader import DEFAULT_DEADLINE, DEFAULT_TIMEOUT, MAX_REQUESTS, grade
 from infra.grade.outputs import check_output, is_stdout, write_output
+from infra.grade.report import GET_200
 from infra.grade.roster import read_roster
 from infra.grade.scoring import load_scheme
 from infra.grade.submission import read_submission
@@ -183,7 +184,7 @@ def run_command(args) -> int:
                    public_only=public_only)
     report.instances_source = source
     if args.aws and any(s in (502, 503, 504) for s in report.lb_statuses):
-        report.check(2).details += target_health(args, address, match.state if match else {})
+        report.check(GET_200).details += target_health(args, address, match.state if match else {})
     lost = None
     if args.gradescope:
         lost = gradescope.write(gradescope.results(report, scheme), args.gradescope)
