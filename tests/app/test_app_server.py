@@ -182,9 +182,11 @@ def test_413_keeps_the_connection_usable(server):
             assert session.get(server.url + "/").status_code == 200
 
 
-def test_workers_and_threads_from_environment(start_server, free_port):
+def test_workers_from_environment_and_threads_noted_as_ignored(start_server, free_port):
     server = start_server(free_port, env={"APP_WORKERS": "3", "APP_THREADS": "2"})
     server.wait_workers(3)
+    # a worker serves from one event loop: APP_THREADS changes nothing, and says so
+    assert "note: --threads and APP_THREADS are ignored now" in server.stderr
 
 
 def test_help_explains_options_and_environment():
