@@ -1,5 +1,7 @@
 """One request's record (`Exchange`), and how an HTTP/1.1 answer is read into it, bounded.
 
+h11 parses the answer (status line, headers, Content-Length and chunked framing): it is
+sans-I/O, so the socket, every read and every deadline stay with the caller (transport.py).
 The status line and each header line, the number and total size of the headers, the number
 of interim (1xx) answers and the body (on the wire and after gzip/deflate) each have a
 limit (`Limits`). A limit that is hit, or an answer that is not HTTP, is a ProbeError with
@@ -12,14 +14,16 @@ import re
 import zlib
 from dataclasses import dataclass
 
+import h11
+
 from infra.grade.display import shown
 from infra.grade.transport import ProbeError, TransportError, Wire
 
 SERVED_BY = "X-Served-By"
-_STATUS_LINE = re.compile(rb"HTTP/(\d)\.(\d) ([0-9]{3})(?:[ \t]([^\r\n]*))?\r?\n")
-_HEADER_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# What a status line looks like, to name an answer h11 refuses (it says why in words only).
+_STATUS_LINE = re.compile(rb"HTTP/\d\.\d ([0-9]{3})(?:[ \t][^\r\n]*)?\r?\n")
 _TLS_RECORD = (b"\x15\x03", b"\x16\x03")  # an alert or a handshake: TLS answered
-_READ = 65536  # bytes asked of the socket at once
+_SHOWN = 200  # bytes of the answer's start kept to show what came
 
 
 @dataclass(frozen=True)
@@ -63,133 +67,40 @@ class Exchange:
         self.error, self.detail = error, detail
 
 
-class _TooLong(Exception):
-    pass
-
-
-class _CutOff(Exception):
-    pass
-
-
-def _line(wire: Wire, limit: int) -> bytes | None:
-    """One line with its newline; None at a clean end of stream before any byte."""
-    start = 0
-    while True:
-        i = wire.buf.find(b"\n", start)
-        if 0 <= i < limit:
-            out = bytes(wire.buf[: i + 1])
-            del wire.buf[: i + 1]
-            return out
-        if len(wire.buf) >= limit:
-            raise _TooLong
-        start = len(wire.buf)
-        if not wire.fill():
-            if wire.buf:
-                raise _CutOff
-            return None
-
-
-def _take(wire: Wire, n: int) -> bytes:
-    """Up to n bytes: what is buffered, else one recv's worth; b"" at end of stream."""
-    if not wire.buf and not wire.fill():
-        return b""
-    out = bytes(wire.buf[:n])
-    del wire.buf[:n]
-    return out
-
-
 class AnswerReader:
     """Reads one answer from `wire` into an Exchange, within `limits`."""
 
     def __init__(self, wire: Wire, limits: Limits = LIMITS):
         self.wire, self.limits = wire, limits
+        self.start = b""  # the answer's first bytes, to show what came
+        # h11 is told of the request only to know its method (a HEAD's answer has no body).
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=limits.header_bytes)
 
     def read(self, ex: Exchange) -> None:
-        status, headers = self._final_head(ex)
-        ex.status = status
+        self.h11.send(h11.Request(method=ex.method, target="/", headers=[("Host", "grader")]))
+        self.h11.send(h11.EndOfMessage())
+        ex.phase = "status line"
+        while isinstance(event := self._next(ex), h11.InformationalResponse):
+            self._check_head(event)
+            ex.interim += 1
+            if ex.interim > self.limits.interim:
+                raise ProbeError(TransportError.TOO_MANY_INTERIM, f"more than "
+                                 f"{self.limits.interim} interim answers "
+                                 f"({event.status_code} ...) and no final one")
+            ex.phase = "status line"
+        if isinstance(event, _Switching):
+            ex.status = 101  # not an answer the grader wants: its status says so
+            return
+        self._check_head(event)
         fields: dict[str, list[str]] = {}
-        for name, value in headers:
-            fields.setdefault(name.lower(), []).append(value)
+        for name, value in event.headers:
+            fields.setdefault(name.decode("ascii"), []).append(value.decode("latin-1"))
+        ex.status = event.status_code
         ex.content_type = shown(fields.get("content-type", [""])[-1], 120)
         served = fields.get(SERVED_BY.lower())
         ex.served_by = shown(served[-1], 60) if served else None
         ex.phase = "body"
-        if status not in (204, 304) and ex.method != "HEAD":
-            self._body(ex, fields)
-
-    def _final_head(self, ex: Exchange) -> tuple[int, list[tuple[str, str]]]:
-        """The status and headers of the final answer, after at most `interim` 1xx ones."""
-        while True:
-            ex.phase = "status line"
-            line = self._status_line()
-            status = int(_STATUS_LINE.fullmatch(line).group(3))
-            ex.phase = "headers"
-            headers = self._headers(len(line))
-            if not (100 <= status < 200 and status != 101):
-                return status, headers
-            ex.interim += 1
-            if ex.interim > self.limits.interim:
-                raise ProbeError(TransportError.TOO_MANY_INTERIM, f"more than "
-                                 f"{self.limits.interim} interim answers ({status} ...) and "
-                                 "no final one")
-
-    def _status_line(self) -> bytes:
-        wire, limit = self.wire, self.limits.line
-        try:
-            line = _line(wire, limit)
-        except (_TooLong, _CutOff):  # judged by what came: TLS, or not HTTP at all
-            line = bytes(wire.buf[:limit])
-            if line.startswith(b"HTTP/") and wire.eof:
-                raise ProbeError(TransportError.CUT_OFF, "the connection closed in the middle "
-                                 f"of the status line: {show_bytes(line)}") from None
-        if line is None:
-            raise ProbeError(TransportError.NO_RESPONSE, "the server closed the connection "
-                             "without an HTTP answer" if wire.received == 0 else
-                             "the connection closed before a status line")
-        if line.startswith(_TLS_RECORD):
-            raise ProbeError(TransportError.TLS_PORT, "the answer is a TLS record, not HTTP")
-        if _STATUS_LINE.fullmatch(line) is None:
-            raise ProbeError(TransportError.BAD_STATUS_LINE, "the first line is not an HTTP "
-                             f"status line: {show_bytes(line)}")
-        return line
-
-    def _bounded_line(self, limit: int, what: str) -> bytes | None:
-        try:
-            return _line(self.wire, limit)
-        except _TooLong:
-            raise ProbeError(TransportError.HEADERS_TOO_LARGE, f"a {what} longer than "
-                             f"{limit:,} bytes: {show_bytes(bytes(self.wire.buf[:60]))}") from None
-        except _CutOff:
-            raise ProbeError(TransportError.CUT_OFF, f"the connection closed in the middle of "
-                             f"the {what}: {show_bytes(bytes(self.wire.buf[:60]))}") from None
-
-    def _headers(self, used: int) -> list[tuple[str, str]]:
-        limits = self.limits
-        headers: list[tuple[str, str]] = []
-        while True:
-            line = self._bounded_line(limits.line, "header line")
-            if line is None:
-                raise ProbeError(TransportError.CUT_OFF,
-                                 "the connection closed in the middle of the headers")
-            used += len(line)
-            if used > limits.header_bytes:
-                raise ProbeError(TransportError.HEADERS_TOO_LARGE, f"the headers are larger "
-                                 f"than {limits.header_bytes:,} bytes")
-            text = line.rstrip(b"\r\n")
-            if not text:
-                return headers
-            if text[:1] in (b" ", b"\t") and headers:  # obsolete line folding
-                name, value = headers[-1]
-                headers[-1] = (name, value + " " + text.strip().decode("latin-1"))
-                continue
-            name, sep, value = text.partition(b":")
-            if not sep or not _HEADER_NAME.fullmatch(name):
-                raise ProbeError(TransportError.BAD_HEADER,
-                                 f"not a header line: {show_bytes(text)}")
-            headers.append((name.decode("ascii"), value.strip().decode("latin-1")))
-            if len(headers) > limits.header_count:
-                raise ProbeError(TransportError.TOO_MANY_HEADERS,
-                                 f"more than {limits.header_count} headers")
+        self._body(ex, fields)
 
     def _body(self, ex: Exchange, fields: dict[str, list[str]]) -> None:
         encoding = (fields.get("content-encoding", ["identity"])[-1].strip().lower()
@@ -199,87 +110,86 @@ class AnswerReader:
                              f"{shown(encoding, 40)}, which was not asked for (the grader "
                              "accepts gzip and deflate)")
         body = Body(encoding, self.limits.body)
-        transfer = ",".join(fields.get("transfer-encoding", [])).lower()
-        declared = None  # Transfer-Encoding wins over Content-Length (RFC 9112, 6.3)
-        if transfer.strip():
-            if transfer.replace(" ", "").split(",")[-1] == "chunked":
-                self._chunked(body)
-            else:
-                self._until_close(body)
-        elif (declared := _content_length(fields)) is not None:
-            self._exact(body, declared)
-        else:
-            self._until_close(body)
+        while isinstance(event := self._next(ex), h11.Data) and body.add(bytes(event.data)):
+            pass  # until the end of the message, or the cap
         ex.truncated = body.truncated
         if body.truncated:
-            ex.body_size = body.size(declared)
+            length = fields.get("content-length") if "transfer-encoding" not in fields else None
+            ex.body_size = body.size(int(length[-1]) if length else None)
         ex.body = decode(bytes(body.out), ex.content_type)
 
-    def _exact(self, body: Body, length: int) -> None:
-        left = length
-        while left > 0:
-            data = _take(self.wire, min(left, _READ))
-            if not data:
-                raise ProbeError(TransportError.CUT_OFF, f"the body ended after "
-                                 f"{length - left:,} of the {length:,} bytes its "
-                                 "Content-Length announced")
-            left -= len(data)
-            if not body.add(data):
-                return
+    def _check_head(self, event) -> None:
+        """The limits h11 does not keep: each line's size, the number of headers, and the
+        whole head's size (h11 bounds it only while it is incomplete)."""
+        limits = self.limits
+        if len(event.headers) > limits.header_count:
+            raise ProbeError(TransportError.TOO_MANY_HEADERS,
+                             f"more than {limits.header_count} headers")
+        size = len(b"HTTP/1.1 200 \r\n\r\n") + len(event.reason)
+        for name, value in event.headers.raw_items():
+            line = len(name) + len(value) + len(b": \r\n")
+            if line > limits.line:
+                raise ProbeError(TransportError.HEADERS_TOO_LARGE, f"a header line longer than "
+                                 f"{limits.line:,} bytes: {show_bytes(name + b': ' + value)}")
+            size += line
+        if size > limits.header_bytes:
+            raise ProbeError(TransportError.HEADERS_TOO_LARGE,
+                             f"the headers are larger than {limits.header_bytes:,} bytes")
 
-    def _until_close(self, body: Body) -> None:
+    def _next(self, ex: Exchange):
+        """h11's next event, reading from the wire as it needs."""
         while True:
-            data = _take(self.wire, _READ)
-            if not data or not body.add(data):
-                return
+            try:
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                status = _STATUS_LINE.match(self.start)
+                if ex.phase != "body" and status and status.group(1) == b"101":
+                    return _Switching()  # h11 has no use for a 101 nobody asked for
+                raise self._refused(str(exc), ex) from None
+            if event is not h11.NEED_DATA:
+                return event
+            if not self.wire.fill():
+                self.h11.receive_data(b"")  # the end of the stream: h11 says what it means
+                continue
+            data = bytes(self.wire.buf)
+            self.wire.buf.clear()
+            if len(self.start) < _SHOWN:
+                self.start += data[:_SHOWN]
+                if self.start.startswith(_TLS_RECORD):
+                    raise ProbeError(TransportError.TLS_PORT,
+                                     "the answer is a TLS record, not HTTP")
+            if ex.phase == "status line" and b"\n" in data:
+                ex.phase = "headers"  # for a timeout's words: h11 shows nothing before the end
+            self.h11.receive_data(data)
 
-    def _chunked(self, body: Body) -> None:
-        while True:
-            line = self._bounded_line(1024, "chunk size line")
-            if line is None:
-                raise ProbeError(TransportError.CUT_OFF,
-                                 "the chunked body ended without its last chunk")
-            size_text = line.split(b";")[0].strip()
-            if not re.fullmatch(rb"[0-9A-Fa-f]{1,15}", size_text):
-                raise ProbeError(TransportError.BAD_FRAMING,
-                                 f"not a chunk size: {show_bytes(line)}")
-            size = int(size_text, 16)
-            if size == 0:
-                self._headers(0)  # trailers, bounded like headers
-                return
-            if not self._chunk(body, size):
-                return
-
-    def _chunk(self, body: Body, size: int) -> bool:
-        """One chunk's data and its line end; False once the body is at its cap."""
-        left = size
-        while left > 0:
-            data = _take(self.wire, min(left, _READ))
-            if not data:
-                raise ProbeError(TransportError.CUT_OFF,
-                                 "the connection closed in the middle of a chunk")
-            left -= len(data)
-            if not body.add(data):
-                return False
-        try:
-            end = _line(self.wire, 16)
-        except (_TooLong, _CutOff):
-            end = None
-        if end not in (b"\r\n", b"\n"):
-            raise ProbeError(TransportError.BAD_FRAMING, "a chunk is longer than its size says")
-        return True
+    def _refused(self, why: str, ex: Exchange) -> ProbeError:
+        """What h11's refusal means, in the grader's codes."""
+        first = self.start.split(b"\n", 1)[0] + (b"\n" if b"\n" in self.start else b"")
+        if ex.phase == "body":
+            code = TransportError.CUT_OFF if "closed" in why else TransportError.BAD_FRAMING
+            return ProbeError(code, f"the body: {shown(why, 120)}")
+        if not self.start:
+            return ProbeError(TransportError.NO_RESPONSE, "the server closed the connection "
+                              "without an HTTP answer")
+        if not _STATUS_LINE.fullmatch(first) or "status line" in why:
+            if first.startswith(b"HTTP/") and self.wire.eof and b"\n" not in first:
+                return ProbeError(TransportError.CUT_OFF, "the connection closed in the "
+                                  f"middle of the status line: {show_bytes(first)}")
+            return ProbeError(TransportError.BAD_STATUS_LINE, "the first line is not an HTTP "
+                              f"status line: {show_bytes(first)}")
+        if "too long" in why:
+            return ProbeError(TransportError.HEADERS_TOO_LARGE,
+                              f"the headers are larger than {self.limits.header_bytes:,} bytes")
+        if "Content-Length" in why or "Transfer-Encoding" in why:
+            return ProbeError(TransportError.BAD_FRAMING, shown(why, 120))
+        if "closed" in why:
+            return ProbeError(TransportError.CUT_OFF,
+                              "the connection closed in the middle of the headers")
+        return ProbeError(TransportError.BAD_HEADER, shown(why, 120))
 
 
-def _content_length(fields: dict[str, list[str]]) -> int | None:
-    lengths = {v.strip() for v in ",".join(fields.get("content-length", [])).split(",")
-               if v.strip()}
-    if not lengths:
-        return None
-    value = next(iter(lengths))
-    if len(lengths) > 1 or not value.isdigit() or not value.isascii():
-        raise ProbeError(TransportError.BAD_FRAMING, f"Content-Length is not one number: "
-                         f"{shown(', '.join(sorted(lengths)), 60)}")
-    return int(value[:20])
+class _Switching:
+    """A 101 answer, which h11 refuses when nobody asked to switch protocols."""
 
 
 class Body:

@@ -193,6 +193,12 @@ def test_random_values_do_not_count_as_instances(serve, named):
     (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n12", "cut-off"),
     (b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n12", "bad-framing"),
     (b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 1\r\n\r\n1", "bad-encoding"),
+    (b"HTTP/1.1 200 OK\r\nX-A: 1\r\n", "cut-off"),  # closed in the middle of the headers
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n1", "bad-framing"),  # h11: chunked only
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n123\r\n0\r\n\r\n",
+     "bad-framing"),  # a chunk longer than its size
+    (b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n1", "bad-framing"),
+    (b"HTTP/1.1 101 Switching Protocols\r\n\r\n", "http-101"),  # unasked: just a status
 ])
 def test_each_header_and_framing_limit_is_a_named_finding(scripted, answer, code):
     report = run(scripted(always((0, answer))).address)
@@ -232,6 +238,7 @@ def test_many_connections_each_get_their_own_script(scripted):
     seen = []
     server = scripted(lambda n: seen.append(n) or [(0, response(body=str(n).encode()))])
     run(server.address)
+    server.close()  # every connection's thread has run its script (check 1's may lag)
     # (threads: in any order) check 1's bare TCP connect is number 0, the requests follow
     assert sorted(seen) == list(itertools.islice(itertools.count(), len(seen)))
     assert len(seen) == server.connections >= 2
