@@ -102,10 +102,10 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit(f"error: cannot listen on {args.host}:{args.port}: {err.strerror}. "
                      "Stop what listens there, or choose another --host or --port.")
     logging.config.dictConfig(log_config(args.log_level))
-    from . import server
+    from . import from_environment, server
     from .seed_store import SeedStore
 
-    store = SeedStore(os.environ.get("SEED_FILE"), logging.getLogger("app"), publish=True)
+    store = SeedStore.publish(from_environment()["SEED_FILE"], logging.getLogger("app"))
     try:
         granian = Server(
             "app.server:load", address=args.host, port=args.port, interface="rsgi",

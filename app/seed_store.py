@@ -23,6 +23,8 @@ _VALID = re.compile(r"-?[0-9]+")
 _WRITER, _VALUE = 0, 1  # the bytes of the map file that the two record locks cover
 
 log = logging.getLogger(__name__)
+File = str | os.PathLike | None
+Log = logging.Logger | None
 
 
 class SeedStoreError(RuntimeError):
@@ -30,39 +32,57 @@ class SeedStoreError(RuntimeError):
 
 
 class SeedStore:
-    """`get_text()` the seed as decimal text, `set(value)` it; safe across threads and workers."""
+    """`get_text()` the seed as decimal text, `set(value)` it; safe across threads and workers.
+    Made by `private`, `publish` or `attach` (docs/app.md, "Concurrency")."""
 
-    def __init__(self, seed_file: str | os.PathLike | None = None,
-                 logger: logging.Logger | None = None, *, shared: str | None = None,
-                 publish: bool = False):
-        """Attach to the map file `shared`, or load the seed into a new map: private, or
-        `publish`ed at `map_path` for workers (docs/app.md, "Concurrency")."""
+    def __init__(self, backing, map_path: str | None, seed_file: File, logger: Log = None):
+        # `backing`: the open map file
         self.log = logger or log
         self.path = os.path.abspath(seed_file) if seed_file else None
         self._writer_lock, self._value_lock = threading.Lock(), threading.Lock()
-        self.map_path, self._unlink_map = shared, False
-        if shared:
-            self._backing = open(shared, "r+b")
+        self._backing, self.map_path, self._unlink_map = backing, map_path, False
+        self._memory = mmap.mmap(backing.fileno(), _SIZE)  # MAP_SHARED
+
+    @classmethod
+    def private(cls, seed_file: File = None, logger: Log = None) -> SeedStore:
+        """A map of this process's own, and of those forked from it (flask run, the tests)."""
+        store, _ = cls._new_map(seed_file, logger, beside=False)
+        os.unlink(store.map_path)
+        store.map_path = None
+        return store
+
+    @classmethod
+    def publish(cls, seed_file: File = None, logger: Log = None) -> SeedStore:
+        """A map that workers attach to by name (`python -m app`): `.<seed file>.map`
+        beside the seed file, else a temporary file that close() removes."""
+        store, beside = cls._new_map(seed_file, logger, beside=True)
+        if beside:  # replaced at once: a start never sees an old map
+            os.replace(store.map_path, final := store.map_path.rsplit(".map.", 1)[0] + ".map")
+            store.map_path = final
         else:
-            value = load_seed(self.path, self.log)
-            where = self.path and os.path.dirname(self.path)
-            named = publish and where and os.access(where, os.W_OK | os.X_OK)
-            name = os.path.basename(self.path) if named else "seed-lb"
-            fd, self.map_path = tempfile.mkstemp(dir=where if named else None,
-                                                 prefix=f".{name}.map.", suffix=".tmp")
-            self._backing = os.fdopen(fd, "r+b")
-            self._backing.truncate(_SIZE)
-        self._memory = mmap.mmap(self._backing.fileno(), _SIZE)  # MAP_SHARED
-        if not shared:
-            _write(self._memory, str(value))  # nobody else sees the map yet
-            if named:
-                os.replace(self.map_path, final := os.path.join(where, f".{name}.map"))
-                self.map_path = final
-            elif publish:
-                self._unlink_map = True
-            else:
-                os.unlink(self.map_path)
-                self.map_path = None
+            store._unlink_map = True
+        return store
+
+    @classmethod
+    def attach(cls, map_path: str, seed_file: File = None, logger: Log = None) -> SeedStore:
+        """A worker's store, on the map `publish` made."""
+        return cls(open(map_path, "r+b"), map_path, seed_file, logger)  # closed by close()
+
+    @classmethod
+    def _new_map(cls, seed_file: File, logger: Log, beside: bool) -> tuple[SeedStore, bool]:
+        # The seed in a new map file: beside the seed file if asked and its folder allows.
+        path = os.path.abspath(seed_file) if seed_file else None
+        value = load_seed(path, logger or log)  # makes the directory: ask only now if writable
+        where = path and os.path.dirname(path)
+        beside = bool(beside and where and os.access(where, os.W_OK | os.X_OK))
+        fd, map_path = tempfile.mkstemp(
+            dir=where if beside else None, suffix=".tmp",
+            prefix=f".{os.path.basename(path) if beside else 'seed-lb'}.map.")
+        backing = os.fdopen(fd, "r+b")
+        backing.truncate(_SIZE)
+        store = cls(backing, map_path, seed_file, logger)
+        _write(store._memory, str(value))  # nobody else sees the map yet
+        return store, beside
 
     @contextlib.contextmanager
     def _locked(self, byte: int, exclusive: bool):

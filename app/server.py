@@ -11,8 +11,8 @@ import sys
 import time
 
 from . import create_app
+from .body import DRAIN, SERVED_BY
 
-DRAIN = 1 << 20  # read an oversized body up to this: its 413 keeps keep-alive
 _SPECIAL = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
 
 
@@ -41,7 +41,7 @@ class RSGIApp:
         body, error, extra = b"", None, []
         length = scope.headers.get("content-length")
         if length and length.isdigit() and int(length) > DRAIN:
-            extra = [("Connection", "close")]  # left unread: the app answers 413
+            extra = [("Connection", "close")]  # left unread (body.py): the app answers 413
         elif length or "transfer-encoding" in scope.headers:
             try:  # whole: granian's chunk iterator hides a broken body
                 body = await asyncio.wait_for(protocol(), self.body_timeout)
@@ -50,7 +50,7 @@ class RSGIApp:
                         f'{self.body_timeout:g} s"}}').encode()
                 return self._reply(scope, protocol, 408, [
                     ("Content-Type", "application/json"), ("Connection", "close"),
-                    ("X-Served-By", self.served_by)], data)
+                    (SERVED_BY, self.served_by)], data)
             except Exception as err:  # RSGIProtocolClosed: the client left mid-body
                 error = err
         status, headers, data = self._call(self._environ(scope, body, error))

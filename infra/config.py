@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import re
 from dataclasses import dataclass
 
@@ -20,6 +22,25 @@ HEALTH_CHECK_PATH = "/health"
 STATE_DIR = ".state"
 
 STACK_NAME_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9-]{0,19}$")
+
+# Set by the test suite and the local testbed: AWS calls and grades go to loopback only.
+LOOPBACK_ONLY_ENV = "SEEDLB_LOOPBACK_ONLY"
+
+
+def loopback_only() -> bool:
+    return os.environ.get(LOOPBACK_ONLY_ENV) == "1"
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """127.0.0.0/8, ::1, localhost and *.localhost: never leaves this machine."""
+    if not host:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def stack_tags(stack: str) -> list[dict[str, str]]:

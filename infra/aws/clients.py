@@ -11,7 +11,6 @@ not on 127.0.0.0/8 or localhost is refused before a single request is sent.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -22,6 +21,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError
 
 from infra.aws import failures
+from infra.config import LOOPBACK_ONLY_ENV, is_loopback_host, loopback_only
 from infra.errors import UserError
 
 # Throttling and transient errors (5xx, dropped connections) are retried by botocore itself,
@@ -51,20 +51,6 @@ EMULATOR_FIRST_CALL_CONFIG = Config(
     connect_timeout=2,
     read_timeout=6,
 )
-
-LOOPBACK_ONLY_ENV = "SEEDLB_LOOPBACK_ONLY"
-
-
-def is_loopback_host(host: str | None) -> bool:
-    if host in (None, ""):
-        return False
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
 
 @dataclass(frozen=True)
 class Target:
@@ -122,7 +108,7 @@ def resolve_target(backend: str = "aws", region: str | None = None) -> Target:
 
 
 def _refuse_if_not_loopback(target: Target) -> None:
-    if os.environ.get(LOOPBACK_ONLY_ENV) != "1":
+    if not loopback_only():
         return
     host = urlparse(target.endpoint_url).hostname if target.endpoint_url else None
     if not is_loopback_host(host):

@@ -21,7 +21,8 @@ from urllib.parse import urlparse
 
 import boto3
 
-from infra.aws.clients import Clients, Target, is_loopback_host, resolve_target
+from infra.aws.clients import Clients, Target, resolve_target
+from infra.config import is_loopback_host
 from infra.errors import UserError
 
 # Fake credentials and the loopback guard for everything that talks to the local control plane.

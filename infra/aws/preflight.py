@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import os
 import re
 from dataclasses import dataclass
 
@@ -23,7 +22,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from infra.aws import emulator, failures, pricing
-from infra.aws.clients import LOOPBACK_ONLY_ENV, Clients, is_loopback_host
+from infra.aws.clients import Clients
 from infra.config import (
     AMI_PARAMETERS,
     LEARNER_LAB_MAX_INSTANCES,
@@ -31,6 +30,8 @@ from infra.config import (
     PREFERRED_TYPES,
     STACK_NAME_RE,
     Settings,
+    is_loopback_host,
+    loopback_only,
     stack_filters,
 )
 from infra.console import warn
@@ -431,7 +432,7 @@ def deployer_cidr(clients: Clients) -> str:
     Only ever called against real AWS: never against an emulator, never in tests (which send
     nothing off this machine).
     """
-    if clients.target.is_emulator or os.environ.get(LOOPBACK_ONLY_ENV) == "1":
+    if clients.target.is_emulator or loopback_only():
         raise RuntimeError("deployer_cidr must not run against an emulator or in tests")
     import requests
 

@@ -14,7 +14,6 @@ Other modules use `diagnose(clients, stack, lb)` and `target_health_lines(client
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 
 from botocore.exceptions import (
@@ -25,9 +24,9 @@ from botocore.exceptions import (
 )
 
 from infra.aws import failures, lb_lookup
-from infra.aws.clients import LOOPBACK_ONLY_ENV, Clients
+from infra.aws.clients import Clients
 from infra.aws.preflight import emulator_answers
-from infra.config import APP_PORT
+from infra.config import APP_PORT, loopback_only
 from infra.doctor.examination import Examination, load_balancer_target_groups, target_health
 from infra.doctor.findings import Finding
 from infra.doctor.target_reasons import plain_words
@@ -45,7 +44,7 @@ def diagnose(clients: Clients, stack: str | None = None, lb: str | None = None, 
     Raises UserError when the load balancer cannot be found.
     """
     if probe is None:
-        probe = not clients.target.is_emulator and os.environ.get(LOOPBACK_ONLY_ENV) != "1"
+        probe = not clients.target.is_emulator and not loopback_only()
     _emulator_must_answer(clients)
     with _aws_errors_as_user_errors(clients):
         found, how = lb_lookup.find(clients, stack=stack, lb=lb)

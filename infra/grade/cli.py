@@ -11,6 +11,9 @@ from infra.config import STATE_DIR
 from infra.errors import UserError
 from infra.grade import gradescope
 from infra.grade.address import (
+    Address,
+    Endpoint,
+    StateMatch,
     emulator_name,
     instances_from_state,
     parse_address,
@@ -26,6 +29,7 @@ from infra.grade.gradebook import (
 )
 from infra.grade.grader import DEFAULT_DEADLINE, DEFAULT_TIMEOUT, MAX_REQUESTS, grade
 from infra.grade.outputs import check_output, is_stdout, write_output
+from infra.grade.report import GET_200
 from infra.grade.roster import read_roster
 from infra.grade.scoring import load_scheme
 from infra.grade.submission import read_submission
@@ -122,6 +126,36 @@ def run_command(args) -> int:
     _check_bounds(args)
     if args.roster is not None:
         return run_roster(args)
+    _check_one_address_flags(args)
+    if args.gradescope:
+        check_output(args.gradescope, "--gradescope",
+                     [("--scores", args.scores)] if args.scores else [])
+    scheme = load_scheme(args.scores)
+    address, explicit = _what_to_grade(args, scheme)
+    made_up = emulator_name(address, explicit or [], args.state_dir, args.stack)
+    if made_up is not None:
+        raise UserError(made_up.message())
+    instances, source, match = _instances(args, address, explicit)
+    public_only = bool(args.gradescope) and not args.allow_private
+    report = grade(address, instances, timeout=args.timeout, deadline=args.deadline,
+                   public_only=public_only)
+    report.instances_source = source
+    if args.aws and any(s in (502, 503, 504) for s in report.lb_statuses):
+        report.check(GET_200).details += target_health(args, address,
+                                                       match.state if match else {})
+    lost = None
+    if args.gradescope:
+        lost = gradescope.write(gradescope.results(report, scheme), args.gradescope)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.render())
+    sys.stdout.flush()
+    _save(lost)
+    return 0 if report.passed else 1
+
+
+def _check_one_address_flags(args) -> None:
     for flag, value in (("--out", args.out), ("--jobs", args.jobs)):
         if value:
             raise UserError(f"{flag} is for a class: add --roster FILE.csv")
@@ -137,10 +171,11 @@ def run_command(args) -> int:
         raise UserError("give the load balancer's DNS name (make grade LB=ADDRESS, or "
                         ".venv/bin/python -m infra grade ADDRESS), or a class with --roster "
                         "FILE.csv --out GRADES.csv")
-    if args.gradescope:
-        check_output(args.gradescope, "--gradescope",
-                     [("--scores", args.scores)] if args.scores else [])
-    scheme = load_scheme(args.scores)
+
+
+def _what_to_grade(args, scheme) -> tuple[Address, list[Endpoint] | None]:
+    """The address, and the instances given with it (None: not given). With --gradescope,
+    one that cannot be read still gets the student a results.json saying why."""
     instances_text = args.instances
     try:
         if args.submission is not None:
@@ -153,47 +188,29 @@ def run_command(args) -> int:
         explicit = parse_instances(instances_text) if instances_text and \
             instances_text.strip() else None
     except UserError as exc:
-        if args.gradescope:  # the student still gets a results.json saying why
+        if args.gradescope:
             _save(gradescope.write(gradescope.results_for_error(str(exc), scheme),
                                    args.gradescope))
         raise
-    made_up = emulator_name(address, explicit or [], args.state_dir, args.stack)
+    return address, explicit
+
+
+def _instances(args, address: Address, explicit: list[Endpoint] | None
+               ) -> tuple[list[Endpoint], str, StateMatch | None]:
+    """The instances to grade, where they came from, and the state file that named them."""
+    if args.submission is not None or args.instances is not None:
+        given = "from the submission" if args.submission is not None else "from --instances"
+        return explicit or [], given if explicit else "", None
+    match = instances_from_state(address, args.state_dir, args.stack)
+    if not match:
+        return [], "", None
+    made_up = emulator_name(address, match.instances, args.state_dir, args.stack)
     if made_up is not None:
         raise UserError(made_up.message())
-    source = ""
-    match = None
-    if args.submission is not None:
-        instances = explicit or []
-        source = "from the submission" if instances else ""
-    elif args.instances is not None:
-        instances = explicit or []
-        source = "from --instances" if instances else ""
-    else:
-        match = instances_from_state(address, args.state_dir, args.stack)
-        instances = match.instances if match else []
-        if match:
-            made_up = emulator_name(address, instances, args.state_dir, args.stack)
-            if made_up is not None:
-                raise UserError(made_up.message())
-            source = f"from {match.path}"
-            if match.skipped:
-                source += f"; without a public IP: {', '.join(match.skipped)}"
-    public_only = bool(args.gradescope) and not args.allow_private
-    report = grade(address, instances, timeout=args.timeout, deadline=args.deadline,
-                   public_only=public_only)
-    report.instances_source = source
-    if args.aws and any(s in (502, 503, 504) for s in report.lb_statuses):
-        report.check(2).details += target_health(args, address, match.state if match else {})
-    lost = None
-    if args.gradescope:
-        lost = gradescope.write(gradescope.results(report, scheme), args.gradescope)
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        print(report.render())
-    sys.stdout.flush()
-    _save(lost)
-    return 0 if report.passed else 1
+    source = f"from {match.path}"
+    if match.skipped:
+        source += f"; without a public IP: {', '.join(match.skipped)}"
+    return match.instances, source, match
 
 
 def _save(lost: str | None) -> None:

@@ -27,10 +27,10 @@ from infra.errors import UserError
 from infra.grade.address import Address, Endpoint, parse_address, parse_instances
 from infra.grade.display import escape, shown
 from infra.grade.grader import grade
-from infra.grade.http_probe import Cancelled
-from infra.grade.report import CHECK_KEYS, FAIL, PASS, SKIP, Report
+from infra.grade.report import CHECK_KEYS, CONNECT, FAIL, INSTANCES, PASS, SKIP, Report
 from infra.grade.roster import Student
 from infra.grade.scoring import Scheme, number, score, total
+from infra.grade.transport import Cancelled
 
 COLUMNS = ["student", "address", "verdict", "score", "max_score", *CHECK_KEYS.values(),
            "reasons", "notes", "graded_at"]
@@ -38,7 +38,7 @@ DEFAULT_JOBS = 16
 
 
 @dataclass
-class Row:
+class GradebookRow:
     student: str
     address: str
     verdict: str
@@ -73,7 +73,7 @@ def _reason(code: str, text: str) -> str:
     return f"{code}: {shown(' '.join(text.split()), 240).replace(';', ',')}"
 
 
-def row_from_report(student: Student, report: Report, scheme: Scheme) -> Row:
+def row_from_report(student: Student, report: Report, scheme: Scheme) -> GradebookRow:
     scores = score(report.checks, scheme, bool(report.instances))
     got, worth = total(scores)
     failed = [c for c in report.checks if c.status == FAIL]
@@ -82,22 +82,22 @@ def row_from_report(student: Student, report: Report, scheme: Scheme) -> Row:
         reasons.append(_reason("not-finished", report.cut_short or "not every check could run"))
     warned = [w for c in report.checks for w in c.warnings]
     notes = [_reason(f"warning {w.code}", w.reason) for w in warned]
-    return Row(student.student, student.address, PASS if report.passed else FAIL, got, worth,
-               {c.key: c.status for c in report.checks}, reasons, _now(),
-               [c.code for c in failed if c.code], report.seconds, report.requests,
-               notes=notes, warnings=[w.code for w in warned], line=student.line)
+    return GradebookRow(student.student, student.address, PASS if report.passed else FAIL,
+                        got, worth, {c.key: c.status for c in report.checks}, reasons, _now(),
+                        [c.code for c in failed if c.code], report.seconds, report.requests,
+                        notes=notes, warnings=[w.code for w in warned], line=student.line)
 
 
-def row_for_bad_input(student: Student, code: str, message: str, scheme: Scheme) -> Row:
+def row_for_bad_input(student: Student, code: str, message: str, scheme: Scheme) -> GradebookRow:
     """A row with nothing to grade: FAIL, no request sent, the reason from the parser."""
     checks = {key: SKIP for key in CHECK_KEYS.values()}
-    checks["connect"] = FAIL
-    worth = sum(v for k, v in scheme.points.items() if k != "instances" or student.instances)
-    return Row(student.student, student.address, FAIL, 0, worth, checks,
-               [_reason(code, message)], _now(), [code], line=student.line)
+    checks[CONNECT] = FAIL
+    worth = sum(v for k, v in scheme.points.items() if k != INSTANCES or student.instances)
+    return GradebookRow(student.student, student.address, FAIL, 0, worth, checks,
+                        [_reason(code, message)], _now(), [code], line=student.line)
 
 
-def _parse(student: Student, scheme: Scheme) -> Row | tuple[Address, list[Endpoint]]:
+def _parse(student: Student, scheme: Scheme) -> GradebookRow | tuple[Address, list[Endpoint]]:
     """What a row asks to grade, or its FAIL row when it cannot be graded (no request)."""
     if student.problem:
         return row_for_bad_input(student, "cell-too-large", student.problem, scheme)
@@ -125,12 +125,12 @@ class Grade:
 
 
 @dataclass
-class Plan:
+class ClassPlan:
     """A roster made into work: rows that need no request, and the grades to run, one list
     per load balancer. The grades of one list run one after the other, never at once: each
     grade POSTs its own numbers, and two at a time would overwrite each other's."""
 
-    ready: dict[int, Row]
+    ready: dict[int, GradebookRow]
     by_lb: list[list[Grade]]
     notes: dict[int, list[str]]  # roster position -> notes for its row
     duplicates: dict[str, list[int]]  # student id -> roster lines, where it is in several
@@ -140,12 +140,12 @@ class Plan:
         return [g for grades in self.by_lb for g in grades if len(g.positions) > 1]
 
 
-def plan(students: list[Student], scheme: Scheme) -> Plan:
-    ready: dict[int, Row] = {}
+def plan(students: list[Student], scheme: Scheme) -> ClassPlan:
+    ready: dict[int, GradebookRow] = {}
     lbs: dict[Endpoint, dict[tuple, Grade]] = {}
     for i, student in enumerate(students):
         parsed = _parse(student, scheme)
-        if isinstance(parsed, Row):
+        if isinstance(parsed, GradebookRow):
             ready[i] = parsed
             continue
         address, instances = parsed
@@ -180,7 +180,7 @@ def plan(students: list[Student], scheme: Scheme) -> Plan:
             others = [n for n in seen[key] if n != student.line]
             notes.setdefault(i, []).append(f"duplicate student id: also in rows "
                                            f"{', '.join(map(str, others))}")
-    return Plan(ready, [list(g.values()) for g in lbs.values()], notes, duplicates)
+    return ClassPlan(ready, [list(g.values()) for g in lbs.values()], notes, duplicates)
 
 
 @dataclass
@@ -188,12 +188,12 @@ class ClassRun:
     """The rows graded so far, by roster position, and whether the run was interrupted."""
 
     students: list[Student]
-    rows: dict[int, Row] = field(default_factory=dict)
+    rows: dict[int, GradebookRow] = field(default_factory=dict)
     interrupted: bool = False
     seconds: float = 0.0
-    plan: Plan | None = None
+    plan: ClassPlan | None = None
 
-    def graded(self) -> list[Row]:
+    def graded(self) -> list[GradebookRow]:
         return [self.rows[i] for i in sorted(self.rows)]
 
 
@@ -207,7 +207,7 @@ def grade_class(students: list[Student], scheme: Scheme, *, jobs: int = DEFAULT_
     cancel = threading.Event()
     started = time.monotonic()
 
-    def keep(rows: dict[int, Row]) -> None:
+    def keep(rows: dict[int, GradebookRow]) -> None:
         for i, row in rows.items():
             row.notes = work.notes.get(i, []) + row.notes
             run.rows[i] = row
@@ -250,9 +250,9 @@ def grade_class(students: list[Student], scheme: Scheme, *, jobs: int = DEFAULT_
 
 def _grade_one_lb(grades: list[Grade], students: list[Student], scheme: Scheme, *,
                   timeout: float, deadline: float, cancel: threading.Event,
-                  public_only: bool) -> dict[int, Row]:
+                  public_only: bool) -> dict[int, GradebookRow]:
     """The grades naming one load balancer, one after the other; a row for each position."""
-    rows: dict[int, Row] = {}
+    rows: dict[int, GradebookRow] = {}
     for g in grades:
         try:
             report = grade(g.address, g.instances, timeout=timeout, deadline=deadline,
@@ -269,20 +269,20 @@ def _grade_one_lb(grades: list[Grade], students: list[Student], scheme: Scheme, 
 
 
 def _rows_of(future: Future, grades: list[Grade], students: list[Student],
-             scheme: Scheme) -> dict[int, Row]:
+             scheme: Scheme) -> dict[int, GradebookRow]:
     try:
         return future.result()
     except Cancelled:
         raise
     except Exception as exc:  # noqa: BLE001 - the same: one load balancer, not the class
-        rows: dict[int, Row] = {}
+        rows: dict[int, GradebookRow] = {}
         for g in grades:
             rows.update(_grader_error(g, students, scheme, exc))
         return rows
 
 
 def _grader_error(g: Grade, students: list[Student], scheme: Scheme,
-                  exc: Exception) -> dict[int, Row]:
+                  exc: Exception) -> dict[int, GradebookRow]:
     rows = {}
     for i in g.positions:
         rows[i] = row_for_bad_input(students[i], "grader-error", f"the grader failed on this "
@@ -339,7 +339,7 @@ def spreadsheet_text(value):
     return value
 
 
-def gradebook_csv(rows: list[Row]) -> str:
+def gradebook_csv(rows: list[GradebookRow]) -> str:
     """The gradebook as CSV text. Every cell is escaped (a NUL is `\\x00`, a newline `\\n`),
     then made text for a spreadsheet: a student's name or address is their input."""
     buffer = io.StringIO()
@@ -354,7 +354,7 @@ def gradebook_csv(rows: list[Row]) -> str:
     return buffer.getvalue()
 
 
-def write_json(rows: list[Row], stream) -> None:
+def write_json(rows: list[GradebookRow], stream) -> None:
     json.dump([row.record() for row in rows], stream, indent=2, ensure_ascii=False)
     stream.write("\n")
 
@@ -389,7 +389,7 @@ def summary(run: ClassRun, jobs: int) -> str:
     return "\n".join(lines)
 
 
-def _table(title: str, rows: list[Row], codes_of, texts_of) -> list[str]:
+def _table(title: str, rows: list[GradebookRow], codes_of, texts_of) -> list[str]:
     """One line per code: the students that hit it, most common first, and an example."""
     hits = Counter(code for r in rows for code in dict.fromkeys(codes_of(r)))
     if not hits:

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from infra.grade.outputs import write_output
-from infra.grade.report import FAIL, PASS, Report
+from infra.grade.report import FAIL, INSTANCES, PASS, Report
 from infra.grade.scoring import Scheme, number, score, total
 
 VISIBILITY = "visible"
@@ -33,7 +33,7 @@ def results(report: Report, scheme: Scheme) -> dict:
             cost = scheme.warnings.get(w.code, 0)
             off = f"-{number(cost)} points" if cost else "no points off"
             lines.append(f"warning ({w.code}, {off}): {w.reason}; fix: {w.fix}")
-        if c.key == "instances" and not report.instances:
+        if c.key == INSTANCES and not report.instances:
             lines.append("not scored: no instance addresses were given")
         tests.append({
             "name": f"{c.number}. {c.name}",
@@ -64,7 +64,7 @@ def results(report: Report, scheme: Scheme) -> dict:
 
 def results_for_error(message: str, scheme: Scheme) -> dict:
     """No grade could run (the submitted address is unusable): 0 points, and why."""
-    worth = sum(v for k, v in scheme.points.items() if k != "instances")
+    worth = sum(v for k, v in scheme.points.items() if k != INSTANCES)
     return {
         "score": 0,
         "output": f"FAIL: {message}",

@@ -7,11 +7,23 @@ from dataclasses import dataclass, field
 
 from infra.grade.address import Address, Endpoint
 from infra.grade.display import escape, shown
-from infra.grade.pitfalls import Finding
+from infra.grade.pitfalls import Pitfall
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 # A stable short name per check: the gradebook's columns and the scoring file's keys.
-CHECK_KEYS = {1: "connect", 2: "get_200", 3: "body", 4: "post", 5: "spread", 6: "instances"}
+CONNECT, GET_200, BODY, POST, SPREAD, INSTANCES = (
+    "connect", "get_200", "body", "post", "spread", "instances")
+CHECK_KEYS = {1: CONNECT, 2: GET_200, 3: BODY, 4: POST, 5: SPREAD, 6: INSTANCES}
+CHECK_NUMBERS = {key: number for number, key in CHECK_KEYS.items()}
+# What the report calls each check ({port}: the load balancer's).
+CHECK_NAMES = {
+    CONNECT: "connects to port {port}",
+    GET_200: "GET / returns 200",
+    BODY: "body is a bare integer",
+    POST: "POST / updates every instance",
+    SPREAD: "two or more instances serve",
+    INSTANCES: "instances answer directly",
+}
 
 
 @dataclass
@@ -23,7 +35,7 @@ class Check:
     fix: str = ""
     code: str = ""
     details: list[str] = field(default_factory=list)
-    warnings: list[Finding] = field(default_factory=list)  # pitfalls that do not fail it
+    warnings: list[Pitfall] = field(default_factory=list)  # pitfalls that do not fail it
 
     @property
     def key(self) -> str:
@@ -33,7 +45,7 @@ class Check:
         self.status, self.reason, self.fix, self.code = status, reason, fix, code
         return self
 
-    def finding(self, status: str, finding: Finding) -> Check:
+    def finding(self, status: str, finding: Pitfall) -> Check:
         return self.set(status, finding.reason, finding.fix, finding.code)
 
 
@@ -52,13 +64,13 @@ class Report:
 
     @property
     def passed(self) -> bool:
-        # 1-5 must pass; 6 may be skipped when no instance address is known
-        return all(
-            c.status == PASS or (c.number == 6 and c.status == SKIP) for c in self.checks
-        )
+        # all must pass; the instances check may be skipped when no address is known
+        return all(c.status == PASS or (c.key == INSTANCES and c.status == SKIP)
+                   for c in self.checks)
 
-    def check(self, number: int) -> Check:
-        return self.checks[number - 1]
+    def check(self, which: int | str) -> Check:
+        """A check by its key (`get_200`) or its number in the report (2)."""
+        return {c.key: c for c in self.checks}[CHECK_KEYS.get(which, which)]
 
     def to_dict(self) -> dict:
         return {

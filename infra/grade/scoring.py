@@ -35,10 +35,20 @@ from pathlib import Path
 from infra.errors import UserError
 from infra.grade.display import shown
 from infra.grade.pitfalls import WARNING_CODES
-from infra.grade.report import CHECK_KEYS, PASS, Check
+from infra.grade.report import (
+    BODY,
+    CHECK_KEYS,
+    CONNECT,
+    GET_200,
+    INSTANCES,
+    PASS,
+    POST,
+    SPREAD,
+    Check,
+)
 
 DEFAULT_POINTS: dict[str, float] = {
-    "connect": 10, "get_200": 20, "body": 20, "post": 20, "spread": 20, "instances": 10,
+    CONNECT: 10, GET_200: 20, BODY: 20, POST: 20, SPREAD: 20, INSTANCES: 10,
 }
 
 
@@ -120,7 +130,7 @@ def score(checks: list[Check], scheme: Scheme, instances_given: bool) -> list[Ch
     out = []
     for check in checks:
         worth = scheme.points.get(check.key, 0)
-        if check.key == "instances" and not instances_given:
+        if check.key == INSTANCES and not instances_given:
             worth = 0
         got = worth if check.status == PASS else 0
         if got:

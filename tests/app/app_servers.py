@@ -7,11 +7,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import requests
 from signals import sigint_default
+
+from infra.local.processes import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 INSTANCE_ID = "i-0serverundertest"
@@ -61,17 +62,17 @@ class Server:
                 preexec_fn=sigint_default)  # the SIGINT test: also under `make test &`
 
     def wait_ready(self, timeout: float = 20.0) -> Server:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def ready() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.stderr}")
             try:
-                if fresh_get(self.url + "/health").status_code == 200:
-                    return self
+                return fresh_get(self.url + "/health").status_code == 200
             except requests.ConnectionError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"server not ready after {timeout}s:\n{self.stderr}")
+                return False
+
+        if not wait_until(ready, timeout, 0.1):
+            raise AssertionError(f"server not ready after {timeout}s:\n{self.stderr}")
+        return self
 
     def stop(self) -> int:
         """SIGTERM (graceful), then SIGQUIT (quick), then SIGKILL to the server's own group."""
@@ -89,13 +90,15 @@ class Server:
         return self.proc.returncode
 
     def wait_workers(self, count: int, timeout: float = 20.0) -> list[int]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            pids = self.worker_pids()
-            if len(pids) == count:
-                return pids
-            time.sleep(0.1)
-        raise AssertionError(f"expected {count} workers, have {self.worker_pids()}")
+        pids: list[int] = []
+
+        def counted() -> bool:
+            pids[:] = self.worker_pids()
+            return len(pids) == count
+
+        if not wait_until(counted, timeout, 0.1):
+            raise AssertionError(f"expected {count} workers, have {self.worker_pids()}")
+        return pids
 
     def worker_pids(self) -> list[int]:
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()

@@ -24,7 +24,7 @@ def stores():
     made = []
 
     def make(path=None):
-        store = SeedStore(path)
+        store = SeedStore.private(path)
         made.append(store)
         return store
 
@@ -304,13 +304,13 @@ def test_set_refuses_what_is_not_a_seed(stores):
 
 def _attach_and_set(map_path: str, seed_file: str, value: int) -> None:
     """In a spawned process (nothing inherited but the arguments): attach, POST, leave."""
-    store = SeedStore(seed_file, shared=map_path)
+    store = SeedStore.attach(map_path, seed_file)
     store.set(value)
     store.close()
 
 
 def _attach_and_expect(map_path: str, expected: str) -> None:
-    store = SeedStore(shared=map_path)
+    store = SeedStore.attach(map_path)
     if store.get_text() != expected:
         raise SystemExit(3)
 
@@ -320,7 +320,7 @@ def test_spawned_processes_share_a_published_seed(seed_file):
     import multiprocessing
 
     spawn = multiprocessing.get_context("spawn")
-    store = SeedStore(seed_file, publish=True)
+    store = SeedStore.publish(seed_file)
     try:
         assert store.map_path == str(seed_file.parent / ".seed.map")
         child = spawn.Process(target=_attach_and_set, args=(store.map_path, str(seed_file), 55))
@@ -339,11 +339,11 @@ def test_spawned_processes_share_a_published_seed(seed_file):
 
 
 def test_each_start_publishes_a_fresh_map(seed_file):
-    first = SeedStore(seed_file, publish=True)
+    first = SeedStore.publish(seed_file)
     first.set(8)
     first.close()
     seed_file.unlink()  # the file is gone: the next start is at 0, not the old map's 8
-    second = SeedStore(seed_file, publish=True)
+    second = SeedStore.publish(seed_file)
     try:
         assert second.get() == 0
         assert sorted(p.name for p in seed_file.parent.iterdir()) == [".seed.map"]
@@ -352,10 +352,10 @@ def test_each_start_publishes_a_fresh_map(seed_file):
 
 
 def test_published_map_without_seed_file_is_removed_on_close():
-    store = SeedStore(publish=True)
+    store = SeedStore.publish()
     path = store.map_path
     assert os.path.exists(path)
-    worker = SeedStore(shared=path)
+    worker = SeedStore.attach(path)
     worker.set(12)
     assert store.get() == 12
     worker.close()
@@ -364,7 +364,7 @@ def test_published_map_without_seed_file_is_removed_on_close():
 
 
 def test_private_store_leaves_no_map_file(seed_file):
-    store = SeedStore(seed_file)
+    store = SeedStore.private(seed_file)
     try:
         assert store.map_path is None
         assert list(seed_file.parent.iterdir()) == []
@@ -374,7 +374,7 @@ def test_private_store_leaves_no_map_file(seed_file):
 
 def test_reader_does_not_wait_for_a_writers_fsync(seed_file, monkeypatch):
     # Writers are ordered by their own lock byte; GETs only take the value's byte.
-    store = SeedStore(seed_file)
+    store = SeedStore.private(seed_file)
     store.set(1)
     in_fsync, release = threading.Event(), threading.Event()
     real_fsync = os.fsync

@@ -14,6 +14,8 @@ import time
 import pytest
 from app_servers import INSTANCE_ID, OTHER_SERVERS, REPO, fresh_get, loopback_session
 
+from infra.local.processes import wait_until
+
 pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 # Bodies cut short: the client meant num=12345 and {"num": 7, "x": 1}.
@@ -59,12 +61,14 @@ def set_seed(server, value: int) -> None:
 
 def access_lines(server, pattern: str, count: int, timeout: float = 5.0) -> list[str]:
     """The access log lines matching `pattern`, once there are `count` of them."""
-    deadline = time.monotonic() + timeout
-    while True:
-        lines = [line for line in server.stdout.splitlines() if re.search(pattern, line)]
-        if len(lines) >= count or time.monotonic() > deadline:
-            return lines
-        time.sleep(0.05)
+    lines: list[str] = []
+
+    def logged() -> bool:
+        lines[:] = [line for line in server.stdout.splitlines() if re.search(pattern, line)]
+        return len(lines) >= count
+
+    wait_until(logged, timeout)
+    return lines
 
 
 @pytest.fixture

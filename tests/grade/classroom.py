@@ -1,6 +1,7 @@
 """A class of student setups on loopback, for grading a roster: small local servers, each a
 "load balancer" over in-memory instances (round robin, X-Served-By), correct or with one
-pitfall; black holes (SYNs dropped); refused ports; and bad addresses.
+pitfall; black holes (SYNs dropped); hung apps (they answer a minute late); refused ports;
+and bad addresses.
 
     python tests/grade/classroom.py ROSTER.csv [--correct 20 --bytes-literal 10 ...]
 
@@ -19,9 +20,11 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from raw_servers import blackhole
 
 # kind -> (GET body from the seed, Content-Type)
 BODIES = {
@@ -41,6 +44,7 @@ EXPECTED = {
     "single": {5: "single-instance"},
     "ignores-post": {4: "post-not-applied"},
     "blackhole": {1: "connect-timeout"},
+    "hung": {2: "read-timeout"},
     "refused": {1: "refused"},
     "empty": {1: "no-address"},
     "garbage": {1: "bad-address"},
@@ -164,12 +168,16 @@ def start_setup(kind: str, n: int, host: str = "127.0.0.1", with_instances: bool
     """One student's setup of `kind` (see EXPECTED), named after `n`."""
     if kind == "blackhole":
         return _blackhole(host)
-    if kind == "refused":
-        return Setup(kind, f"{host}:{_free_port(host)}")
+    if kind == "refused":  # bound and never listening: refused, and no one else gets the port
+        held = socket.socket()
+        held.bind((host, 0))
+        return Setup(kind, f"{host}:{held.getsockname()[1]}", sockets=[held])
     if kind == "empty":
         return Setup(kind, "")
     if kind == "garbage":
         return Setup(kind, "not a load balancer!")
+    if kind == "hung":  # it answers a minute late: each grade costs one --timeout
+        return replace(start_setup("correct", n, host, with_instances, delay=60), kind=kind)
     count = 1 if kind == "single" else 2
     instances = [Instance(f"s{n}-i{k}") for k in range(count)]
     turn = iter(range(10**9))
@@ -192,26 +200,8 @@ def start_setup(kind: str, n: int, host: str = "127.0.0.1", with_instances: bool
 
 
 def _blackhole(host: str) -> Setup:
-    """A listener with a full accept queue that never accepts: Linux drops new SYNs, so a
-    connect times out, as behind a security group that allows nothing."""
-    listener = socket.socket()
-    listener.bind((host, 0))
-    listener.listen(0)
-    address = listener.getsockname()
-    fillers = []
-    for _ in range(4):
-        s = socket.socket()
-        s.setblocking(False)
-        s.connect_ex(address)
-        fillers.append(s)
-    time.sleep(0.02)
-    return Setup("blackhole", f"{host}:{address[1]}", sockets=[listener, *fillers])
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    listener, *fillers = blackhole(host)
+    return Setup("blackhole", f"{host}:{listener.getsockname()[1]}", sockets=[listener, *fillers])
 
 
 def start_class(counts: dict[str, int], with_instances: int = 0) -> list[Setup]:

@@ -8,13 +8,14 @@ import os
 import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
+from ports import free_port, hold  # noqa: F401 - free_port: a fixture, held until the end
 from werkzeug.serving import make_server
 
 from infra.grade.address import Endpoint
+from infra.local.processes import listening, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CADDY = ROOT / ".venv" / "bin" / "caddy"
@@ -71,29 +72,22 @@ def silent_server():
 
 @pytest.fixture
 def blackhole():
-    """A port whose SYNs are dropped, as behind a security group: a listener with a full
-    accept queue that never accepts (Linux then drops new SYNs, so connect times out)."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    address = listener.getsockname()
-    fillers = []
-    for _ in range(4):  # fill the queue; later connects would block
-        s = socket.socket()
-        s.setblocking(False)
-        s.connect_ex(address)
-        fillers.append(s)
-    time.sleep(0.05)
-    yield Endpoint("127.0.0.1", address[1])
-    for s in fillers:
+    """A port whose SYNs are dropped, as behind a security group (raw_servers.blackhole)."""
+    from raw_servers import blackhole
+
+    listener, *fillers = blackhole()
+    yield Endpoint("127.0.0.1", listener.getsockname()[1])
+    for s in (*fillers, listener):
         s.close()
-    listener.close()
 
 
 @pytest.fixture
 def closed_port():
-    """A loopback port nothing listens on (bound, read back, released)."""
-    return Endpoint("127.0.0.1", _free_port())
+    """A loopback port nothing listens on: bound, never listening, held until the test ends
+    (a connection is refused, and no other test can take the port meanwhile)."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield Endpoint("127.0.0.1", held.getsockname()[1])
 
 
 @pytest.fixture
@@ -102,7 +96,8 @@ def caddy(tmp_path):
     procs = []
 
     def start(upstreams: list[Endpoint], policy: str | dict = "round_robin") -> Endpoint:
-        port = _free_port()
+        held = hold()  # until the test ends: Caddy binds it with SO_REUSEADDR
+        port = held.getsockname()[1]
         config = {
             "admin": {"disabled": True, "config": {"persist": False}},
             "logging": {"logs": {"default": {"level": "ERROR"}}},
@@ -124,11 +119,11 @@ def caddy(tmp_path):
         log = open(tmp_path / f"caddy-{port}.log", "wb")  # noqa: SIM115 - closed below
         proc = subprocess.Popen([str(CADDY), "run", "--config", str(path)], env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
-        procs.append((proc, log))
+        procs.append((proc, log, held))
         return _listening(proc, port, Path(log.name), "caddy", seconds=10, poll=0.02)
 
     yield start
-    for proc, log in procs:
+    for proc, log, held in procs:
         proc.terminate()
         try:
             proc.wait(5)
@@ -136,26 +131,20 @@ def caddy(tmp_path):
             proc.kill()
             proc.wait()
         log.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        held.close()
 
 
 def _listening(proc: subprocess.Popen, port: int, log: Path, what: str, *, seconds: float,
                poll: float) -> Endpoint:
     """Wait until `proc` accepts connections on `port`; fail with its log if it exits."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    def accepts() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited: {log.read_text()[-2000:]}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return Endpoint("127.0.0.1", port)
-        time.sleep(poll)
-    raise RuntimeError(f"{what} did not listen within {seconds:g} s")
+        return listening("127.0.0.1", port)
+
+    if not wait_until(accepts, seconds, poll):
+        raise RuntimeError(f"{what} did not listen within {seconds:g} s")
+    return Endpoint("127.0.0.1", port)
 
 
 @pytest.fixture
@@ -171,32 +160,34 @@ def lb_of(serve, caddy):
 
 @pytest.fixture
 def real_app(tmp_path):
-    """real_app(name) -> Endpoint: the project's own `python -m app` (gunicorn), running."""
+    """real_app(name) -> Endpoint: the project's own `python -m app` (granian), running."""
     procs = []
 
     def start(name: str) -> Endpoint:
-        port = _free_port()
+        held = hold()  # until the test ends: granian binds it with SO_REUSEPORT
+        port = held.getsockname()[1]
         env = dict(os.environ, INSTANCE_ID=name, PYTHONPATH=str(ROOT))
         env.pop("SEED_FILE", None)
         log = open(tmp_path / f"app-{name}.log", "wb")  # noqa: SIM115 - closed below
         proc = subprocess.Popen(
             [str(ROOT / ".venv" / "bin" / "python"), "-m", "app", "--host", "127.0.0.1",
-             "--port", str(port), "--workers", "1", "--threads", "2", "--no-access-log"],
+             "--port", str(port), "--workers", "1", "--no-access-log"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-        procs.append((proc, log))
+        procs.append((proc, log, held))
         return _listening(proc, port, Path(log.name), "the app", seconds=20, poll=0.05)
 
     yield start
-    for proc, _ in procs:
+    for proc, _, _ in procs:
         proc.terminate()
-    for proc, log in procs:
+    for proc, log, held in procs:
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
             proc.wait()
         log.close()
+        held.close()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ the grader hangs up. After the script, the connection is closed (or held open: `
 
 from __future__ import annotations
 
+import select
 import socket
 import ssl
 import threading
@@ -91,6 +92,24 @@ class ScriptedServer:
         for thread in self._threads:
             thread.join(5)
         self.listener.close()
+
+
+def blackhole(host: str = "127.0.0.1") -> list[socket.socket]:
+    """A listener with a full accept queue that never accepts, as behind a security group
+    that allows nothing: Linux drops new SYNs, so a connect times out. Returns the listener
+    first, then the connections that fill its queue; close them all to end it."""
+    listener = socket.socket()
+    listener.bind((host, 0))
+    listener.listen(0)  # one queued connection fills it
+    fillers = []
+    for _ in range(4):  # the first fills the queue; later connects would block
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(listener.getsockname())
+        fillers.append(s)
+    _, done, _ = select.select([], fillers, [], 5)  # a handshake done: the queue is full
+    assert any(s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0 for s in done), done
+    return [listener, *fillers]
 
 
 def _read_request(conn: socket.socket) -> bytes:

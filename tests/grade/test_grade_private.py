@@ -163,7 +163,7 @@ def _counting_server(host: str, port: int = 0):
 
 
 def test_a_name_is_looked_up_once_and_only_the_checked_address_is_reached(monkeypatch):
-    import infra.grade.http_probe as http_probe
+    import infra.grade.transport as transport
 
     # DNS rebinding: a name that answers a public address to the check and a private one to
     # the connection. Here 127.0.0.2 plays the public address and 127.0.0.3 the private one
@@ -179,9 +179,8 @@ def test_a_name_is_looked_up_once_and_only_the_checked_address_is_reached(monkey
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), port))]
 
     monkeypatch.setattr(socket, "getaddrinfo", rebinding)
-    monkeypatch.setattr(http_probe, "not_public",  # the policy the probe applies
-                        lambda ip: "private, in this test" if ip == "127.0.0.3" else None,
-                        raising=False)
+    monkeypatch.setattr(transport, "not_public",  # the policy the probe applies
+                        lambda ip: "private, in this test" if ip == "127.0.0.3" else None)
     monkeypatch.delenv("SEEDLB_LOOPBACK_ONLY")
     try:
         report = grade(f"rebind.localhost:{port}", timeout=1, public_only=True)

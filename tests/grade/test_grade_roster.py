@@ -107,12 +107,12 @@ class _Stream(io.StringIO):
 
 
 def _run_with(done: int, of: int):
-    from infra.grade.gradebook import ClassRun, Row
+    from infra.grade.gradebook import ClassRun, GradebookRow
     from infra.grade.roster import Student
 
     run = ClassRun([Student(i + 2, f"s{i}", "x") for i in range(of)])
     for i in range(done):
-        run.rows[i] = Row(f"s{i}", "x", "PASS" if i % 2 == 0 else "FAIL", 0, 0, {}, [], "")
+        run.rows[i] = GradebookRow(f"s{i}", "x", "PASS" if i % 2 == 0 else "FAIL", 0, 0, {}, [], "")
     return run
 
 

@@ -116,7 +116,7 @@ def test_single_backend_without_header(lb_of):
     assert failed(report) == {5: "single-instance"}, report.render()
 
 
-def test_caddy_with_dead_targets_answers_502(caddy, closed_port, free_port):
+def test_caddy_with_dead_targets_answers_502(caddy, closed_port):
     lb = caddy([closed_port])
     report = run(lb)
     assert failed(report) == {2: "http-502"}, report.render()
