@@ -58,16 +58,14 @@ def test_make_local_up_then_down_as_printed(tmp_path, down):
 
 
 def test_make_test_faults_as_printed(tmp_path):
-    """Every fault drill on process instances, on lanes with ports and addresses of their
-    own choosing. The booted one (minutes, as root) is left to `make test-faults` and
-    `make test-boot` themselves, as make test leaves it (tests/local/test_faults.py)."""
-    from infra.local.faults import FAULTS
-
-    process = " ".join(name for name, fault in FAULTS.items() if not fault.booted)
+    """The target as printed, on lanes with ports and addresses of their own choosing, with
+    two quick faults: every fault's round trip is tests/local/test_faults.py's (the same
+    run_all, in process), and two full rosters side by side would overload make test's two
+    cores. The booted fault is make test-boot's, as in make test."""
     shell = Shell(tmp_path)
-    done = shell.run(f"make test-faults ARGS='{process}'", timeout=600)
+    done = shell.run("make test-faults ARGS='lb-sg-no-80 no-listener'", timeout=600)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert re.search(r"^PASS  \d+ of \d+ faults round-trip", done.stdout, flags=re.M)
+    assert re.search(r"^PASS  2 of 2 faults round-trip", done.stdout, flags=re.M), done.stdout
     assert shell.off_machine() == ""
 
 
