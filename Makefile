@@ -12,6 +12,9 @@ PY     := $(VENV)/bin/python
 INSTALL = @$(PYTHON) .ci/install.py --venv $(VENV)
 
 STACK  ?= seed-lb
+# The local-* targets' testbed is seed-lb-local unless STACK is given on the command line
+# (`make local-down STACK=probe`), so that an exported STACK never aims it at an AWS stack.
+LOCAL  := $(if $(filter command line,$(origin STACK)),--stack $(STACK))
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 # make test: pytest-xdist workers, three per core: most of the long files wait (health-check
@@ -34,7 +37,7 @@ help:
 ##@ The assignment
 
 test-local: setup ## the whole system on this machine: provision, grade, failover drill, tear down
-	$(PY) -m infra local test $(ARGS)
+	$(PY) -m infra local test $(LOCAL) $(ARGS)
 
 deploy-aws: setup-runtime ## deploy the stack (AWS, or AWS_ENDPOINT_URL)
 	$(PY) -m infra deploy --stack $(STACK) $(ARGS)
@@ -70,22 +73,22 @@ grade-class: setup-runtime ## grade a class: make grade-class ROSTER=class.csv O
 ##@ The local testbed and its drills
 
 local-up: setup ## start the local testbed and leave it running
-	$(PY) -m infra local up $(ARGS)
+	$(PY) -m infra local up $(LOCAL) $(ARGS)
 
 local-status: setup ## what the local testbed runs
-	$(PY) -m infra local status $(ARGS)
+	$(PY) -m infra local status $(LOCAL) $(ARGS)
 
 local-down: setup ## stop the local testbed, also after a killed run
-	$(PY) -m infra local down $(ARGS)
+	$(PY) -m infra local down $(LOCAL) $(ARGS)
 
 local-break: setup ## make a seed FAQ mistake on the running testbed: make local-break FAULT=app-sg-closed (FAULT=--list)
-	$(PY) -m infra local break $(FAULT) $(ARGS)
+	$(PY) -m infra local break $(FAULT) $(LOCAL) $(ARGS)
 
 local-fix: setup ## undo it: make local-fix FAULT=app-sg-closed
-	$(PY) -m infra local fix $(FAULT) $(ARGS)
+	$(PY) -m infra local fix $(FAULT) $(LOCAL) $(ARGS)
 
 test-faults: setup ## every fault drill on testbeds side by side: break, grade FAIL, doctor names it, fix, PASS
-	$(PY) -m infra local faults $(ARGS)
+	$(PY) -m infra local faults $(LOCAL) $(ARGS)
 
 # Root on Linux with systemd-nspawn, debootstrap and nftables (.ci/run installs them);
 # elsewhere it says why in one line and passes, skipped. Then Ctrl-C at 2, 10 and 30 s.

@@ -12,7 +12,7 @@ import importlib
 import sys
 
 from infra.config import DEFAULT_STACK
-from infra.errors import UserError
+from infra.errors import UserError, not_installed
 
 COMMAND_MODULES: tuple[str, ...] = (
     # one line per command module; keep this list in the order of `--help`
@@ -51,7 +51,7 @@ def common_options() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m infra",
+        prog=".venv/bin/python -m infra",
         description="Deploy, test locally, grade and diagnose the seed app behind a load balancer.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -62,10 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
         return int(args.func(args) or 0)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "infra").split(".")[0] in ("infra", "app"):
+            raise  # a bug here, not a missing package
+        print(f"error: {not_installed(f'the Python package {exc.name}')}", file=sys.stderr)
+        return 2
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

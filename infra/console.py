@@ -18,7 +18,8 @@ class Progress:
         return time.monotonic() - self.started
 
     def __call__(self, message: str) -> None:
-        print(f"[{self.elapsed:6.1f}s] {message}", file=self.stream, flush=True)
+        # One write per line: a thread's progress line never lands inside another's.
+        print(f"[{self.elapsed:6.1f}s] {message}\n", end="", file=self.stream, flush=True)
 
 
 def warn(message: str) -> None:

@@ -37,3 +37,14 @@ def test_infra_refuses_a_real_aws_endpoint(monkeypatch):
         resolve_target("aws")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:5999")
     assert resolve_target("aws").is_emulator
+
+
+def test_the_guard_reaches_every_python_process_a_shell_command_starts(tmp_path):
+    """tests/fresh_shell.py runs commands with the guard in their Python processes: an attempt
+    off this machine fails there too, and is logged for the test to read."""
+    from fresh_shell import Shell
+
+    shell = Shell(tmp_path)
+    done = shell.run(".venv/bin/python -c 'import socket; socket.getaddrinfo(\"example.com\", 80)'")
+    assert done.returncode != 0 and "OffMachineTraffic" in done.stderr
+    assert "example.com" in shell.off_machine()

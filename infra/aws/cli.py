@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import argparse
 import functools
+import sys
 
-from infra.aws import console_output, failures, preflight, pricing
+from infra.aws import console_output, emulator, failures, preflight, pricing
 from infra.aws.clients import Clients, resolve_target
 from infra.config import DEFAULT_STACK, STATE_DIR, Settings
 from infra.console import Progress
+from infra.errors import UserError
 from infra.state import state_path
 
 EXAMPLES = """examples:
   make deploy-aws                                  # real AWS, your default profile/region
-  AWS_ENDPOINT_URL=http://127.0.0.1:5001 make deploy-aws   # a moto server
-  python -m infra deploy --stack demo --count 3 --public-access any
-  python -m infra destroy --stack demo
+  AWS_ENDPOINT_URL=http://127.0.0.1:5001 AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing \\
+    AWS_SECRET_ACCESS_KEY=testing make deploy-aws        # a moto server listening there
+  .venv/bin/python -m infra deploy --stack demo --count 3 --public-access any
+  .venv/bin/python -m infra destroy --stack demo
 """
 
 
@@ -109,11 +112,28 @@ def settings_from(args: argparse.Namespace, target) -> Settings:
     return make(**knobs)
 
 
-def _stack(args: argparse.Namespace):
+def _deployed(args: argparse.Namespace):
+    """The emulator the stack's state file puts it in, when no endpoint is set (or None)."""
+    return emulator.deployed_in_emulator(args.stack, args.state_dir, backend=args.backend,
+                                          default_stack=DEFAULT_STACK)
+
+
+def _stack(args: argparse.Namespace, local=None):
     """The Stack, once everything that needs no AWS call is known to be right: the settings,
-    the region, and that credentials exist. No client is built before."""
+    the region, and that credentials exist. No client is built before.
+
+    `local` (status, destroy): a stack that its state file puts in an emulator (README's
+    moto, `make local-up`; _deployed) is read there, with fake keys."""
     from infra.aws.stack import Stack
 
+    if local is not None:
+        if local.why:
+            print(local.why, file=sys.stderr)
+        args.stack = local.stack
+        clients = emulator.deployed_clients(local)
+        settings = settings_from(args, clients.target)
+        preflight.check_settings(settings)
+        return Stack(clients, settings, Progress())
     target = resolve_target(args.backend, args.region)
     settings = settings_from(args, target)
     preflight.check_settings(settings)
@@ -156,13 +176,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 @_aws_errors
 def cmd_status(args: argparse.Namespace) -> int:
-    print(render_status(_stack(args).status()))
+    local = _deployed(args)
+    print(render_status(_stack(args, local).status(), local.lb if local else ""))
     return 0
 
 
 @_aws_errors
 def cmd_destroy(args: argparse.Namespace) -> int:
-    result = _stack(args).destroy()
+    local = _deployed(args)
+    if local is not None and local.lb:
+        raise UserError(f"stack {local.stack} is the local testbed's: `make local-down "
+                        f"STACK={local.stack}` stops its processes and deletes the stack")
+    result = _stack(args, local).destroy()
     print(f"stack {result['stack']}: {len(result['deleted'])} resources deleted; "
           "nothing tagged with it is left")
     return 0
@@ -194,8 +219,8 @@ def destroy_command(stack: str, backend: str = "aws") -> str:
 
 
 # The testbed's way to grade the whole system on this machine (docs/testbed.md).
-LOCAL_GRADE = ("`python -m infra local up`, then `make grade LB=127.0.0.1:8080` (or "
-               "`make test-local` for the whole run: provision, grade, failover, tear down)")
+LOCAL_GRADE = ("`make local-up`, then `make grade LB=127.0.0.1:8080` (or `make test-local` "
+               "for the whole run: provision, grade, failover, tear down)")
 
 
 def render_deploy_summary(state: dict, settings: Settings, backend: str = "aws") -> str:
@@ -245,7 +270,8 @@ def _health_text(h: dict) -> str:
     return text
 
 
-def render_status(status: dict) -> str:
+def render_status(status: dict, local_lb: str = "") -> str:
+    """`local_lb`: the local testbed's load balancer (host:port), when the stack is its."""
     lb = status["load_balancer"]
     account = f"account {status['account']}, " if status.get("account") else ""
     lines = [f"stack {status['stack']} in {account}region {status['region']}"
@@ -277,12 +303,16 @@ def render_status(status: dict) -> str:
     for h in status["target_health"]:
         lines.append(f"  target: {h['id']}:{h['port']} {_health_text(h)}")
     lines.append(_age_and_cost(status))
-    if lb and status.get("emulator"):
+    if lb and local_lb:
+        lines.append(f"the local testbed's load balancer: next: make grade LB={local_lb}")
+    elif lb and status.get("emulator"):
         lines.append(f"the DNS name exists only in the emulator and does not resolve; to grade "
                      f"on this machine: {LOCAL_GRADE}")
     elif lb:
         lines.append(f"next: {grade_command({'lb_dns': lb['dns']}, status['stack'])}")
-    lines.append(f"when you are done: {destroy_command(status['stack'])}")
+    done = f"make local-down STACK={status['stack']}" if local_lb else \
+        destroy_command(status["stack"])
+    lines.append(f"when you are done: {done}")
     return "\n".join(lines)
 
 

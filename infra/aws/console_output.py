@@ -20,8 +20,8 @@ AWS_ENDPOINT_URL: the state file says where it is.
 from __future__ import annotations
 
 import argparse
-import os
 import re
+import sys
 from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
@@ -181,17 +181,21 @@ def render(logs: list[BootLog], stack: str, last: int = LAST_LINES) -> str:
 
 
 def _clients(args):
+    from infra.aws import emulator
     from infra.aws.clients import Clients, resolve_target
+    from infra.config import DEFAULT_STACK
     from infra.state import read_state
 
+    # the emulator this stack was deployed into (a local testbed's moto server), as status
+    # and the doctor find it
+    local = emulator.deployed_in_emulator(args.stack, args.state_dir, backend=args.backend,
+                                          default_stack=DEFAULT_STACK)
+    if local is not None:
+        if local.why:
+            print(local.why, file=sys.stderr)
+        args.stack = local.stack
+        return emulator.deployed_clients(local)
     state = read_state(args.state_dir, args.stack) or {}
-    if state.get("emulator") and state.get("endpoint_url") and not os.environ.get(
-            "AWS_ENDPOINT_URL"):
-        # the emulator this stack was deployed into (a local testbed's moto server)
-        from infra.aws.emulator import emulator_clients
-
-        return emulator_clients(state["endpoint_url"], args.region or state.get("region")
-                                or "us-east-1")
     return Clients(resolve_target(args.backend, args.region or state.get("region")))
 
 
@@ -219,8 +223,8 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
         "progress lines and the console's last lines, from EC2's GetConsoleOutput. Exit "
         "code 1 when a boot script failed.",
         epilog="examples:\n  make logs\n  make logs STACK=seed-lb-local    # a local "
-        "testbed (its state file names its moto server)\n  python -m infra logs --stack "
-        "demo --lines 40",
+        "testbed (its state file names its moto server)\n  make logs STACK=demo "
+        "ARGS='--lines 40'",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lines", type=int, default=LAST_LINES,
                         help=f"how many of the console's last lines to show ({LAST_LINES})")

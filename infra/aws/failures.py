@@ -62,7 +62,8 @@ from infra.config import (
 )
 from infra.errors import UserError
 
-POLICY_HINT = "`python -m infra policy` prints every permission this tool needs (docs/aws.md)"
+POLICY_HINT = ("`make iam-policy` (`.venv/bin/python -m infra policy`) prints every permission "
+               "this tool needs (docs/aws.md)")
 DOCS = "docs/aws.md"
 
 DENIED_CODES = frozenset({
@@ -159,8 +160,9 @@ def no_elbv2_line(where: str = "") -> str:
             "(LocalStack's free code lacks it). Either run LocalStack's licensed image with your "
             "token (`LOCALSTACK_AUTH_TOKEN=... docker compose -f docker-compose.localstack.yml "
             "up -d --wait localstack-pro`), or use the moto backend: start "
-            "`.venv/bin/moto_server -p 5001` and run `AWS_ENDPOINT_URL=http://127.0.0.1:5001 "
-            "make deploy-aws`")
+            "`.venv/bin/moto_server -H 127.0.0.1 -p 5001 &` and run "
+            "`AWS_ENDPOINT_URL=http://127.0.0.1:5001 AWS_REGION=us-east-1 "
+            "AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing make deploy-aws`")
 
 
 def is_denied(exc: ClientError) -> bool:

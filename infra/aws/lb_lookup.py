@@ -108,7 +108,7 @@ def by_stack(clients, stack: str) -> dict:
             f"no load balancer tagged {TAG_PROJECT}={PROJECT}, {TAG_STACK}={stack} "
             f"({_where(clients)}). Deploy it with `make deploy-aws STACK={stack}`, or, for a "
             "load balancer made by hand, name it: `make doctor LB=<name or DNS name>` "
-            "(python -m infra doctor --lb NAME_OR_DNS)." + _present(clients, lbs)
+            "(.venv/bin/python -m infra doctor --lb NAME_OR_DNS)." + _present(clients, lbs)
         )
     names = ", ".join(lb["LoadBalancerName"] for lb in tagged)
     raise UserError(

@@ -194,9 +194,9 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
         "where AWS allows it. Attach it to the IAM user or role you deploy with (IAM console "
         "> Policies > Create policy > JSON), or hand it to whoever runs the account. "
         "See docs/aws.md.",
-        epilog="examples:\n  python -m infra policy > seed-lb-policy.json\n"
+        epilog="examples:\n  make iam-policy > seed-lb-policy.json\n"
         "  aws iam create-policy --policy-name seed-lb --policy-document file://seed-lb-policy.json\n"
-        "  python -m infra policy --unscoped    # same actions, Resource \"*\", no conditions",
+        "  make iam-policy ARGS=--unscoped    # same actions, Resource \"*\", no conditions",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--unscoped", action="store_true",

@@ -16,14 +16,12 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-import socket
-import time
 from dataclasses import dataclass
 
 import boto3
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from infra.aws import failures, pricing
+from infra.aws import emulator, failures, pricing
 from infra.aws.clients import Clients
 from infra.config import (
     AMI_PARAMETERS,
@@ -169,29 +167,26 @@ def require_credentials(clients: Clients) -> None:
 
 
 # An emulator on this machine that refuses connections may be starting: README's recipe
-# starts moto in the background and deploys at once, and moto takes a second or more to
-# listen (several on a busy machine).
-EMULATOR_START_WAIT = 15.0
+# starts moto in the background and deploys at once, and moto takes a second to listen.
+EMULATOR_START_WAIT = emulator.ANSWER_WAIT
 
 
 def emulator_started(clients: Clients, wait: float = EMULATOR_START_WAIT) -> bool:
-    """For a loopback emulator endpoint that refused the connection: wait until something
-    listens on its port, up to `wait` seconds. False at once for any other endpoint."""
-    address = clients.target.endpoint_address
-    if not clients.target.is_emulator or not is_loopback_host(address[0]):
+    """For a loopback emulator endpoint: wait until something listens on its port
+    (emulator.wait_until_answers: longer while an emulator process for it is starting).
+    False at once for any other endpoint."""
+    if not clients.target.is_emulator:
         return False
-    warn(f"nothing listens at {clients.target.endpoint_url} yet: waiting up to {wait:g} s "
-         "for the emulator to start")
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(address, timeout=1).close()
-            return True
-        except ConnectionRefusedError:
-            time.sleep(0.2)  # a local process binding its port: no AWS waiter covers it
-        except OSError:
-            return False
-    return False
+    return emulator.wait_until_answers(clients.target.endpoint_url, wait, warn)
+
+
+def emulator_answers(clients: Clients) -> None:
+    """A stopped emulator on this machine: one line at once, not botocore's retries and a
+    word about proxies (it is not the network)."""
+    target = clients.target
+    if target.is_emulator and is_loopback_host(target.endpoint_address[0]) \
+            and not emulator_started(clients):
+        raise UserError(emulator.not_answering(target.endpoint_url))
 
 
 def check_credentials(clients: Clients) -> dict:
@@ -200,12 +195,10 @@ def check_credentials(clients: Clients) -> dict:
     5 s."""
     require_credentials(clients)
     try:
-        try:
-            return clients.first_call_sts.get_caller_identity()
-        except EndpointConnectionError:
-            if not emulator_started(clients):
-                raise
-            return clients.first_call_sts.get_caller_identity()
+        # An SSO profile's login is read here: an expired one is the first thing to say.
+        clients.session.get_credentials().get_frozen_credentials()
+        emulator_answers(clients)
+        return clients.first_call_sts.get_caller_identity()
     except ClientError as exc:
         code = failures.code_of(exc)
         if code in failures.EXPIRED_TOKEN_CODES:

@@ -64,8 +64,8 @@ class Skip(Exception):
 EPILOG = """\
 examples:
   make bench                                  # everything; rewrites docs/benchmarks.*
-  python -m infra bench --only badinput       # one step; docs are left alone
-  python -m infra bench --duration 5 --no-docs
+  .venv/bin/python -m infra bench --only badinput   # one step; docs are left alone
+  .venv/bin/python -m infra bench --duration 5 --no-docs
 
 the load generator is wrk (Debian: apt-get install wrk); without it the throughput
 figures are skipped. Every server listens on 127.0.0.1 on a free port and is stopped
@@ -290,7 +290,7 @@ def _command_line(args: argparse.Namespace) -> str:
     if not args.only and (args.duration, args.connections, args.threads, args.rounds,
                           args.examples, args.slow_window) == (10, 16, 2, 3, 300, 15):
         return "make bench"
-    return "python -m infra " + shlex.join(sys.argv[1:])
+    return ".venv/bin/python -m infra " + shlex.join(sys.argv[1:])
 
 
 def _write_docs(bench: BenchRun, docs: Path, progress: Progress) -> None:

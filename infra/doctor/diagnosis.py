@@ -25,6 +25,7 @@ from botocore.exceptions import (
 
 from infra.aws import failures, lb_lookup
 from infra.aws.clients import Clients
+from infra.aws.preflight import emulator_answers
 from infra.config import APP_PORT, loopback_only
 from infra.doctor.examination import Examination, load_balancer_target_groups, target_health
 from infra.doctor.findings import Finding
@@ -82,6 +83,7 @@ def _emulator_must_answer(clients: Clients) -> None:
     """A stopped emulator would cost botocore's ten retries (half a minute): ask once."""
     if not clients.target.is_emulator:
         return
+    emulator_answers(clients)  # one on this machine: "start it", within a second
     try:
         socket.create_connection(clients.target.endpoint_address, timeout=2).close()
     except OSError as exc:

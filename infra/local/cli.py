@@ -62,12 +62,16 @@ def cmd_up(args) -> int:
     with sigterm_as_interrupt():
         testbed.up()
     lb = testbed.lb_address
+    meta = testbed.meta
     print(f"\nlocal load balancer: http://{lb}  (stands in for the ALB's listener)")
     for iid, address in testbed.instances.items():
         print(f"  instance {iid}: http://{address}")
+    print(f"control plane: a moto server at {meta.endpoint} (region {meta.region}, any keys; "
+          f"the stack's state: .state/{testbed.stack}.json)")
     print(f"\ncheck it:  make grade LB={lb}")
-    print("see it:    make local-status")
-    print("stop it:   make local-down")
+    print(f"doctor:    {testbed.doctor_command()}")
+    print(f"see it:    {testbed.command('status')}")
+    print(f"stop it:   {testbed.command('down')}")
     return 0
 
 
@@ -119,9 +123,24 @@ def cmd_status(args) -> int:
 
 
 def cmd_down(args) -> int:
+    from infra.local.faultsrun import FaultsRun, run_root
+
     progress = Progress()
     testbed = _testbed(args, progress=progress)
-    if testbed.meta is None and not testbed.processes.records():
+    drills = FaultsRun(run_root(args.stack), args.stack)
+    if drills.active():  # `local faults` with the same --stack, running or killed
+        with sigterm_as_interrupt():
+            stopped = drills.stop_from_outside(progress)
+        progress(f"local faults: stopped {', '.join(stopped) or 'nothing was running'}")
+        left = drills.records()
+        if left:
+            raise UserError(f"still running after down: "
+                            f"{', '.join(r.describe() for r in left)}. Run "
+                            f"{testbed.down_command()} again, or "
+                            f"`kill -9 {' '.join(str(r.pid) for r in left)}`", exit_code=1)
+        if testbed.meta is None and not testbed.processes.records():
+            return 0
+    elif testbed.meta is None and not testbed.processes.records():
         print(f"no local testbed for stack {args.stack}: nothing to stop")
         return 0
     with sigterm_as_interrupt():
@@ -233,12 +252,12 @@ def cmd_break(args) -> int:
     from infra.local import faults
 
     if args.list:
-        print("faults (python -m infra local break FAULT; undo with `local fix FAULT`):\n")
+        print("faults (make local-break FAULT=NAME; undo with make local-fix FAULT=NAME):\n")
         print(faults.listing())
         return 0
     if not args.fault:
-        raise UserError("name a fault to break, e.g. `python -m infra local break "
-                        "app-sg-closed`; `--list` lists them", exit_code=2)
+        raise UserError("name a fault to break, e.g. `make local-break FAULT=app-sg-closed`; "
+                        "`make local-break FAULT=--list` lists them", exit_code=2)
     fault = faults.get(args.fault)
     testbed = _testbed(args)
     fault.apply(faults.Drill(testbed))
@@ -248,10 +267,10 @@ def cmd_break(args) -> int:
           f"  stands for: {fault.faq}\n"
           f"  expect, within ~{faults.effect_window(testbed):.0f}s: {grade}; the doctor names "
           f"{fault.code}\n"
-          f"  see it:  make local-status ARGS='--stack {args.stack}'   make grade LB={lb}\n"
-          f"           AWS_ENDPOINT_URL={testbed.endpoint_url} .venv/bin/python -m infra doctor "
-          f"--stack {args.stack}\n"
-          f"  undo it: python -m infra local fix {fault.name} --stack {args.stack}")
+          f"  see it:  {testbed.command('status')}\n"
+          f"           make grade LB={lb}\n"
+          f"           {testbed.doctor_command()}\n"
+          f"  undo it: {testbed.command('fix', fault.name)}")
     return 0
 
 
@@ -260,9 +279,14 @@ def cmd_fix(args) -> int:
 
     fault = faults.get(args.fault)
     testbed = _testbed(args)
-    fault.undo(faults.Drill(testbed))
+    drill = faults.Drill(testbed)
+    if not fault.broken(drill):
+        print(f"{fault.name} was not broken: nothing to undo ({testbed.command('status')} "
+              "shows the testbed)")
+        return 0
+    fault.undo(drill)
     print(f"fixed {fault.name}; the targets are healthy again within "
-          f"~{faults.effect_window(testbed):.0f}s (`make local-status`)")
+          f"~{faults.effect_window(testbed):.0f}s (`{testbed.command('status')}`)")
     return 0
 
 
@@ -276,9 +300,12 @@ def cmd_faults(args) -> int:
     # The defaults are those of `local up`'s own testbed: the lanes keep clear of it.
     lb_port = None if args.lb_port == DEFAULT_LB_PORT else args.lb_port
     first = None if args.first_address == FIRST_ADDRESS else args.first_address
-    rows, info = faults.run_all(
-        names, stack=args.stack, lanes_wanted=args.lanes, lb_port=lb_port,
-        first_address=first, region=args.region, caddy=args.caddy, say=progress)
+    stop = _testbed(args).down_command()
+    with sigterm_as_interrupt():
+        rows, info = faults.run_all(
+            names, stack=args.stack, lanes_wanted=args.lanes, lb_port=lb_port,
+            first_address=first, region=args.region, caddy=args.caddy, say=progress,
+            stop_hint=stop)
     print(faults.render(rows, progress.elapsed), flush=True)
     ups = sorted(info["up_seconds"].values())
     if ups:
@@ -307,7 +334,9 @@ def _register_faults(sub, options) -> None:
     p = sub.add_parser("faults", parents=[options], help=text, description=text,
                        epilog="Lanes use --lb-port, +1, ... and --first-address, +8, ... when "
                               "given (not the defaults of `local up`'s testbed), else free ports "
-                              "and a random loopback block; their stacks are <stack>-f1, -f2, ...")
+                              "and a random loopback block; their stacks are <stack>-f1, -f2, ... "
+                              "One run per --stack at a time; `local down` with the same "
+                              "--stack stops it.")
     p.add_argument("fault", nargs="*", metavar="FAULT", help=f"only these (default: all: {names})")
     p.add_argument("--lanes", type=int, default=DEFAULT_LANES,
                    help=f"testbeds side by side (default: {DEFAULT_LANES})")

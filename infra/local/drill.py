@@ -35,6 +35,7 @@ SLACK = 3.0  # seconds on top of the health check windows: process start, schedu
 KILL_LEAD = 0.3  # the crash lands this long before a health check is due
 RESTART_LEAD = 0.5  # the restarted app answers at least this long before a check is due
 CHECKER_LOGGER = "health_checker.active"  # Caddy's logger for its active health checks
+TICK = 1.5  # seconds between progress lines while the drill waits
 
 
 @dataclass
@@ -80,6 +81,34 @@ class RequestStream(threading.Thread):
 
     def since(self, t: float) -> list[Sample]:
         return [s for s in list(self.samples) if s.sent >= t]
+
+
+class Ticker(threading.Thread):
+    """While the drill waits, one line every TICK seconds: what for, since when, and the
+    requests so far."""
+
+    def __init__(self, say, stream: RequestStream, period: float = TICK):
+        super().__init__(daemon=True, name="drill-ticker")
+        self.say, self.stream, self.period = say, stream, period
+        self._what: tuple[str, float] | None = None
+        self._halt = threading.Event()
+
+    def waiting(self, what: str, since: float | None = None) -> None:
+        """From now on the drill waits for `what`; the time shown counts from `since`."""
+        self._what = (what, since or time.time())
+
+    def run(self) -> None:
+        while not self._halt.wait(self.period):
+            if self._what is not None:
+                what, since = self._what
+                samples = list(self.stream.samples)
+                failed = sum(1 for s in samples if not s.ok)
+                self.say(f"drill: {what} ({time.time() - since:.1f}s; {len(samples)} "
+                         f"requests so far, {failed} failed)")
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=self.period + 1)
 
 
 class HealthCheckClock:
@@ -226,7 +255,7 @@ class DrillResult:
     timed_by: str = ""  # what the drill took the health checks' phase from
     requests: int = 0
     failed: int = 0
-    failed_before_detection: int = 0
+    failed_before_detection: int = 0  # during failover: crash -> Caddy marks it down
     failed_after_detection: int = 0
     survivor_failed: int = 0
     seed_intact: bool = False
@@ -238,12 +267,13 @@ class DrillResult:
         fails = f"{self.failed_checks} failed checks, " if self.failed_checks is not None else ""
         passes = (f"{self.passing_checks} passing checks, "
                   if self.passing_checks is not None else "")
+        failover = (f"the {self.detected_after:.1f}s from the crash until Caddy marked it "
+                    "down" if self.detected_after is not None else "Caddy never marked it down")
         text = (
             f"marked down after {det} ({fails}window {self.window:.0f}s), back after {rej} "
-            f"({passes}window {self.rejoin_window:.0f}s); {self.requests} requests, "
-            f"{self.failed} failed "
-            f"({self.failed_before_detection} before the proxy noticed, "
-            f"{self.failed_after_detection} after); seed "
+            f"({passes}window {self.rejoin_window:.0f}s); {self.requests} requests: "
+            f"{self.failed_before_detection} failed during failover ({failover}), "
+            f"{self.failed_after_detection} after; seed "
             f"{'intact' if self.seed_intact else 'LOST'}"
         )
         return text + "".join(f"\n  - {p}" for p in self.problems)
@@ -332,6 +362,8 @@ def run_drill(testbed, progress=None, rng: random.Random | None = None) -> Drill
 
     stream = RequestStream(testbed.lb_address)
     stream.start()
+    ticker = Ticker(say, stream)
+    ticker.start()
     try:
         both = {result.victim, result.survivor}
 
@@ -339,6 +371,8 @@ def run_drill(testbed, progress=None, rng: random.Random | None = None) -> Drill
             return {s.served_by for s in stream.since(0) if s.ok}
 
         # Both must answer before the crash (a busy machine may need more than WARMUP).
+        ticker.waiting("requests through the load balancer; waiting for both instances to "
+                       "answer, then for a health check to time the crash")
         clock.sleep_until(time.time() + WARMUP)
         wait_until(lambda: both <= served(), 5.0, 0.05)
         if not both <= served():
@@ -354,6 +388,7 @@ def run_drill(testbed, progress=None, rng: random.Random | None = None) -> Drill
             + f"; the health check must notice within {result.window:.0f}s")
         killed_at = time.time()
         testbed.kill_instance(result.victim)
+        ticker.waiting(f"failover: waiting for Caddy to mark {result.victim} down", killed_at)
         down = _wait_health_event(
             testbed.runtime_dir, "unhealthy", victim_addr, killed_at, result.window
         )
@@ -378,12 +413,15 @@ def run_drill(testbed, progress=None, rng: random.Random | None = None) -> Drill
                     "ALB counts them"
                 )
         # From here on every request must succeed, on the survivor until the victim is back.
+        ticker.waiting(f"the survivor serves alone; waiting for the moment to start "
+                       f"{result.victim} again", detected_at)
         clock.wait_before_next(start_budget)
         say(f"drill: starting {result.victim} again (same seed file)")
         # Every check the new process answers counts, also one before our own probe returns.
         restarted_from = _log_size(victim_log) if victim_log else 0
         testbed.start_instance(result.victim)
         answering_at = time.time()
+        ticker.waiting(f"waiting for Caddy to put {result.victim} back", answering_at)
         up = _wait_health_event(
             testbed.runtime_dir, "healthy", victim_addr, killed_at, result.rejoin_window
         )
@@ -410,13 +448,15 @@ def run_drill(testbed, progress=None, rng: random.Random | None = None) -> Drill
         rejoined = lambda: any(s.served_by == result.victim for s in stream.since(answering_at))  # noqa: E731
         wait_until(rejoined, 3.0, 0.05)
     finally:
+        ticker.stop()
         stream.stop()
 
     samples = stream.samples
     result.requests = len(samples)
     failed = [s for s in samples if not s.ok]
     result.failed = len(failed)
-    result.failed_before_detection = len([s for s in failed if s.sent < detected_at])
+    # During failover: until Caddy marked it down, and what was then in flight to it.
+    result.failed_before_detection = len([s for s in failed if s.sent < detected_at + 0.05])
     # A request sent just before the event may still be in flight to the dead target.
     result.failed_after_detection = len([s for s in failed if s.sent >= detected_at + 0.05])
     result.survivor_failed = len(

@@ -24,7 +24,6 @@ import ipaddress
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -38,10 +37,11 @@ from botocore.exceptions import ClientError
 from infra.aws.compute import Instances, security_group_ids
 from infra.aws.emulator import FAKE_CREDENTIALS
 from infra.aws.loadbalancer import LoadBalancer
-from infra.aws.network import Network
+from infra.aws.network import ANYWHERE_V4, ANYWHERE_V6, Network, rules_of
 from infra.config import PROJECT, TAG_PROJECT, TAG_STACK, stack_tags
 from infra.errors import UserError
 from infra.local import motoserver, proxy, supervisor
+from infra.local.faultsrun import LANE_PREFIX, FaultsRun, run_root
 from infra.local.machines import bootfault
 from infra.local.processes import PROJECT_ROOT, wait_until
 from infra.state import read_state, write_state
@@ -199,33 +199,58 @@ class Fault:
     does: str  # what `break` does, in the console's words
     code: str  # the doctor's finding code that names it
     apply: Callable[[Drill], None]
-    undo: Callable[[Drill], None]
+    undo: Callable[[Drill], None]  # puts back what apply changed, and nothing else
     effect: Callable[[Drill], bool]  # the effect is there (control plane and data path)
+    broken: Callable[[Drill], bool]  # what apply changes is changed: `fix` has work to do
     grade: str = "FAIL"  # what the autograder says while it is broken
     seconds: float = 30.0  # its time in `local faults` (measured, loaded 2 cores): for lanes
     why_grade: str = ""
     booted: bool = False  # needs booted instances (infra/local/machines): a lane of its own
 
 
-def _sg_reset(d: Drill) -> None:
-    """Put both security groups' rules back as deploy makes them (the same code)."""
-    vpc = d.app_sg["VpcId"]
-    d.network.ensure_security_groups(vpc, None, None)
+def _app_rule(d: Drill) -> dict:
+    return _tcp(d.settings.app_port, UserIdGroupPairs=[{"GroupId": d.lb_sg["GroupId"]}])
+
+
+def _lb_rules(d: Drill) -> list[dict]:
+    port = d.settings.listener_port
+    return [_tcp(port, IpRanges=[{"CidrIp": ANYWHERE_V4}]),
+            _tcp(port, Ipv6Ranges=[{"CidrIpv6": ANYWHERE_V6}])]
+
+
+def _authorize(d: Drill, group: dict, rules: list[dict]) -> None:
+    """Put rules back in a group, each on its own: one still there is left as it is."""
+    for rule in rules:
+        _ignore("InvalidPermission.Duplicate", d.ec2.authorize_security_group_ingress,
+                GroupId=group["GroupId"], IpPermissions=[rule])
 
 
 def _app_sg_closed(d: Drill) -> None:
-    rule = _tcp(d.settings.app_port, UserIdGroupPairs=[{"GroupId": d.lb_sg["GroupId"]}])
     _ignore("InvalidPermission.NotFound", d.ec2.revoke_security_group_ingress,
-            GroupId=d.app_sg["GroupId"], IpPermissions=[rule])
+            GroupId=d.app_sg["GroupId"], IpPermissions=[_app_rule(d)])
+
+
+def _app_sg_open(d: Drill) -> None:
+    _authorize(d, d.app_sg, [_app_rule(d)])
+
+
+def _app_sg_is_closed(d: Drill) -> bool:
+    return (d.settings.app_port, "sg", d.lb_sg["GroupId"]) not in rules_of(d.app_sg)
 
 
 def _lb_sg_no_80(d: Drill) -> None:
-    port = d.settings.listener_port
-    rules = [_tcp(port, IpRanges=[{"CidrIp": "0.0.0.0/0"}]),
-             _tcp(port, Ipv6Ranges=[{"CidrIpv6": "::/0"}])]
-    for rule in rules:
+    for rule in _lb_rules(d):
         _ignore("InvalidPermission.NotFound", d.ec2.revoke_security_group_ingress,
                 GroupId=d.lb_sg["GroupId"], IpPermissions=[rule])
+
+
+def _lb_sg_80_back(d: Drill) -> None:
+    _authorize(d, d.lb_sg, _lb_rules(d))
+
+
+def _lb_sg_has_no_80(d: Drill) -> bool:
+    port = d.settings.listener_port
+    return not {(port, "cidr", ANYWHERE_V4), (port, "cidr6", ANYWHERE_V6)} <= rules_of(d.lb_sg)
 
 
 def _default_sg(d: Drill) -> dict:
@@ -240,6 +265,10 @@ def _default_sg(d: Drill) -> dict:
 def _default_sg_on_lb(d: Drill) -> None:
     d.elbv2.set_security_groups(LoadBalancerArn=d.lb()["LoadBalancerArn"],
                                 SecurityGroups=[_default_sg(d)["GroupId"]])
+
+
+def _lb_sg_not_its_own(d: Drill) -> bool:
+    return d.lb().get("SecurityGroups") != [d.lb_sg["GroupId"]]
 
 
 def _lb_sg_back(d: Drill) -> None:
@@ -268,6 +297,13 @@ def _tg_wrong_port(d: Drill) -> None:
         {"Type": "forward", "TargetGroupArn": wrong["TargetGroupArn"]}])
 
 
+def _tg_port_wrong(d: Drill) -> bool:
+    listener = d.listener_80()
+    forwards = [a.get("TargetGroupArn") for a in (listener or {}).get("DefaultActions", [])]
+    return d.target_group(_wrong_tg_name(d)) is not None or (
+        listener is not None and d.target_group()["TargetGroupArn"] not in forwards)
+
+
 def _tg_right_port(d: Drill) -> None:
     d.lbs.ensure_listener(d.lb()["LoadBalancerArn"], d.target_group()["TargetGroupArn"])
     wrong = d.target_group(_wrong_tg_name(d))
@@ -280,6 +316,10 @@ def _health_check_path(path: str) -> Callable[[Drill], None]:
         d.elbv2.modify_target_group(TargetGroupArn=d.target_group()["TargetGroupArn"],
                                     HealthCheckPath=path)
     return modify
+
+
+def _health_check_path_changed(d: Drill) -> bool:
+    return d.target_group()["HealthCheckPath"] != d.settings.health_check_path
 
 
 def _recreate_lb(d: Drill, scheme: str) -> None:
@@ -309,6 +349,10 @@ def _no_listener(d: Drill) -> None:
         d.elbv2.delete_listener(ListenerArn=listener["ListenerArn"])
 
 
+def _no_listener_80(d: Drill) -> bool:
+    return d.listener_80() is None
+
+
 def _listener_back(d: Drill) -> None:
     d.lbs.ensure_listener(d.lb()["LoadBalancerArn"], d.target_group()["TargetGroupArn"])
 
@@ -318,6 +362,10 @@ def _stop_instance(d: Drill) -> None:
     d.ec2.stop_instances(InstanceIds=[iid])
     d.ec2.get_waiter("instance_stopped").wait(
         InstanceIds=[iid], WaiterConfig={"Delay": 0.2, "MaxAttempts": 100})
+
+
+def _victim_not_running(d: Drill) -> bool:
+    return d.victim["State"]["Name"] != "running"
 
 
 def _start_instance(d: Drill) -> None:
@@ -331,6 +379,14 @@ def _crash_app(d: Drill) -> None:
     iid = d.victim["InstanceId"]
     if d.status().get("apps", {}).get(iid, {}).get("app") == "running":
         d.bed.kill_instance(iid)
+
+
+def _app_down(d: Drill) -> bool:
+    from infra.local.processes import is_ours
+    from infra.local.testbed import app_process_name
+
+    record = d.bed.processes.record(app_process_name(d.victim["InstanceId"]))
+    return record is None or not is_ours(record)
 
 
 def _restart_app(d: Drill) -> None:
@@ -398,6 +454,10 @@ def _remove_private(d: Drill) -> None:
         _ignore("InvalidSubnetID.NotFound", d.ec2.delete_subnet, SubnetId=subnet["SubnetId"])
 
 
+def _private_launched(d: Drill) -> bool:
+    return d.instance(PRIVATE) is not None
+
+
 def _private_effect(d: Drill) -> bool:
     private = d.instance(PRIVATE)
     if private is None:
@@ -417,24 +477,25 @@ FAULTS: dict[str, Fault] = {f.name: f for f in [
           "FAQ 6 (502, no traffic goes to the EC2 instances: the security groups); seed "
           "step 2 (inbound TCP 5000)",
           "revoke the app security group's rule TCP 5000 from the load balancer's group",
-          "INSTANCE_SG_BLOCKS_LB", _app_sg_closed, _sg_reset,
+          "INSTANCE_SG_BLOCKS_LB", _app_sg_closed, _app_sg_open,
           lambda d: d.targets_are("unhealthy", "Target.Timeout")
-          and d.status().get("fail_open") is True, seconds=40),
+          and d.status().get("fail_open") is True, _app_sg_is_closed, seconds=40),
     Fault("lb-sg-no-80",
           "FAQ 5 (connection timeout); load balancing step 3 (allow HTTP from anywhere)",
           "revoke the load balancer security group's HTTP 80 from 0.0.0.0/0 and ::/0",
-          "LB_SG_NO_HTTP", _lb_sg_no_80, _sg_reset, lambda d: d.front_is("drop"), seconds=15),
+          "LB_SG_NO_HTTP", _lb_sg_no_80, _lb_sg_80_back, lambda d: d.front_is("drop"),
+          _lb_sg_has_no_80, seconds=15),
     Fault("default-sg-on-lb",
           "load balancing step 3 (do not use the default security group); FAQ 5",
           "give the load balancer the VPC's default security group instead of its own",
           "DEFAULT_SG_ON_LB", _default_sg_on_lb, _lb_sg_back, lambda d: d.front_is("drop"),
-          seconds=28),
+          _lb_sg_not_its_own, seconds=28),
     Fault("tg-wrong-port",
           "load balancing step 2 (map the web server port correctly); FAQ 6 (502)",
           f"make a target group on port {WRONG_TG_PORT} (the console's default), register the "
           "instances there and forward the listener to it",
           "TG_PORT_MISMATCH", _tg_wrong_port, _tg_right_port,
-          lambda d: d.targets_are("unhealthy", "Target.Timeout"), seconds=32),
+          lambda d: d.targets_are("unhealthy", "Target.Timeout"), _tg_port_wrong, seconds=32),
     Fault("health-check-path",
           "FAQ 4 (instances OutOfService); load balancing step 4 (targets must be healthy)",
           f"set the target group's health check path to {WRONG_HEALTH_CHECK_PATH}, a page the "
@@ -443,51 +504,51 @@ FAULTS: dict[str, Fault] = {f.name: f for f in [
           lambda d: _health_check_path(d.settings.health_check_path)(d),
           lambda d: d.targets_are("unhealthy", "Target.ResponseCodeMismatch")
           and d.status().get("fail_open") is True,
-          grade="PASS", seconds=40,
+          _health_check_path_changed, grade="PASS", seconds=40,
           why_grade="every target is unhealthy, so the ALB fails open and serves GET / anyway"),
     Fault("internal-scheme",
           "FAQ 5 (connection timeout); load balancing step 3 (reachable from the internet)",
           "create the load balancer again with Scheme internal (it cannot be changed in place)",
           "LB_INTERNAL", lambda d: _recreate_lb(d, "internal"),
           lambda d: _recreate_lb(d, "internet-facing"), lambda d: d.front_is("drop"),
-          seconds=27),
+          lambda d: d.lb().get("Scheme") == "internal", seconds=27),
     Fault("no-listener",
           "FAQ 3 (failed to connect to the load balancer); load balancing step 2 (listener)",
           "delete the load balancer's HTTP 80 listener",
           "LISTENER_MISSING", _no_listener, _listener_back, lambda d: d.front_is("refuse"),
-          seconds=24),
+          _no_listener_80, seconds=24),
     Fault("instance-stopped",
           "FAQ 4 (instances OutOfService)",
           "stop instance app-2 (EC2 > Instances > Stop)",
           "INSTANCE_NOT_RUNNING", _stop_instance, _start_instance,
           lambda d: d.targets_are("unused", "Target.InvalidState", ids=_victim_id(d))
           and d.status().get("apps", {}).get(d.ids["app-2"], {}).get("app") == "stopped",
-          seconds=33),
+          _victim_not_running, seconds=33),
     Fault("app-crashed",
           "FAQ 4 (ssh in and run the app); FAQ 1 (flask run --host 0.0.0.0)",
           "kill app-2's app process (on the instance, not through boto3)",
           "TARGET_FAILED_HEALTH_CHECKS", _crash_app, _restart_app,
           lambda d: d.targets_are("unhealthy", "Target.FailedHealthChecks", ids=_victim_id(d))
           and d.targets_are("healthy", None, ids={d.ids["app-1"]}),
-          seconds=38),
+          _app_down, seconds=38),
     Fault("private-subnet",
           "seed step 3 (the instance must install the app's requirements); FAQ 4",
           "launch an instance into a new subnet with no route to the internet and register "
           "it in place of app-2",
           "INSTANCE_SUBNET_NO_IGW_ROUTE", _launch_private, _remove_private, _private_effect,
-          seconds=32),
+          _private_launched, seconds=32),
     Fault("boot-script-fails",
           "seed step 3 (install the app's requirements); FAQ 4 (instances OutOfService)",
           "redeploy both instances with user data whose requirements pin flask==31.3, a "
           "version that does not exist (booted testbed only)",
           "BOOT_SCRIPT_FAILED", bootfault.break_boot, bootfault.fix_boot,
-          bootfault.boot_failed, seconds=60, booted=True),
+          bootfault.boot_failed, bootfault.boot_broken, seconds=60, booted=True),
 ]}
 
 
 def get(name: str) -> Fault:
     if name not in FAULTS:
-        raise UserError(f"no fault {name!r}; `python -m infra local break --list` lists them: "
+        raise UserError(f"no fault {name!r}; `make local-break FAULT=--list` lists them: "
                         f"{', '.join(FAULTS)}")
     return FAULTS[name]
 
@@ -698,17 +759,16 @@ def _address_plus(address: str, step: int) -> str:
 def run_all(names: list[str], *, stack: str, lanes_wanted: int, lb_port: int | None,
             first_address: str | None, region: str, caddy: str | None,
             say: Callable[[str], None], root: str | Path | None = None,
-            state_dir: str | None = None) -> tuple[list[Row], dict]:
+            state_dir: str | None = None, stop_hint: str = "") -> tuple[list[Row], dict]:
     """Every named fault, in parallel lanes: one subprocess and one testbed (its own stack,
     Caddy, supervisor and apps) each, all on one moto server, as one control plane.
 
-    `root`: the runtime directory of it all (default .local/<stack>-faults)."""
-    from infra.local.processes import ProcessGroup
-    from infra.local.testbed import RUNTIME_ROOT, child_env
+    `root`: the runtime directory of it all (default .local/<stack>-faults). One run per
+    root at a time (faultsrun.FaultsRun); `stop_hint` says how to stop the one running."""
+    from infra.local.testbed import child_env
 
     rng = random.Random()  # noqa: S311 - a loopback address, not a secret
     base = first_address or f"127.{rng.randint(100, 250)}.{rng.randint(1, 250)}.11"
-    root = Path(root or PROJECT_ROOT / RUNTIME_ROOT / f"{stack}-faults").resolve()
     booted = [n for n in names if FAULTS[n].booted]
     if booted:
         from infra.local.machines.backend import why_not
@@ -717,20 +777,20 @@ def run_all(names: list[str], *, stack: str, lanes_wanted: int, lb_port: int | N
         if why:
             say(f"{', '.join(booted)}: skipped: {why}")
             names = [n for n in names if n not in booted]
-    processes = ProcessGroup(root)
-    processes.stop_all()  # a moto left by a killed run of this command
-    say("control plane: one moto server for every lane")
-    endpoint = motoserver.start(processes, child_env(**FAKE_CREDENTIALS),
-                                table=root / "lanes" / "*" / motoserver.HEALTH_TABLE)
-    try:
-        _warm(endpoint, region)
-        return _run_lanes(names, stack, lanes_wanted, lb_port, base, region, caddy, endpoint,
-                          root, state_dir, say)
-    finally:
-        record = processes.record(motoserver.NAME)
-        if record is not None:
-            say(f"the shared moto server used {_cpu_seconds(record.pid):.1f} s of CPU")
-        processes.stop_all()
+    run = FaultsRun(root or run_root(stack), stack, stop_hint)
+    with run.owned(say) as processes:
+        say("control plane: one moto server for every lane")
+        try:
+            endpoint = motoserver.start(
+                processes, child_env(**FAKE_CREDENTIALS),
+                table=run.root / "lanes" / "*" / motoserver.HEALTH_TABLE)
+            _warm(endpoint, region)
+            return _run_lanes(names, stack, lanes_wanted, lb_port, base, region, caddy,
+                              endpoint, run, state_dir, say)
+        finally:
+            record = processes.record(motoserver.NAME)
+            if record is not None:
+                say(f"the shared moto server used {_cpu_seconds(record.pid):.1f} s of CPU")
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -749,8 +809,8 @@ def _warm(endpoint: str, region: str) -> None:
     clients.elbv2.describe_load_balancers()
 
 
-def _run_lanes(names, stack, lanes_wanted, lb_port, base, region, caddy, endpoint, root,
-               state_dir, say) -> tuple[list[Row], dict]:
+def _run_lanes(names, stack, lanes_wanted, lb_port, base, region, caddy, endpoint,
+               run: FaultsRun, state_dir, say) -> tuple[list[Row], dict]:
     booted = [n for n in names if FAULTS[n].booted]  # a lane of booted machines of their own
     plan = lanes([n for n in names if n not in booted], lanes_wanted) + \
         ([booted] if booted else [])
@@ -758,46 +818,42 @@ def _run_lanes(names, stack, lanes_wanted, lb_port, base, region, caddy, endpoin
                       machines=any(FAULTS[n].booted for n in lane),
                       lb_port=lb_port + i if lb_port else None,
                       first_address=_address_plus(base, 8 * i), region=region, caddy=caddy,
-                      endpoint=endpoint, runtime_dir=str(root / "lanes" / f"{stack}-f{i + 1}"),
+                      endpoint=endpoint,
+                      runtime_dir=str(run.root / "lanes" / f"{stack}-f{i + 1}"),
                       state_dir=state_dir)
              for i, lane in enumerate(plan)]
     say(f"{len(names)} faults in {len(specs)} lanes: "
         + "; ".join(f"{s.stack}: {', '.join(s.faults)}" for s in specs))
-    procs = []
-    for spec in specs:
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "infra.local.faults", json.dumps(asdict(spec))],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=PROJECT_ROOT))
     results: dict[str, dict] = {}
     errors: list[str] = []
 
-    def pump(spec: LaneSpec, proc) -> None:
-        for line in proc.stdout:
-            line = line.rstrip("\n")
-            if line.startswith("RESULT "):
-                results[spec.stack] = json.loads(line[len("RESULT "):])
-            elif line.startswith('{"error"'):
-                errors.append(f"{spec.stack}: {json.loads(line)['error']}")
-            else:
-                say(line)
+    def handle(spec: LaneSpec, line: str) -> None:
+        if line.startswith("RESULT "):
+            results[spec.stack] = json.loads(line[len("RESULT "):])
+        elif line.startswith('{"error"'):
+            errors.append(f"{spec.stack}: {json.loads(line)['error']}")
+        else:
+            say(line)
 
-    pumps = [threading.Thread(target=pump, args=(s, p), daemon=True)
-             for s, p in zip(specs, procs, strict=True)]
-    for t in pumps:
-        t.start()
-    try:
-        for proc in procs:
-            proc.wait()
-    except KeyboardInterrupt:
-        for proc in procs:  # each lane tears its testbed down on SIGTERM, like Ctrl-C
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            proc.wait()
-        raise
-    finally:
-        for t in pumps:
-            t.join(timeout=5)
+    followers = []
+    procs = []
+    for spec in specs:
+        # Each lane a process of the run's own, recorded as it starts; its output goes to
+        # its log, followed from here, so that a lane outlives nothing it needs.
+        name = f"{LANE_PREFIX}{spec.stack}"
+        log = run.processes.log_dir / f"{name}.log"
+        offset = log.stat().st_size if log.exists() else 0
+        proc, _record = run.processes.start(
+            name, [sys.executable, "-m", "infra.local.faults", json.dumps(asdict(spec))])
+        procs.append(proc)
+        followers.append(threading.Thread(
+            target=_follow, args=(log, offset, proc, lambda line, s=spec: handle(s, line)),
+            daemon=True))
+        followers[-1].start()
+    for proc in procs:  # Ctrl-C: the run's owner (FaultsRun.owned) stops the lanes
+        proc.wait()
+    for follower in followers:
+        follower.join(timeout=5)
     rows: list[Row] = []
     ups = {}
     for spec in specs:
@@ -811,6 +867,31 @@ def _run_lanes(names, stack, lanes_wanted, lb_port, base, region, caddy, endpoin
     order = list(FAULTS)
     rows.sort(key=lambda r: order.index(r.fault))
     return rows, {"lanes": [asdict(s) for s in specs], "up_seconds": ups}
+
+
+def _follow(log: Path, offset: int, proc: subprocess.Popen, handle: Callable[[str], None]
+            ) -> None:
+    """A lane's log lines after `offset` (past the header ProcessGroup writes), as they
+    come, until the lane has ended and every line is read."""
+    buffer, header = "", True
+    with open(log, errors="replace") as stream:
+        stream.seek(offset)
+        while True:
+            ended = proc.poll() is not None
+            chunk = stream.read()
+            if not chunk:
+                if ended:
+                    break
+                time.sleep(0.1)
+                continue
+            *lines, buffer = (buffer + chunk).split("\n")
+            for line in lines:
+                if header:
+                    header = False  # "--- 12:00:00 python -m infra.local.faults {...}"
+                    continue
+                handle(line)
+    if buffer:
+        handle(buffer)
 
 
 def render(rows: list[Row], total: float) -> str:

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -403,7 +404,8 @@ def address_bindable(host: str) -> bool:
 
 
 def who_listens(host: str, port: int) -> str:
-    """Best effort: the process listening on host:port, for an error message ('' if unknown)."""
+    """Best effort: who listens on host:port, in words (`python3 (pid 3912: python -m app
+    --port 5000)`), for an error message ('' if unknown)."""
     if not sys.platform.startswith("linux"):
         return ""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
@@ -412,10 +414,22 @@ def who_listens(host: str, port: int) -> str:
         ).stdout
         for line in out.splitlines():
             if f"{host}:{port}" in line or f"*:{port}" in line or f"0.0.0.0:{port}" in line:
-                if "users:" in line:
-                    return line.split("users:", 1)[1].strip()
-                return line.split()[3] if len(line.split()) > 3 else ""
+                # users:(("python3",pid=3912,fd=3),...): one per process holding the socket;
+                # one per program (a server's workers share their master's)
+                owners = dict(re.findall(r'\("([^"]*)",pid=(\d+)', line)[::-1])
+                return "; ".join(_program(name, int(pid)) for name, pid in owners.items())
     return ""
+
+
+def _program(name: str, pid: int) -> str:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        command = " ".join(" ".join(a.decode(errors="replace").split()) for a in argv)
+    except OSError:
+        command = ""
+    if len(command) > 80:
+        command = command[:77] + "..."
+    return f"{name} (pid {pid}" + (f": {command})" if command else ")")
 
 
 def log_tail(path: str | Path, lines: int = 15) -> str:

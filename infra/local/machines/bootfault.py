@@ -47,8 +47,8 @@ def broken_user_data(settings) -> str:
 def _require_booted(d) -> None:
     meta = d.bed.meta
     if meta is None or meta.backend != "machines":
-        raise UserError("boot-script-fails needs a booted testbed: `python -m infra local up "
-                        "--machines` (root, Linux; docs/testbed.md)")
+        raise UserError("boot-script-fails needs a booted testbed: `make local-up "
+                        "ARGS=--machines` (root, Linux; docs/testbed.md)")
 
 
 def _replace(d, user_data: str) -> None:
@@ -102,3 +102,23 @@ def boot_failed(d) -> bool:
         if not log.failed or not any(PIP_ERROR in line for line in log.before_failure()):
             return False
     return True
+
+
+def boot_broken(d) -> bool:
+    """An instance of the stack runs user data other than what deploy renders: `fix` has
+    something to undo."""
+    import base64
+
+    from infra.aws.stack import render_default_user_data
+
+    wanted = render_default_user_data(d.settings)
+    for role in ROLES:
+        inst = d.instance(role)
+        if inst is None:
+            continue
+        data = d.ec2.describe_instance_attribute(InstanceId=inst["InstanceId"],
+                                                 Attribute="userData")
+        value = (data.get("UserData") or {}).get("Value") or ""
+        if base64.b64decode(value).decode(errors="replace") != wanted:
+            return True
+    return False

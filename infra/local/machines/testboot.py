@@ -98,11 +98,11 @@ def check_boot(testbed) -> tuple[bool, str]:
     for iid in testbed.instances:
         if not any(iid in line for line in logs.stdout.splitlines()) or \
                 logs.stdout.count("seed-lb user data: done") < len(testbed.instances):
-            problems.append(f"`python -m infra logs` does not show {iid}'s done line:\n"
+            problems.append(f"`make logs` does not show {iid}'s done line:\n"
                             f"{logs.stdout[-1500:]}{logs.stderr[-500:]}")
             break
     else:
-        notes.append("`python -m infra logs` shows each instance's \"done\" line")
+        notes.append("`make logs` shows each instance's \"done\" line")
     return not problems, "\n".join(problems or notes)
 
 
