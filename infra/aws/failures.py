@@ -105,6 +105,8 @@ EXPIRED_TOKEN_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "Token
 UNKNOWN_KEY_CODES = frozenset({"InvalidClientTokenId", "UnrecognizedClientException",
                                "AuthFailure", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                                "IncompleteSignature", "MissingAuthenticationToken"})
+# Either way the credentials themselves are refused: no retry or permission helps.
+REJECTED_CREDENTIAL_CODES = EXPIRED_TOKEN_CODES | UNKNOWN_KEY_CODES
 THROTTLE_CODES = frozenset({"Throttling", "ThrottlingException", "RequestLimitExceeded",
                             "TooManyRequestsException", "RequestThrottled"})
 
