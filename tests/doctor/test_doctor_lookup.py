@@ -138,8 +138,9 @@ def test_target_health_lines_never_raise_for_unknown_lb(clients, seed):
 
 
 @pytest.fixture
-def app_answering(free_port):
-    """A loopback server whose /health answers with the status the test sets."""
+def app_answering():
+    """A loopback server whose /health answers with the status the test sets; it binds
+    port 0 and the test reads its port back."""
     status = {"code": 404}
 
     class Handler(BaseHTTPRequestHandler):
@@ -150,10 +151,10 @@ def app_answering(free_port):
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", free_port), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield free_port, status
+    yield server.server_port, status
     server.shutdown()
     server.server_close()
     thread.join()
