@@ -123,7 +123,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_down(args) -> int:
-    from infra.local.faultsrun import FaultsRun, run_root
+    from infra.local.faults.ownership import FaultsRun, run_root
 
     progress = Progress()
     testbed = _testbed(args, progress=progress)

@@ -25,7 +25,7 @@ import pytest
 from hints_run import random_first_address
 from signals import sigint_default
 
-from infra.local.faultsrun import run_root
+from infra.local.faults.ownership import run_root
 from infra.local.processes import PROJECT_ROOT, free_port, listening, same_process, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]

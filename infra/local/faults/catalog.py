@@ -34,6 +34,7 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
+import infra.local.faults.bootscript as bootfault
 from infra.aws.compute import Instances, security_group_ids
 from infra.aws.emulator import FAKE_CREDENTIALS
 from infra.aws.loadbalancer import LoadBalancer
@@ -41,8 +42,7 @@ from infra.aws.network import ANYWHERE_V4, ANYWHERE_V6, Network, rules_of
 from infra.config import PROJECT, TAG_PROJECT, TAG_STACK, stack_tags
 from infra.errors import UserError
 from infra.local import motoserver, proxy, supervisor
-from infra.local.faultsrun import LANE_PREFIX, FaultsRun, run_root
-from infra.local.machines import bootfault
+from infra.local.faults.ownership import LANE_PREFIX, FaultsRun, run_root
 from infra.local.processes import PROJECT_ROOT, wait_until
 from infra.state import read_state, write_state
 
