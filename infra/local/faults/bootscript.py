@@ -1,4 +1,4 @@
-"""The `boot-script-fails` fault drill, for a booted testbed only.
+"""The `boot-script-fails` fault, for a booted testbed only (infra/local/machines).
 
 A student pins a requirement that does not exist (`flask==31.3` for `flask==3.1.3`) and
 deploys: both instances are replaced by ones whose user data carries that pin (what a
@@ -12,16 +12,19 @@ replacement with the requirement as it should be: two new machines boot to "done
 
 from __future__ import annotations
 
+import base64
 import shutil
 import tempfile
 from pathlib import Path
 
 from infra.aws import console_output
 from infra.aws.compute import security_group_ids
+from infra.aws.stack import render_default_user_data
 from infra.aws.userdata import APP_SOURCE, REQUIREMENTS, app_files, render_user_data
 from infra.errors import UserError
+from infra.local.faults.fault import Fault, wait_for
+from infra.local.faults.site import ROLES, FaultSite
 
-ROLES = ("app-1", "app-2")
 GOOD, BROKEN = "flask==3.1.3", "flask==31.3"
 PIP_ERROR = f"No matching distribution found for {BROKEN}"
 
@@ -32,7 +35,7 @@ def broken_user_data(settings) -> str:
     requirements = (APP_SOURCE / REQUIREMENTS).read_text()
     if GOOD not in requirements:
         raise UserError(f"app/{REQUIREMENTS} does not pin {GOOD}: update "
-                        "infra/local/machines/bootfault.py's GOOD")
+                        "infra/local/faults/bootscript.py's GOOD")
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "app"
         for path in app_files(APP_SOURCE):
@@ -44,81 +47,80 @@ def broken_user_data(settings) -> str:
                                 app_source=copy)
 
 
-def _require_booted(d) -> None:
-    meta = d.bed.meta
+def _require_booted(site: FaultSite) -> None:
+    meta = site.bed.meta
     if meta is None or meta.backend != "machines":
         raise UserError("boot-script-fails needs a booted testbed: `make local-up "
                         "ARGS=--machines` (root, Linux; docs/testbed.md)")
 
 
-def _replace(d, user_data: str) -> None:
+def _replace(site: FaultSite, user_data: str) -> None:
     """Terminate the stack's instances and launch new ones with `user_data` in their place."""
-    old = {role: d.instance(role) for role in ROLES}
+    old = {role: site.instance(role) for role in ROLES}
     missing = [role for role, inst in old.items() if inst is None]
     if missing:
-        raise UserError(f"the stack {d.stack} has no instance {', '.join(missing)}")
+        raise UserError(f"the stack {site.stack} has no instance {', '.join(missing)}")
     launched = {}
     for role, inst in old.items():
-        launched[role] = d.ec2.run_instances(
+        launched[role] = site.ec2.run_instances(
             ImageId=inst["ImageId"], InstanceType=inst["InstanceType"], MinCount=1,
             MaxCount=1, SubnetId=inst["SubnetId"], SecurityGroupIds=security_group_ids(inst),
             UserData=user_data,
             MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled"},
             TagSpecifications=[{"ResourceType": "instance",
-                                "Tags": d.tags(d.settings.name(role))}],
+                                "Tags": site.tags(site.settings.name(role))}],
         )["Instances"][0]["InstanceId"]
     new_ids = list(launched.values())
-    d.ec2.get_waiter("instance_running").wait(
-        InstanceIds=new_ids, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100})
-    tg = d.target_group()["TargetGroupArn"]
-    d.elbv2.register_targets(TargetGroupArn=tg, Targets=[
-        {"Id": i, "Port": d.settings.app_port} for i in new_ids])
+    wait_for(site.ec2.get_waiter("instance_running"), InstanceIds=new_ids)
+    tg = site.target_group()["TargetGroupArn"]
+    site.elbv2.register_targets(TargetGroupArn=tg, Targets=[
+        {"Id": i, "Port": site.settings.app_port} for i in new_ids])
     old_ids = [inst["InstanceId"] for inst in old.values()]
-    d.elbv2.deregister_targets(TargetGroupArn=tg, Targets=[{"Id": i} for i in old_ids])
-    d.ec2.terminate_instances(InstanceIds=old_ids)
-    d.ids = dict(launched)  # the drill's instances from now on
+    site.elbv2.deregister_targets(TargetGroupArn=tg, Targets=[{"Id": i} for i in old_ids])
+    site.ec2.terminate_instances(InstanceIds=old_ids)
+    site.ids = dict(launched)  # the drill's instances from now on
 
 
-def break_boot(d) -> None:
-    _require_booted(d)
-    _replace(d, broken_user_data(d.settings))
+class BootScriptFails(Fault):
+    name = "boot-script-fails"
+    faq = "seed step 3 (install the app's requirements); FAQ 4 (instances OutOfService)"
+    does = (f"redeploy both instances with user data whose requirements pin {BROKEN}, a "
+            "version that does not exist (booted testbed only)")
+    code = "BOOT_SCRIPT_FAILED"
+    seconds = 60
+    booted = True
 
+    def apply(self, site: FaultSite) -> None:
+        _require_booted(site)
+        _replace(site, broken_user_data(site.settings))
 
-def fix_boot(d) -> None:
-    from infra.aws.stack import render_default_user_data
+    def undo(self, site: FaultSite) -> None:
+        _require_booted(site)
+        _replace(site, render_default_user_data(site.settings))
 
-    _require_booted(d)
-    _replace(d, render_default_user_data(d.settings))
-
-
-def boot_failed(d) -> bool:
-    """Both targets unhealthy, and each console (GetConsoleOutput, what `make logs` reads)
-    ends with the FAILED marker after pip's error."""
-    ids = set(d.ids.values())
-    if not d.targets_are("unhealthy", "Target.FailedHealthChecks", ids=ids):
-        return False
-    for iid in ids:
-        log = console_output.boot_log(d.ec2, {"InstanceId": iid})
-        if not log.failed or not any(PIP_ERROR in line for line in log.before_failure()):
+    def effect(self, site: FaultSite) -> bool:
+        """Both targets unhealthy, and each console (GetConsoleOutput, what `make logs`
+        reads) ends with the FAILED marker after pip's error."""
+        ids = set(site.ids.values())
+        if not site.targets_are("unhealthy", "Target.FailedHealthChecks", ids=ids):
             return False
-    return True
+        for iid in ids:
+            log = console_output.boot_log(site.ec2, {"InstanceId": iid})
+            if not log.failed or not any(PIP_ERROR in line for line in log.before_failure()):
+                return False
+        return True
 
-
-def boot_broken(d) -> bool:
-    """An instance of the stack runs user data other than what deploy renders: `fix` has
-    something to undo."""
-    import base64
-
-    from infra.aws.stack import render_default_user_data
-
-    wanted = render_default_user_data(d.settings)
-    for role in ROLES:
-        inst = d.instance(role)
-        if inst is None:
-            continue
-        data = d.ec2.describe_instance_attribute(InstanceId=inst["InstanceId"],
-                                                 Attribute="userData")
-        value = (data.get("UserData") or {}).get("Value") or ""
-        if base64.b64decode(value).decode(errors="replace") != wanted:
-            return True
-    return False
+    def broken(self, site: FaultSite) -> bool:
+        """An instance of the stack runs user data other than what deploy renders: `fix` has
+        something to undo."""
+        wanted = render_default_user_data(site.settings)
+        for role in ROLES:
+            inst = site.instance(role)
+            if inst is None:
+                continue
+            data = site.ec2.describe_instance_attribute(InstanceId=inst["InstanceId"],
+                                                        Attribute="userData")
+            value = (data.get("UserData") or {}).get("Value") or ""
+            if base64.b64decode(value).decode(errors="replace") != wanted:
+                return True
+        return False

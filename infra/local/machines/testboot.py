@@ -145,7 +145,7 @@ def check_closed_security_group(testbed, say: Callable[[str], None]) -> tuple[bo
     from infra.local import faults
 
     fault = faults.FAULTS["app-sg-closed"]
-    drill = faults.Drill(testbed)
+    drill = faults.FaultSite(testbed)
     victim = next(iter(testbed.instances))
     address = testbed.instances[victim]
     sg_file = machine.machine_dir(testbed.runtime_dir, victim) / backend.SG_FILE
