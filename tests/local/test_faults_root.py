@@ -5,7 +5,7 @@ other's `make test-faults` mid-run ("interrupted", exit 130)."""
 
 from __future__ import annotations
 
-from infra.local.faultsrun import run_root
+from infra.local.faults.ownership import run_root
 from infra.local.testbed import Testbed
 
 
