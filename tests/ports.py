@@ -22,13 +22,31 @@ def held_port(host: str = "127.0.0.1") -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-def hold(host: str = "127.0.0.1") -> socket.socket:
+def hold(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     """A socket holding a free port on `host` (close it to let the port go)."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, 0))
+    try:
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
     return sock
+
+
+def hold_consecutive(count: int, host: str = "127.0.0.1") -> list[socket.socket]:
+    """Sockets holding `count` consecutive free ports on `host`, the lowest first: for a
+    command that takes a port and the next ones (`local faults --lb-port P`: P, P+1, ...)."""
+    while True:
+        socks = [hold(host)]
+        first = socks[0].getsockname()[1]
+        try:
+            socks += [hold(host, first + i) for i in range(1, count)]
+            return socks
+        except (OSError, OverflowError):  # one of the next ones is taken: try elsewhere
+            for sock in socks:
+                sock.close()
 
 
 @pytest.fixture

@@ -123,7 +123,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_down(args) -> int:
-    from infra.local.faultsrun import FaultsRun, run_root
+    from infra.local.faults.ownership import FaultsRun, run_root
 
     progress = Progress()
     testbed = _testbed(args, progress=progress)
@@ -260,7 +260,7 @@ def cmd_break(args) -> int:
                         "`make local-break FAULT=--list` lists them", exit_code=2)
     fault = faults.get(args.fault)
     testbed = _testbed(args)
-    fault.apply(faults.Drill(testbed))
+    fault.apply(faults.FaultSite(testbed))
     lb = testbed.lb_address
     grade = f"grade {fault.grade}" + (f" ({fault.why_grade})" if fault.why_grade else "")
     print(f"broke {fault.name}: {fault.does}\n"
@@ -279,12 +279,12 @@ def cmd_fix(args) -> int:
 
     fault = faults.get(args.fault)
     testbed = _testbed(args)
-    drill = faults.Drill(testbed)
-    if not fault.broken(drill):
+    site = faults.FaultSite(testbed)
+    if not fault.broken(site):
         print(f"{fault.name} was not broken: nothing to undo ({testbed.command('status')} "
               "shows the testbed)")
         return 0
-    fault.undo(drill)
+    fault.undo(site)
     print(f"fixed {fault.name}; the targets are healthy again within "
           f"~{faults.effect_window(testbed):.0f}s (`{testbed.command('status')}`)")
     return 0

@@ -18,69 +18,22 @@ import random
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-
-import requests
 
 from infra.local.health import USER_AGENT
 from infra.local.processes import wait_until
 from infra.local.proxy import read_events, server_log
+from infra.local.stream import STREAM_PERIOD, CrashOutcome, RequestStream
 from infra.local.testbed import app_process_name
 
-STREAM_PERIOD = 0.02  # one GET every ~20 ms
-REQUEST_TIMEOUT = 2.0
 WARMUP = 0.5  # seconds of stream before the crash: both instances must answer
 SLACK = 3.0  # seconds on top of the health check windows: process start, scheduling, polling
 KILL_LEAD = 0.3  # the crash lands this long before a health check is due
 RESTART_LEAD = 0.5  # the restarted app answers at least this long before a check is due
 CHECKER_LOGGER = "health_checker.active"  # Caddy's logger for its active health checks
 TICK = 1.5  # seconds between progress lines while the drill waits
-
-
-@dataclass
-class Sample:
-    sent: float  # time.time() when sent
-    status: int | None
-    served_by: str | None
-    body: str
-    error: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.status == 200
-
-
-class RequestStream(threading.Thread):
-    """GET / through the load balancer every STREAM_PERIOD until stopped (or max_seconds)."""
-
-    def __init__(self, lb: str, max_seconds: float = 120.0):
-        super().__init__(daemon=True, name="drill-stream")
-        self.url = f"http://{lb}/"
-        self.samples: list[Sample] = []
-        self.max_seconds = max_seconds
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        session = requests.Session()
-        deadline = time.monotonic() + self.max_seconds
-        while not self._halt.is_set() and time.monotonic() < deadline:
-            sent = time.time()
-            try:
-                resp = session.get(self.url, timeout=REQUEST_TIMEOUT)
-                sample = Sample(sent, resp.status_code, resp.headers.get("X-Served-By"),
-                                resp.text.strip())
-            except requests.RequestException as exc:
-                sample = Sample(sent, None, None, "", type(exc).__name__)
-            self.samples.append(sample)
-            self._halt.wait(STREAM_PERIOD)
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(timeout=REQUEST_TIMEOUT + 1)
-
-    def since(self, t: float) -> list[Sample]:
-        return [s for s in list(self.samples) if s.sent >= t]
 
 
 class Ticker(threading.Thread):
@@ -242,10 +195,7 @@ def _log_size(path: str | Path) -> int:
 
 
 @dataclass
-class DrillResult:
-    passed: bool = False
-    victim: str = ""
-    survivor: str = ""
+class DrillResult(CrashOutcome):
     window: float = 0.0  # the health check window the detection must fit in
     detected_after: float | None = None  # kill -> Caddy's "unhealthy" event
     rejoin_window: float = 0.0
@@ -253,13 +203,8 @@ class DrillResult:
     failed_checks: int | None = None  # Caddy's failed checks of the victim, crash -> down
     passing_checks: int | None = None  # checks the victim answered, restart -> back
     timed_by: str = ""  # what the drill took the health checks' phase from
-    requests: int = 0
-    failed: int = 0
     failed_before_detection: int = 0  # during failover: crash -> Caddy marks it down
     failed_after_detection: int = 0
-    survivor_failed: int = 0
-    seed_intact: bool = False
-    problems: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         det = f"{self.detected_after:.1f}s" if self.detected_after is not None else "never"
@@ -305,22 +250,6 @@ def _wait_health_event(
     return event
 
 
-def _post_seed(address: str, value: int) -> bool:
-    try:
-        resp = requests.post(f"http://{address}/", json={"num": value}, timeout=REQUEST_TIMEOUT)
-        return resp.status_code == 200
-    except requests.RequestException:
-        return False
-
-
-def _get_seed(address: str) -> str | None:
-    try:
-        resp = requests.get(f"http://{address}/", timeout=REQUEST_TIMEOUT)
-    except requests.RequestException:
-        return None
-    return resp.text.strip() if resp.status_code == 200 else None
-
-
 def _settled_count(count, expected: int, settle: float = 1.0) -> int:
     """A count read from logs that another process writes: give it a moment to reach
     `expected` (a line may land just after the event it goes with), then take it."""
@@ -328,152 +257,162 @@ def _settled_count(count, expected: int, settle: float = 1.0) -> int:
     return count()
 
 
-def run_drill(testbed, progress=None, rng: random.Random | None = None) -> DrillResult:
-    say = progress or (lambda _m: None)
+def _quiet(_message: str) -> None:
+    pass
+
+
+def run_drill(testbed, progress: Callable[[str], None] | None = None,
+              rng: random.Random | None = None) -> DrillResult:
     result = DrillResult()
-    view = testbed.read_stack()
-    instances = testbed.instances
-    in_rotation = [t.id for t in view.in_service if t.id in instances]
-    if len(in_rotation) < 2:
-        result.problems.append(f"needs two registered instances, found {len(in_rotation)}")
-        return result
-    health = view.health
-    result.victim, result.survivor = in_rotation[0], in_rotation[1]
-    victim_addr = instances[result.victim]
-    # Caddy checks every interval; the Nth failed check marks the target down, and the last
-    # check may take up to the timeout. The same holds for passes on the way back.
-    result.window = health.interval * health.unhealthy + health.timeout + SLACK
-    result.rejoin_window = health.interval * health.healthy + health.timeout + SLACK
-
-    rng = rng or random.Random()  # noqa: S311 - a test value, not a secret
-    seed = rng.randint(10_000, 99_999)
-    if not _post_seed(victim_addr, seed) or _get_seed(victim_addr) != str(seed):
-        result.problems.append(f"could not set the seed {seed} on {result.victim} directly")
-        return result
-
-    records = {iid: testbed.processes.record(app_process_name(iid))
-               for iid in (result.victim, result.survivor)}
-    victim_log = records[result.victim].log if records[result.victim] else None
-    survivor_log = records[result.survivor].log if records[result.survivor] else None
-    clock = HealthCheckClock(testbed.runtime_dir, health.interval, health.path, survivor_log)
-    meta = testbed.meta
-    # Time the restart so that the app answers just before a check, with room for a slow start.
-    start_budget = RESTART_LEAD + max(1.0, 2 * (meta.app_ready_seconds if meta else 1.0))
-
-    stream = RequestStream(testbed.lb_address)
-    stream.start()
-    ticker = Ticker(say, stream)
-    ticker.start()
-    try:
-        both = {result.victim, result.survivor}
-
-        def served() -> set:
-            return {s.served_by for s in stream.since(0) if s.ok}
-
-        # Both must answer before the crash (a busy machine may need more than WARMUP).
-        ticker.waiting("requests through the load balancer; waiting for both instances to "
-                       "answer, then for a health check to time the crash")
-        clock.sleep_until(time.time() + WARMUP)
-        wait_until(lambda: both <= served(), 5.0, 0.05)
-        if not both <= served():
-            result.problems.append(f"before the crash only {sorted(served())} answered")
-
-        # Crash just before a check is due: that check is the first to fail.
-        due = clock.wait_before_next(KILL_LEAD)
-        result.timed_by = clock.source
-        say(f"drill: crashing {result.victim} ({victim_addr}) under "
-            f"~{1 / STREAM_PERIOD:.0f} GET/s"
-            + (f", {due - time.time():.1f}s before a health check is due (phase from "
-               f"{clock.source})" if due else "")
-            + f"; the health check must notice within {result.window:.0f}s")
-        killed_at = time.time()
-        testbed.kill_instance(result.victim)
-        ticker.waiting(f"failover: waiting for Caddy to mark {result.victim} down", killed_at)
-        down = _wait_health_event(
-            testbed.runtime_dir, "unhealthy", victim_addr, killed_at, result.window
-        )
-        if down is None:
-            result.problems.append(f"Caddy did not mark {result.victim} down within "
-                                   f"{result.window:.0f}s")
-            detected_at = time.time()
-        else:
-            detected_at = float(down["ts"])
-            result.detected_after = detected_at - killed_at
-            result.failed_checks = _settled_count(
-                lambda: len(failed_checks(testbed.runtime_dir, victim_addr, killed_at,
-                                          detected_at + 0.05)),
-                health.unhealthy,
-            )
-            say(f"drill: Caddy marked {result.victim} down after {result.detected_after:.1f}s "
-                f"({result.failed_checks} failed checks)")
-            if result.failed_checks != health.unhealthy:
-                result.problems.append(
-                    f"Caddy marked {result.victim} down after {result.failed_checks} failed "
-                    f"health checks; the target group needs {health.unhealthy} in a row, as an "
-                    "ALB counts them"
-                )
-        # From here on every request must succeed, on the survivor until the victim is back.
-        ticker.waiting(f"the survivor serves alone; waiting for the moment to start "
-                       f"{result.victim} again", detected_at)
-        clock.wait_before_next(start_budget)
-        say(f"drill: starting {result.victim} again (same seed file)")
-        # Every check the new process answers counts, also one before our own probe returns.
-        restarted_from = _log_size(victim_log) if victim_log else 0
-        testbed.start_instance(result.victim)
-        answering_at = time.time()
-        ticker.waiting(f"waiting for Caddy to put {result.victim} back", answering_at)
-        up = _wait_health_event(
-            testbed.runtime_dir, "healthy", victim_addr, killed_at, result.rejoin_window
-        )
-        if up is None:
-            result.problems.append(f"Caddy did not put {result.victim} back within "
-                                   f"{result.rejoin_window:.0f}s")
-        else:
-            result.rejoined_after = max(0.0, float(up["ts"]) - answering_at)
-            if victim_log:
-                result.passing_checks = _settled_count(
-                    lambda: count_check_lines(victim_log, restarted_from, health.path),
-                    health.healthy,
-                )
-            say(f"drill: Caddy put {result.victim} back after {result.rejoined_after:.1f}s"
-                + (f" ({result.passing_checks} passing checks)"
-                   if result.passing_checks is not None else ""))
-            if result.passing_checks is not None and result.passing_checks < health.healthy:
-                result.problems.append(
-                    f"Caddy put {result.victim} back after {result.passing_checks} health "
-                    f"checks that its app's access log shows; the target group needs "
-                    f"{health.healthy}"
-                )
-        # It must then actually serve through the load balancer, with its seed.
-        rejoined = lambda: any(s.served_by == result.victim for s in stream.since(answering_at))  # noqa: E731
-        wait_until(rejoined, 3.0, 0.05)
-    finally:
-        ticker.stop()
-        stream.stop()
-
-    samples = stream.samples
-    result.requests = len(samples)
-    failed = [s for s in samples if not s.ok]
-    result.failed = len(failed)
-    # During failover: until Caddy marked it down, and what was then in flight to it.
-    result.failed_before_detection = len([s for s in failed if s.sent < detected_at + 0.05])
-    # A request sent just before the event may still be in flight to the dead target.
-    result.failed_after_detection = len([s for s in failed if s.sent >= detected_at + 0.05])
-    result.survivor_failed = len(
-        [s for s in samples if s.served_by == result.survivor and not s.ok]
-    )
-    from_victim = [s for s in samples if s.sent >= answering_at and s.served_by == result.victim]
-    result.seed_intact = bool(from_victim) and all(s.body == str(seed) for s in from_victim)
-    if not from_victim:
-        result.problems.append(f"{result.victim} served nothing through the load balancer after "
-                               "it came back")
-    elif not result.seed_intact:
-        bodies = sorted({s.body for s in from_victim})
-        result.problems.append(f"{result.victim} came back with seed {bodies}, not {seed}")
-    if result.failed_after_detection:
-        result.problems.append(f"{result.failed_after_detection} requests failed after Caddy "
-                               "had marked the instance down")
-    if result.survivor_failed:
-        result.problems.append(f"{result.survivor_failed} requests to the survivor failed")
-    result.passed = not result.problems
+    prepared = result.prepare(testbed, rng)
+    if prepared is not None:
+        address, seed = prepared
+        FailoverDrill(testbed, result, address, seed, progress or _quiet).run()
     return result
+
+
+class FailoverDrill:
+    """One run of the drill, step by step, under the stream of requests: warm up, crash the
+    victim just before a check, wait for Caddy to mark it down, start it again just before
+    a check, wait for Caddy to put it back, then count."""
+
+    def __init__(self, testbed, result: DrillResult, address: str, seed: int,
+                 say: Callable[[str], None]):
+        self.testbed, self.result, self.address, self.seed, self.say = \
+            testbed, result, address, seed, say
+        self.health = health = testbed.read_stack().health
+        # Caddy checks every interval; the Nth failed check marks the target down, and the
+        # last check may take up to the timeout. The same holds for passes on the way back.
+        result.window = health.interval * health.unhealthy + health.timeout + SLACK
+        result.rejoin_window = health.interval * health.healthy + health.timeout + SLACK
+        logs = {}
+        for iid in (result.victim, result.survivor):
+            record = testbed.processes.record(app_process_name(iid))
+            logs[iid] = record.log if record else None
+        self.victim_log = logs[result.victim]
+        self.clock = HealthCheckClock(testbed.runtime_dir, health.interval, health.path,
+                                      logs[result.survivor])
+        # Time the restart so that the app answers just before a check, with room for a
+        # slow start.
+        meta = testbed.meta
+        self.start_budget = RESTART_LEAD + max(1.0, 2 * (meta.app_ready_seconds if meta else 1.0))
+        self.stream = RequestStream(testbed.lb_address)
+        self.ticker = Ticker(say, self.stream)
+        self.killed_at = self.detected_at = self.answering_at = 0.0
+        self.restarted_from = 0  # the victim's log size when it started again
+
+    def run(self) -> None:
+        self.stream.start()
+        self.ticker.start()
+        try:
+            self._warm_up()
+            self._crash()
+            self._await_down()
+            self._restart()
+            self._await_back()
+        finally:
+            self.ticker.stop()
+            self.stream.stop()
+        self._count()
+
+    def _warm_up(self) -> None:
+        """Both must answer before the crash (a busy machine may need more than WARMUP)."""
+        both = {self.result.victim, self.result.survivor}
+        self.ticker.waiting("requests through the load balancer; waiting for both instances "
+                            "to answer, then for a health check to time the crash")
+        self.clock.sleep_until(time.time() + WARMUP)
+        wait_until(lambda: both <= self.stream.served(), 5.0, 0.05)
+        if not both <= self.stream.served():
+            self.result.problems.append(
+                f"before the crash only {sorted(self.stream.served())} answered")
+
+    def _crash(self) -> None:
+        """Crash just before a check is due: that check is the first to fail."""
+        r, clock = self.result, self.clock
+        due = clock.wait_before_next(KILL_LEAD)
+        r.timed_by = clock.source
+        self.say(f"drill: crashing {r.victim} ({self.address}) under "
+                 f"~{1 / STREAM_PERIOD:.0f} GET/s"
+                 + (f", {due - time.time():.1f}s before a health check is due (phase from "
+                    f"{clock.source})" if due else "")
+                 + f"; the health check must notice within {r.window:.0f}s")
+        self.killed_at = time.time()
+        self.testbed.kill_instance(r.victim)
+        self.ticker.waiting(f"failover: waiting for Caddy to mark {r.victim} down",
+                            self.killed_at)
+
+    def _caddy_event(self, name: str, window: float, what: str) -> dict | None:
+        """Caddy's `name` event for the victim since the crash; a problem if none in time."""
+        event = _wait_health_event(self.testbed.runtime_dir, name, self.address,
+                                   self.killed_at, window)
+        if event is None:
+            self.result.problems.append(f"Caddy did not {what} within {window:.0f}s")
+        return event
+
+    def _await_down(self) -> None:
+        r, unhealthy = self.result, self.health.unhealthy
+        down = self._caddy_event("unhealthy", r.window, f"mark {r.victim} down")
+        if down is None:
+            self.detected_at = time.time()
+            return
+        self.detected_at = float(down["ts"])
+        r.detected_after = self.detected_at - self.killed_at
+        r.failed_checks = _settled_count(
+            lambda: len(failed_checks(self.testbed.runtime_dir, self.address, self.killed_at,
+                                      self.detected_at + 0.05)), unhealthy)
+        self.say(f"drill: Caddy marked {r.victim} down after {r.detected_after:.1f}s "
+                 f"({r.failed_checks} failed checks)")
+        if r.failed_checks != unhealthy:
+            r.problems.append(
+                f"Caddy marked {r.victim} down after {r.failed_checks} failed health checks; "
+                f"the target group needs {unhealthy} in a row, as an ALB counts them")
+
+    def _restart(self) -> None:
+        """From here on every request must succeed, on the survivor until the victim is back."""
+        victim = self.result.victim
+        self.ticker.waiting(f"the survivor serves alone; waiting for the moment to start "
+                            f"{victim} again", self.detected_at)
+        self.clock.wait_before_next(self.start_budget)
+        self.say(f"drill: starting {victim} again (same seed file)")
+        # Every check the new process answers counts, also one before our own probe returns.
+        self.restarted_from = _log_size(self.victim_log) if self.victim_log else 0
+        self.testbed.start_instance(victim)
+        self.answering_at = time.time()
+        self.ticker.waiting(f"waiting for Caddy to put {victim} back", self.answering_at)
+
+    def _await_back(self) -> None:
+        r, healthy = self.result, self.health.healthy
+        up = self._caddy_event("healthy", r.rejoin_window, f"put {r.victim} back")
+        if up is not None:
+            r.rejoined_after = max(0.0, float(up["ts"]) - self.answering_at)
+            if self.victim_log:
+                r.passing_checks = _settled_count(
+                    lambda: count_check_lines(self.victim_log, self.restarted_from,
+                                              self.health.path), healthy)
+            self.say(f"drill: Caddy put {r.victim} back after {r.rejoined_after:.1f}s"
+                     + (f" ({r.passing_checks} passing checks)"
+                        if r.passing_checks is not None else ""))
+            if r.passing_checks is not None and r.passing_checks < healthy:
+                r.problems.append(
+                    f"Caddy put {r.victim} back after {r.passing_checks} health checks that "
+                    f"its app's access log shows; the target group needs {healthy}")
+        # It must then actually serve through the load balancer, with its seed.
+        wait_until(lambda: any(s.served_by == r.victim
+                               for s in self.stream.since(self.answering_at)), 3.0, 0.05)
+
+    def _count(self) -> None:
+        r, samples = self.result, self.stream.samples
+        from_victim = r.count(samples, self.answering_at, self.seed)
+        failed = [s for s in samples if not s.ok]
+        # During failover: until Caddy marked it down, and what was then in flight to it.
+        r.failed_before_detection = len([s for s in failed if s.sent < self.detected_at + 0.05])
+        # A request sent just before the event may still be in flight to the dead target.
+        r.failed_after_detection = len([s for s in failed
+                                        if s.sent >= self.detected_at + 0.05])
+        r.note_seed(from_victim, self.seed, None if from_victim else
+                    f"{r.victim} served nothing through the load balancer after it came back")
+        if r.failed_after_detection:
+            r.problems.append(f"{r.failed_after_detection} requests failed after Caddy had "
+                              "marked the instance down")
+        r.note_survivor()
+        r.passed = not r.problems

@@ -8,15 +8,14 @@ running testbed is left exactly as it was.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import requests
 
 from infra.console import Progress
-from infra.errors import UserError
 from infra.local.drill import run_drill
+from infra.local.phases import phase_table, run_phase
 from infra.local.processes import INTERRUPTS
 from infra.local.testbed import StartRefused, sigterm_as_interrupt
 
@@ -75,15 +74,8 @@ def down_phase(testbed, was_up: bool) -> tuple[bool, str]:
 
 
 def render(phases: list[Phase], total: float) -> str:
-    lines = ["", f"{'phase':<10} {'result':<7} {'time':>7}  detail", "-" * 78]
-    for p in phases:
-        result = {True: "PASS", False: "FAIL", None: "skip"}[p.passed]
-        first, *rest = (p.detail or "-").splitlines()
-        lines.append(f"{p.name:<10} {result:<7} {p.seconds:6.1f}s  {first}")
-        lines += [f"{'':<27}{line}" for line in rest]
     overall = all(p.passed for p in phases)
-    lines += ["-" * 78, f"{'PASS' if overall else 'FAIL'}  make test-local ({total:.1f}s)"]
-    return "\n".join(lines)
+    return phase_table(phases, [f"{'PASS' if overall else 'FAIL'}  make test-local ({total:.1f}s)"])
 
 
 def run(make_testbed: Callable[..., object]) -> int:
@@ -92,21 +84,8 @@ def run(make_testbed: Callable[..., object]) -> int:
     phases = [Phase("1 up"), Phase("2 grade"), Phase("3 drill"), Phase("4 down")]
 
     def timed(phase: Phase, step: Callable[[], tuple[bool, str]]) -> None:
-        progress(f"phase {phase.name}")
-        started = time.monotonic()
-        try:
-            phase.passed, phase.detail = step()
-        except StartRefused:
-            raise  # nothing was started: no phase to report, nothing to clean up
-        except UserError as exc:
-            phase.passed, phase.detail = False, str(exc)
-        except KeyboardInterrupt:
-            phase.passed, phase.detail = False, "interrupted (Ctrl-C or SIGTERM)"
-            raise
-        finally:
-            phase.seconds = time.monotonic() - started
-        progress(f"phase {phase.name}: {'PASS' if phase.passed else 'FAIL'} "
-                 f"({phase.seconds:.1f}s)")
+        # StartRefused: nothing was started: no phase to report, nothing to clean up
+        run_phase(progress, phase, step, passthrough=(StartRefused,))
 
     def up() -> tuple[bool, str]:
         testbed.up()

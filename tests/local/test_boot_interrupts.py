@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 import pytest
+from ports import held_port
 
-from infra.local.machines import backend, image, machine, network, testboot
-from infra.local.processes import free_port
+from infra.local.machines import backend, cgroups, image, network, testboot
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.integration
 def _state(runtime: Path) -> dict:
     left = network.leftovers()
     return {"namespaces": left["namespaces"], "links": left["links"], "routes": left["routes"],
-            "cgroups": machine.cgroup_leftovers(), "mounts": image.mounts_under(runtime),
+            "cgroups": cgroups.leftovers(), "mounts": image.mounts_under(runtime),
             "processes": testboot._processes_under(runtime)}
 
 
@@ -44,15 +44,16 @@ def test_ctrl_c_leaves_nothing(tmp_path, after):
         pytest.skip(why)
     runtime = tmp_path / "runtime"
     before = _state(runtime)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "infra", "local", "test-boot", "--stack", f"ctrlc-{after}",
-         "--runtime-dir", str(runtime), "--lb-port", str(free_port())],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
-        start_new_session=True)
-    time.sleep(after)
-    assert proc.poll() is None, f"it ended before {after} s: {proc.stdout.read()[-2000:]}"
-    os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C: the whole foreground group
-    out, _ = proc.communicate(timeout=180)
+    with held_port() as lb_port:  # held until the run's Caddy takes it (tests/ports.py)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "infra", "local", "test-boot", "--stack", f"ctrlc-{after}",
+             "--runtime-dir", str(runtime), "--lb-port", str(lb_port)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+            start_new_session=True)
+        time.sleep(after)  # the moment of the Ctrl-C is what this test varies
+        assert proc.poll() is None, f"it ended before {after} s: {proc.stdout.read()[-2000:]}"
+        os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C: the whole foreground group
+        out, _ = proc.communicate(timeout=180)
     assert proc.returncode == 130, out[-3000:]
     assert "interrupted" in out
     assert _state(runtime) == before, out[-3000:]

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from infra.aws import console_output
-from infra.aws.emulator import FAKE_CREDENTIALS, emulator_clients, emulator_environment
-from infra.config import Settings
+from infra.aws.emulator import FAKE_CREDENTIALS, emulator_clients
+from infra.config import Settings, stack_filters
 from infra.local import motohook, motoserver
 from infra.local.processes import ProcessGroup
 
@@ -86,13 +86,11 @@ def deployed(tmp_path_factory):
     endpoint = motoserver.start(processes, env)
     try:
         state_dir = runtime / "state"
-        clients = emulator_clients(endpoint, "us-east-1")
-        with emulator_environment(endpoint, "us-east-1"):
-            Stack(clients, Settings.fast(stack="cons", state_dir=str(state_dir)),
-                  progress=lambda _m: None).deploy()
+        clients = emulator_clients(endpoint, "us-east-1")  # they know the endpoint
+        Stack(clients, Settings.fast(stack="cons", state_dir=str(state_dir)),
+              progress=lambda _m: None).deploy()
         ids = sorted(i["InstanceId"] for r in clients.ec2.describe_instances(
-            Filters=[{"Name": "tag:Stack", "Values": ["cons"]}])["Reservations"]
-            for i in r["Instances"])
+            Filters=stack_filters("cons"))["Reservations"] for i in r["Instances"])
         yield {"endpoint": endpoint, "runtime": runtime, "clients": clients,
                "state_dir": state_dir, "ids": ids}
     finally:

@@ -1,4 +1,4 @@
-"""Fault drills (infra/local/faults.py): the seed FAQ's mistakes made on real testbeds.
+"""Fault drills (infra/local/faults/): the seed FAQ's mistakes made on real testbeds.
 
 The round trip runs `local faults` itself: every fault on testbeds of their own, side by
 side on one moto server; each must show its effect within the health check window, make

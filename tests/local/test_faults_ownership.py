@@ -23,10 +23,11 @@ from pathlib import Path
 
 import pytest
 from hints_run import random_first_address
+from ports import held_port, hold_consecutive
 from signals import sigint_default
 
-from infra.local.faultsrun import run_root
-from infra.local.processes import PROJECT_ROOT, free_port, listening, same_process, wait_until
+from infra.local.faults.ownership import run_root
+from infra.local.processes import PROJECT_ROOT, listening, same_process, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
 
@@ -39,12 +40,14 @@ class FaultsRun:
     """`python -m infra local faults` in a session of its own, as a terminal runs it; the
     pid files it writes are watched while it runs."""
 
-    def __init__(self, stack: str, lb_port: int, first: str, *faults: str):
-        self.stack, self.lb_port, self.first = stack, lb_port, first
+    def __init__(self, stack: str, first: str, *faults: str):
+        # The lanes' ports (--lb-port, +1), held until the run's Caddies take them.
+        self.ports = hold_consecutive(len(FAULTS))
+        self.stack, self.lb_port, self.first = stack, self.ports[0].getsockname()[1], first
         self.mark = uuid.uuid4().hex
         self.root = run_root(stack)
         argv = [sys.executable, "-m", "infra", "local", "faults", *(faults or FAULTS),
-                "--stack", stack, "--lanes", "2", "--lb-port", str(lb_port),
+                "--stack", stack, "--lanes", "2", "--lb-port", str(self.lb_port),
                 "--first-address", first]
         self.proc = subprocess.Popen(argv, cwd=PROJECT_ROOT, env={**os.environ, MARK: self.mark},
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -57,12 +60,13 @@ class FaultsRun:
         self._watcher.start()
 
     def _watch(self) -> None:
-        while not self._done.is_set():
+        while True:
             for path in self.root.glob("**/pids/*.json"):
                 with contextlib.suppress(OSError, ValueError):
                     record = json.loads(path.read_text())
                     self.seen.setdefault(record["pid"], record)
-            time.sleep(0.02)
+            if self._done.wait(0.02):
+                return
 
     def ctrl_c(self) -> None:
         """What a terminal's Ctrl-C does: SIGINT to the foreground process group."""
@@ -121,18 +125,20 @@ class FaultsRun:
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(line.split(":")[0]), signal.SIGKILL)
         shutil.rmtree(self.root, ignore_errors=True)  # its logs, in the checkout's .local/
+        for sock in self.ports:
+            sock.close()
 
 
 def new_run(*faults: str) -> FaultsRun:
     stack = f"fo{random.Random().randrange(16**4):04x}"
-    return FaultsRun(stack, free_port(), random_first_address(), *faults)
+    return FaultsRun(stack, random_first_address(), *faults)
 
 
 @pytest.mark.parametrize("seconds", [1, 2, 3, 6, 14])
 def test_ctrl_c_at_any_moment_leaves_nothing(seconds):
     run = new_run()
     try:
-        time.sleep(seconds)
+        time.sleep(seconds)  # the moment of the Ctrl-C is what this test varies
         assert run.proc.poll() is None, "the run ended before the Ctrl-C"
         at = time.monotonic()
         run.ctrl_c()
@@ -153,11 +159,12 @@ def test_a_second_run_with_the_same_stack_is_refused_at_once_and_local_down_stop
     try:
         assert wait_until(lambda: (first.root / "faults.json").exists(), 30, 0.05)
         started = time.monotonic()
-        second = subprocess.run(
-            [sys.executable, "-m", "infra", "local", "faults", "no-listener", "--stack",
-             first.stack, "--lb-port", str(free_port()), "--first-address",
-             random_first_address()], cwd=PROJECT_ROOT, capture_output=True, text=True,
-            timeout=60)
+        with held_port() as other_port:  # other ports: the stack alone makes it the same run
+            second = subprocess.run(
+                [sys.executable, "-m", "infra", "local", "faults", "no-listener", "--stack",
+                 first.stack, "--lb-port", str(other_port), "--first-address",
+                 random_first_address()], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                timeout=60)
         took = time.monotonic() - started
         assert second.returncode == 2, second.stdout + second.stderr
         assert f"`local faults` for stack {first.stack} is already running (pid " \

@@ -184,7 +184,7 @@ def test_an_instance_in_a_private_subnet_never_starts_its_app(testbed, window):
     and the target fails its health checks (connection refused)."""
     from infra.local import faults
 
-    drill = faults.Drill(testbed)
+    drill = faults.FaultSite(testbed)
     fault = faults.FAULTS["private-subnet"]
     fault.apply(drill)
     try:

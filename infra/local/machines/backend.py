@@ -20,7 +20,6 @@ It never imports infra.local.testbed: the testbed is passed in.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import fcntl
 import json
@@ -334,12 +333,10 @@ def apply_security_groups(runtime_dir, net, memo: dict) -> list[str]:
 
 
 def sync_security_groups(testbed) -> None:
-    from infra.aws.emulator import emulator_environment
     from infra.local.mirror import read_all
 
-    meta = testbed.meta
-    with emulator_environment(meta.endpoint, meta.region):
-        _view, net = read_all(testbed.clients(), testbed.stack, {})
+    # The testbed's clients know their endpoint: no environment to swap around the calls.
+    _view, net = read_all(testbed.clients(), testbed.stack, {})
     apply_security_groups(testbed.runtime_dir, net, {})
 
 
@@ -355,8 +352,3 @@ def clear_old(runtime_dir) -> None:
         record = machine.read_record(directory)
         if not record or record.get("torn_down"):
             image.remove_tree(directory)
-
-
-def user_data_of(boot_json: dict) -> bytes | None:
-    value = boot_json.get("user_data_b64")
-    return base64.b64decode(value) if value is not None else None

@@ -19,33 +19,27 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from infra.local.drill import REQUEST_TIMEOUT, RequestStream, _get_seed, _post_seed
 from infra.local.machines import machine
 from infra.local.processes import wait_until
+from infra.local.stream import REQUEST_TIMEOUT, CrashOutcome, RequestStream, get_seed
 
 RESTART_WINDOW = 20.0  # RestartSec=2, then the app's start on a loaded 2-core machine
 WARMUP = 0.5
+REJOIN_SECONDS = 15.0  # the app answering -> served through the load balancer again
 
 
 @dataclass
-class RestartResult:
-    passed: bool = False
-    victim: str = ""
-    survivor: str = ""
+class RestartResult(CrashOutcome):
     restarts_before: int = 0
     restarts_after: int = 0
     pid_before: str = ""
     pid_after: str = ""
     answered_after: float | None = None  # kill -> the app answers /health again
     rejoined_after: float | None = None  # kill -> served through the load balancer again
-    requests: int = 0
-    failed: int = 0
     failed_outside_outage: int = 0
-    survivor_failed: int = 0
-    seed_intact: bool = False
-    problems: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         answered = f"{self.answered_after:.1f}s" if self.answered_after is not None else "never"
@@ -59,71 +53,77 @@ class RestartResult:
         return text + "".join(f"\n  - {p}" for p in self.problems)
 
 
-def _state(testbed, instance_id: str) -> dict:
-    return machine.unit_state(testbed.runtime_dir, instance_id)
+def _unit(testbed, instance_id: str) -> tuple[int, str]:
+    """systemd's NRestarts and MainPID of the app's unit in the machine."""
+    state = machine.unit_state(testbed.runtime_dir, instance_id)
+    return int(state.get("NRestarts", "0") or 0), state.get("MainPID", "")
 
 
-def run_restart_drill(testbed, progress=None, rng: random.Random | None = None) -> RestartResult:
-    say = progress or (lambda _m: None)
+def _quiet(_message: str) -> None:
+    pass
+
+
+def run_restart_drill(testbed, progress: Callable[[str], None] | None = None,
+                      rng: random.Random | None = None) -> RestartResult:
+    say = progress or _quiet
     result = RestartResult()
-    view = testbed.read_stack()
-    instances = testbed.instances
-    in_rotation = [t.id for t in view.in_service if t.id in instances]
-    if len(in_rotation) < 2:
-        result.problems.append(f"needs two registered instances, found {len(in_rotation)}")
+    prepared = result.prepare(testbed, rng)
+    if prepared is None:
         return result
-    result.victim, result.survivor = in_rotation[0], in_rotation[1]
-    address = instances[result.victim]
-    seed = (rng or random.Random()).randint(10_000, 99_999)  # noqa: S311 - a test value
-    if not _post_seed(address, seed) or _get_seed(address) != str(seed):
-        result.problems.append(f"could not set the seed {seed} on {result.victim} directly")
-        return result
-    before = _state(testbed, result.victim)
+    address, seed = prepared
+    result.restarts_before, result.pid_before = _unit(testbed, result.victim)
     init_before = machine.init_pid(testbed.runtime_dir, result.victim)
-    result.restarts_before = int(before.get("NRestarts", "0") or 0)
-    result.pid_before = before.get("MainPID", "")
     stream = RequestStream(testbed.lb_address)
     stream.start()
     try:
         both = {result.victim, result.survivor}
-        wait_until(lambda: both <= {s.served_by for s in stream.since(0) if s.ok}, 5.0 + WARMUP)
+        wait_until(lambda: both <= stream.served(), 5.0 + WARMUP)
         say(f"drill: systemctl kill -s KILL {machine.SERVICE} on {result.victim} under "
             "a stream of GETs; systemd's Restart=always must bring it back")
         killed_at = time.time()
         machine.kill_app(testbed.runtime_dir, result.victim)
-
-        def restarted() -> bool:
-            state = _state(testbed, result.victim)
-            return (int(state.get("NRestarts", "0") or 0) > result.restarts_before
-                    and state.get("MainPID") not in ("", "0", result.pid_before)
-                    and _get_seed(address) is not None)
-
-        if wait_until(restarted, RESTART_WINDOW, 0.2):
-            result.answered_after = time.time() - killed_at
-        after = _state(testbed, result.victim)
-        result.restarts_after = int(after.get("NRestarts", "0") or 0)
-        result.pid_after = after.get("MainPID", "")
-        say(f"drill: {result.victim}'s app answers again after "
-            f"{result.answered_after or 0:.1f}s (NRestarts {result.restarts_after})")
-        back = time.time()
-        if wait_until(lambda: any(s.served_by == result.victim and s.ok
-                                  for s in stream.since(back)), 15.0, 0.05):
-            first = next(s for s in stream.since(back) if s.served_by == result.victim and s.ok)
-            result.rejoined_after = first.sent - killed_at
-        time.sleep(0.5)  # a few more answers from it
+        _await_restart(testbed, result, address, killed_at, say)
+        _await_rejoin(stream, result, killed_at)
     finally:
         stream.stop()
+    _judge(testbed, result, stream.samples, killed_at, seed, init_before)
+    return result
+
+
+def _await_restart(testbed, result: RestartResult, address: str, killed_at: float,
+                   say: Callable[[str], None]) -> None:
+    """systemd has started the unit again (NRestarts up, a new MainPID) and the app answers."""
+    def restarted() -> bool:
+        restarts, pid = _unit(testbed, result.victim)
+        return (restarts > result.restarts_before and pid not in ("", "0", result.pid_before)
+                and get_seed(address) is not None)
+
+    if wait_until(restarted, RESTART_WINDOW, 0.2):
+        result.answered_after = time.time() - killed_at
+    result.restarts_after, result.pid_after = _unit(testbed, result.victim)
+    say(f"drill: {result.victim}'s app answers again after "
+        f"{result.answered_after or 0:.1f}s (NRestarts {result.restarts_after})")
+
+
+def _await_rejoin(stream: RequestStream, result: RestartResult, killed_at: float) -> None:
+    """The victim serves through the load balancer again; then a few more of its answers."""
+    back = time.time()
+
+    def first_answer():
+        return next((s for s in stream.since(back) if s.served_by == result.victim and s.ok),
+                    None)
+
+    if wait_until(lambda: first_answer() is not None, REJOIN_SECONDS, 0.05):
+        result.rejoined_after = first_answer().sent - killed_at
+    time.sleep(0.5)  # a few more answers from it, for the seed check
+
+
+def _judge(testbed, result: RestartResult, samples, killed_at: float, seed: int,
+           init_before: int | None) -> None:
     answered_at = killed_at + (result.answered_after or RESTART_WINDOW)
-    samples = stream.samples
-    result.requests = len(samples)
-    failed = [s for s in samples if not s.ok]
-    result.failed = len(failed)
-    result.failed_outside_outage = len([s for s in failed if not (
+    from_victim = result.count(samples, answered_at, seed)
+    result.failed_outside_outage = len([s for s in samples if not s.ok and not (
         killed_at - REQUEST_TIMEOUT <= s.sent <= answered_at + 1.0)])
-    result.survivor_failed = len([s for s in samples
-                                  if s.served_by == result.survivor and not s.ok])
-    from_victim = [s for s in samples if s.sent >= answered_at and s.served_by == result.victim]
-    result.seed_intact = bool(from_victim) and all(s.body == str(seed) for s in from_victim)
     if result.answered_after is None:
         result.problems.append(f"systemd did not bring {result.victim}'s app back within "
                                f"{RESTART_WINDOW:.0f}s")
@@ -132,16 +132,11 @@ def run_restart_drill(testbed, progress=None, rng: random.Random | None = None) 
                                f"{result.restarts_after}, not up by one")
     if machine.init_pid(testbed.runtime_dir, result.victim) != init_before:
         result.problems.append("the machine booted again: the restart was not systemd's")
-    if result.rejoined_after is None:
-        result.problems.append(f"{result.victim} served nothing through the load balancer "
-                               "after the restart")
-    elif not result.seed_intact:
-        bodies = sorted({s.body for s in from_victim})
-        result.problems.append(f"{result.victim} came back with seed {bodies}, not {seed}")
-    if result.survivor_failed:
-        result.problems.append(f"{result.survivor_failed} requests to the survivor failed")
+    result.note_seed(from_victim, seed, None if result.rejoined_after is not None else
+                     f"{result.victim} served nothing through the load balancer after the "
+                     "restart")
+    result.note_survivor()
     if result.failed_outside_outage:
         result.problems.append(f"{result.failed_outside_outage} requests failed while both "
                                "apps were up")
     result.passed = not result.problems
-    return result

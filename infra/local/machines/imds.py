@@ -31,6 +31,7 @@ token), so a test can show that every call of the boot carried one.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import html
 import json
@@ -104,6 +105,16 @@ class InstanceMetadata:
             architecture=instance.get("Architecture", "x86_64"),
             launched=launched.isoformat() if hasattr(launched, "isoformat") else str(launched),
         )
+
+    @classmethod
+    def from_boot(cls, boot: dict) -> InstanceMetadata:
+        """Back from a machine's boot.json (backend.py writes it): the instance as JSON has
+        it, and the user data as DescribeInstanceAttribute returns it (base64)."""
+        described = boot["instance"]
+        value = boot.get("user_data_b64")
+        return cls(**{**described,
+                      "user_data": base64.b64decode(value) if value is not None else None,
+                      "security_groups": tuple(tuple(g) for g in described["security_groups"])})
 
     @property
     def local_hostname(self) -> str:

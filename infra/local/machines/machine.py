@@ -22,7 +22,6 @@ DescribeInstanceAttribute returns it, byte for byte what RunInstances was given.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import json
@@ -35,7 +34,7 @@ import time
 from pathlib import Path
 
 from infra.config import PROJECT
-from infra.local.machines import image, imds, network
+from infra.local.machines import cgroups, image, imds, network
 
 MACHINES_DIR = "machines"
 BOOT_FILE = "boot.json"
@@ -208,11 +207,7 @@ class Machine:
             self.link = network.create()
             self.record["link"] = self.link.to_dict()
             self._save()
-        described = self.boot["instance"]
-        meta = imds.InstanceMetadata(**{
-            **described, "user_data": _user_data(self.boot),
-            "security_groups": tuple(tuple(g) for g in described["security_groups"]),
-        })
+        meta = imds.InstanceMetadata.from_boot(self.boot)
         metadata = imds.MetadataServer((self.link.host_ip, 0), meta, self.dir / IMDS_LOG)
         wheels = imds.WheelhouseServer((self.link.host_ip, 0), Path(self.boot["wheelhouse"]))
         self.servers = [metadata, wheels]
@@ -238,7 +233,7 @@ class Machine:
                 "--register=no", "--resolv-conf=off", "--timezone=off",
                 "--link-journal=no", "--console=read-only"]
         with _signals_deferred():
-            groups = make_cgroups(self.link.netns)
+            groups = cgroups.make(self.link.netns)
             self.record["cgroups"] = [str(g) for g in groups]
             self._save()
         if groups:  # no systemd on the host: the machine's own cgroup, made here
@@ -301,7 +296,7 @@ def release(directory: Path, record: dict) -> None:
     if link is not None:
         network.destroy(link)
     for group in record.get("cgroups", []):
-        remove_cgroup(Path(group))
+        cgroups.remove(Path(group))
     for sub in ("root", "upper", "work"):
         if not image.mounts_under(directory / sub):
             image.remove_tree(directory / sub)
@@ -311,54 +306,6 @@ def release(directory: Path, record: dict) -> None:
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT, signal.SIGHUP)
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-CGROUP_PARENT = "seed-lb"
-
-
-def make_cgroups(name: str) -> list[Path]:
-    """A cgroup of its own for a machine, in each hierarchy its systemd uses, when no
-    systemd runs on the host (with one, systemd-nspawn asks it for a scope). Without it,
-    every machine's systemd would share the host's root cgroup and see, and try to kill,
-    the other machines' services."""
-    if Path("/run/systemd/system").is_dir():
-        return []
-    if (CGROUP_ROOT / "cgroup.controllers").exists():  # the unified hierarchy alone
-        hierarchies = [CGROUP_ROOT]
-    else:  # hybrid (systemd's name=systemd v1 and the unified v2) or legacy
-        hierarchies = [CGROUP_ROOT / h for h in ("systemd", "unified")
-                       if (CGROUP_ROOT / h / "cgroup.procs").exists()]
-    made = []
-    for hierarchy in hierarchies:
-        group = hierarchy / CGROUP_PARENT / name
-        remove_cgroup(group)  # a killed machine's, emptied since
-        group.mkdir(parents=True, exist_ok=True)
-        made.append(group)
-    return made
-
-
-def remove_cgroup(group: Path) -> None:
-    """Remove a cgroup and what the machine's systemd made inside it, deepest first."""
-    if not group.is_dir():
-        return
-    for path in sorted((p for p in group.rglob("*") if p.is_dir()),
-                       key=lambda p: len(p.parts), reverse=True):
-        with contextlib.suppress(OSError):
-            path.rmdir()
-    with contextlib.suppress(OSError):
-        group.rmdir()
-    with contextlib.suppress(OSError):
-        group.parent.rmdir()  # seed-lb/, when no other machine has a cgroup there
-
-
-def cgroup_leftovers() -> list[str]:
-    found = []
-    for hierarchy in (CGROUP_ROOT, CGROUP_ROOT / "systemd", CGROUP_ROOT / "unified"):
-        parent = hierarchy / CGROUP_PARENT
-        if parent.is_dir():
-            found += [str(p) for p in parent.iterdir() if p.is_dir()]
-    return found
-
-
 @contextlib.contextmanager
 def _signals_deferred():
     """A stop signal waits until what is inside is done (and recorded)."""
@@ -374,11 +321,6 @@ def _is_nspawn(pid: int) -> bool:
         return Path(f"/proc/{pid}/comm").read_text().strip() == "systemd-nspawn"
     except OSError:
         return False
-
-
-def _user_data(boot: dict) -> bytes | None:
-    value = boot.get("user_data_b64")
-    return base64.b64decode(value) if value is not None else None
 
 
 def sweep(runtime_dir: str | Path) -> list[str]:

@@ -238,24 +238,27 @@ def _port_match(perm: dict, proto: str) -> str | None:
     return f"{kind} dport {ports}"
 
 
-def _sources(perm: dict, lb_groups: set[str], lb_nets: list, lb_source: str):
-    """(nft source match, why) for each source of a rule that can match in the testbed."""
-    for item in perm.get("IpRanges", []):
+def _cidrs(perm: dict, ranges: str, key: str):
+    """The networks of a rule's IpRanges (CidrIp) or Ipv6Ranges (CidrIpv6); a malformed
+    one matches nothing, so it is left out."""
+    for item in perm.get(ranges, []):
         try:
-            cidr = ipaddress.ip_network(item.get("CidrIp", ""), strict=False)
+            network = ipaddress.ip_network(item.get(key, ""), strict=False)
         except ValueError:
             continue
+        yield network
+
+
+def _sources(perm: dict, lb_groups: set[str], lb_nets: list, lb_source: str):
+    """(nft source match, why) for each source of a rule that can match in the testbed."""
+    for cidr in _cidrs(perm, "IpRanges", "CidrIp"):
         if cidr == ANYWHERE_V4:
             yield "meta nfproto ipv4", "from 0.0.0.0/0"
         elif lb_nets and all(net.subnet_of(cidr) for net in lb_nets):
             yield f"ip saddr {lb_source}", f"from {cidr}, which covers the load balancer's subnets"
         else:
             yield f"ip saddr {cidr}", f"from {cidr}"
-    for item in perm.get("Ipv6Ranges", []):
-        try:
-            cidr = ipaddress.ip_network(item.get("CidrIpv6", ""), strict=False)
-        except ValueError:
-            continue
+    for cidr in _cidrs(perm, "Ipv6Ranges", "CidrIpv6"):
         if cidr == ANYWHERE_V6:
             yield "meta nfproto ipv6", "from ::/0"
         else:

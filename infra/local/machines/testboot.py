@@ -26,14 +26,16 @@ import json
 import os
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from infra.console import Progress
-from infra.errors import UserError
-from infra.local.machines import backend, image, imds, machine, network
+from infra.local.faults.catalog import FAULTS
+from infra.local.faults.commands import command_env, infra_argv
+from infra.local.faults.roundtrip import effect_window
+from infra.local.faults.site import FaultSite
+from infra.local.machines import backend, cgroups, image, imds, machine, network
+from infra.local.phases import phase_table, run_phase
 from infra.local.processes import INTERRUPTS, PROJECT_ROOT, wait_until
 from infra.local.testbed import sigterm_as_interrupt
 from infra.local.testrun import Phase, down_phase, grade_phase
@@ -42,16 +44,9 @@ CONNECT_TIMEOUT = 3.0
 
 
 def render(phases: list[Phase], total: float, figures: list[str]) -> str:
-    lines = ["", f"{'phase':<10} {'result':<7} {'time':>7}  detail", "-" * 78]
-    for p in phases:
-        result = {True: "PASS", False: "FAIL", None: "skip"}[p.passed]
-        first, *rest = (p.detail or "-").splitlines()
-        lines.append(f"{p.name:<10} {result:<7} {p.seconds:6.1f}s  {first}")
-        lines += [f"{'':<27}{line}" for line in rest]
     overall = all(p.passed for p in phases)
-    lines += ["-" * 78, *figures,
-              f"{'PASS' if overall else 'FAIL'}  make test-boot ({total:.1f}s)"]
-    return "\n".join(lines)
+    return phase_table(phases, [*figures, f"{'PASS' if overall else 'FAIL'}  make test-boot "
+                                          f"({total:.1f}s)"])
 
 
 # --- the boot, checked -----------------------------------------------------------------------
@@ -115,13 +110,10 @@ def _read(path: Path) -> bytes | None:
 
 def _logs(testbed) -> subprocess.CompletedProcess:
     """`python -m infra logs` as a user runs it against the testbed's moto server."""
-    meta = testbed.meta
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_ENDPOINT_URL=meta.endpoint, AWS_REGION=meta.region,
-               AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")  # noqa: S106
-    return subprocess.run([sys.executable, "-m", "infra", "logs", "--stack", testbed.stack,
-                           "--state-dir", str(testbed.state_dir), "--lines", "5"],
-                          capture_output=True, text=True, env=env, cwd=PROJECT_ROOT, timeout=60)
+    return subprocess.run(infra_argv("logs", "--stack", testbed.stack, "--state-dir",
+                                     str(testbed.state_dir), "--lines", "5"),
+                          capture_output=True, text=True, env=command_env(testbed),
+                          cwd=PROJECT_ROOT, timeout=60)
 
 
 # --- a closed security group -----------------------------------------------------------------
@@ -142,38 +134,36 @@ def connect_result(address: str, timeout: float = CONNECT_TIMEOUT) -> str:
 
 
 def check_closed_security_group(testbed, say: Callable[[str], None]) -> tuple[bool, str]:
-    from infra.local import faults
-
-    fault = faults.FAULTS["app-sg-closed"]
-    drill = faults.Drill(testbed)
+    fault = FAULTS["app-sg-closed"]
+    site = FaultSite(testbed)
     victim = next(iter(testbed.instances))
     address = testbed.instances[victim]
     sg_file = machine.machine_dir(testbed.runtime_dir, victim) / backend.SG_FILE
     before = _read(sg_file)
     problems = []
     say(f"sg: {fault.does}")
-    fault.apply(drill)
+    fault.apply(site)
     if not wait_until(lambda: _read(sg_file) != before, 10.0, 0.1):
         problems.append("the supervisor did not apply the changed rules within 10 s")
     closed = connect_result(address)
     if closed != "timeout":
         problems.append(f"a connection to {address} with the rule revoked: {closed}, "
                         "not a timeout")
-    window = faults.effect_window(testbed)
-    timed_out = wait_until(lambda: drill.targets_are("unhealthy", "Target.Timeout",
-                                                     ids={victim}), window, 0.5)
+    window = effect_window(testbed)
+    timed_out = wait_until(lambda: site.targets_are("unhealthy", "Target.Timeout",
+                                                    ids={victim}), window, 0.5)
     if not timed_out:
         problems.append(f"{victim}'s target did not turn unhealthy (Target.Timeout) within "
                         f"{window:.0f}s")
     say(f"sg: connect -> {closed}; target unhealthy (Target.Timeout): {timed_out}; "
         "putting the rule back")
-    fault.undo(drill)
+    fault.undo(site)
     opened = wait_until(lambda: connect_result(address, 1.0) == "connected", 10.0, 0.2)
     if not opened:
         problems.append(f"{address} does not accept connections after the rule is back")
-    recovered = wait_until(lambda: drill.recovered() is None, window, 0.5)
+    recovered = wait_until(lambda: site.recovered() is None, window, 0.5)
     if not recovered:
-        problems.append(f"not recovered within {window:.0f}s: {drill.recovered()}")
+        problems.append(f"not recovered within {window:.0f}s: {site.recovered()}")
     detail = (f"rule revoked: connect to {address} timed out ({CONNECT_TIMEOUT:.0f}s, the "
               f"machine's nftables dropped the SYN); target {victim} unhealthy with "
               "Target.Timeout; rule back: connects, healthy again")
@@ -189,7 +179,7 @@ def leftovers(runtime_dir: Path) -> list[str]:
     found += [f"interface {n}" for n in left["links"]]
     found += [f"route {r}" for r in left["routes"]]
     found += [f"mount {m}" for m in image.mounts_under(runtime_dir)]
-    found += [f"cgroup {g}" for g in machine.cgroup_leftovers()]
+    found += [f"cgroup {g}" for g in cgroups.leftovers()]
     for pid in _processes_under(runtime_dir):
         found.append(f"process {pid}")
     return found
@@ -214,6 +204,9 @@ def _processes_under(runtime_dir: Path) -> list[int]:
     return pids
 
 
+PHASES = ("1 image", "2 up", "3 boot", "4 grade", "5 drill", "6 sg", "7 down")
+
+
 def run(make_testbed: Callable[..., object]) -> int:
     why = backend.why_not()
     if why:
@@ -221,77 +214,66 @@ def run(make_testbed: Callable[..., object]) -> int:
         return 0
     progress = Progress()
     testbed = make_testbed(progress)
-    phases = [Phase(n) for n in ("1 image", "2 up", "3 boot", "4 grade", "5 drill", "6 sg",
-                                 "7 down")]
+    phases = [Phase(n) for n in PHASES]
+    image_phase, up, boot, grade, drill, sg, down = phases
     figures: list[str] = []
 
     def timed(phase: Phase, step: Callable[[], tuple[bool, str]]) -> None:
-        progress(f"phase {phase.name}")
-        started = time.monotonic()
-        try:
-            phase.passed, phase.detail = step()
-        except UserError as exc:
-            phase.passed, phase.detail = False, str(exc)
-        except KeyboardInterrupt:
-            phase.passed, phase.detail = False, "interrupted (Ctrl-C or SIGTERM)"
-            raise
-        finally:
-            phase.seconds = time.monotonic() - started
-        progress(f"phase {phase.name}: {'PASS' if phase.passed else 'FAIL'} "
-                 f"({phase.seconds:.1f}s)")
-
-    def prepare() -> tuple[bool, str]:
-        prepared = backend.prepare(progress)
-        built = prepared["image_seconds"]
-        kind = f"built by debootstrap in {built:.0f}s" if built else "cached"
-        figures.append(f"image: {kind} ({prepared['image']})")
-        return True, f"image {kind}; wheelhouse {prepared['wheelhouse']}"
-
-    def up() -> tuple[bool, str]:
-        testbed.up()
-        meta = testbed.meta
-        times = []
-        for iid in meta.instances:
-            ready = json.loads(_read(machine.machine_dir(testbed.runtime_dir, iid)
-                                     / "ready.json") or b"{}")
-            times.append(f"{iid} {ready.get('seconds', '?')}s")
-        figures.append(f"boot to healthy (machine start -> the script's \"done\", after its "
-                       f"own /health check): {', '.join(times)}")
-        return True, (f"moto, {len(meta.instances)} machines ({', '.join(meta.instances.values())})"
-                      f" and Caddy on {meta.lb}; boot to \"done\": {', '.join(times)}")
-
-    def drill() -> tuple[bool, str]:
-        from infra.local.machines.failover import run_restart_drill
-
-        result = run_restart_drill(testbed, progress)
-        return result.passed, result.summary()
+        run_phase(progress, phase, step)
 
     interrupted = False
     with sigterm_as_interrupt():  # Ctrl-C as in make test-local: clean up, then stop
         try:
-            timed(phases[0], prepare)
-            if phases[0].passed:
-                timed(phases[1], up)
-            if phases[1].passed:
-                timed(phases[2], lambda: check_boot(testbed))
-                timed(phases[3], lambda: grade_phase(testbed))
-                timed(phases[4], drill)
-                timed(phases[5], lambda: check_closed_security_group(testbed, progress))
+            timed(image_phase, lambda: _prepare(progress, figures))
+            if image_phase.passed:
+                timed(up, lambda: _up(testbed, figures))
+            if up.passed:
+                timed(boot, lambda: check_boot(testbed))
+                timed(grade, lambda: grade_phase(testbed))
+                timed(drill, lambda: _restart_drill(testbed, progress))
+                timed(sg, lambda: check_closed_security_group(testbed, progress))
         except KeyboardInterrupt:
             interrupted = True
             progress("interrupted: cleaning up")
         finally:
             with INTERRUPTS.cleaning():
-                timed(phases[6], lambda: _down(testbed, bool(phases[1].passed)))
+                timed(down, lambda: _down(testbed, bool(up.passed)))
             interrupted = interrupted or INTERRUPTS.hurry.is_set()
-        total = progress.elapsed
-        up_to_healthy = phases[0].seconds + phases[1].seconds
         figures.append(f"image + up (to both instances healthy behind Caddy): "
-                       f"{up_to_healthy:.1f}s")
-        print(render(phases, total, figures), flush=True)
+                       f"{image_phase.seconds + up.seconds:.1f}s")
+        print(render(phases, progress.elapsed, figures), flush=True)
     if interrupted:
         return 130
     return 0 if all(p.passed for p in phases) else 1
+
+
+def _prepare(progress: Callable[[str], None], figures: list[str]) -> tuple[bool, str]:
+    prepared = backend.prepare(progress)
+    built = prepared["image_seconds"]
+    kind = f"built by debootstrap in {built:.0f}s" if built else "cached"
+    figures.append(f"image: {kind} ({prepared['image']})")
+    return True, f"image {kind}; wheelhouse {prepared['wheelhouse']}"
+
+
+def _up(testbed, figures: list[str]) -> tuple[bool, str]:
+    testbed.up()
+    meta = testbed.meta
+    times = []
+    for iid in meta.instances:
+        ready = json.loads(_read(machine.machine_dir(testbed.runtime_dir, iid)
+                                 / "ready.json") or b"{}")
+        times.append(f"{iid} {ready.get('seconds', '?')}s")
+    figures.append(f"boot to healthy (machine start -> the script's \"done\", after its "
+                   f"own /health check): {', '.join(times)}")
+    return True, (f"moto, {len(meta.instances)} machines ({', '.join(meta.instances.values())})"
+                  f" and Caddy on {meta.lb}; boot to \"done\": {', '.join(times)}")
+
+
+def _restart_drill(testbed, progress: Callable[[str], None]) -> tuple[bool, str]:
+    from infra.local.machines.failover import run_restart_drill
+
+    result = run_restart_drill(testbed, progress)
+    return result.passed, result.summary()
 
 
 def _down(testbed, was_up: bool) -> tuple[bool, str]:

@@ -23,7 +23,6 @@ from pathlib import Path
 from infra.errors import UserError
 from infra.local.processes import (
     INTERRUPTS,
-    PROJECT_ROOT,
     ProcessGroup,
     ProcessRecord,
     is_ours,
@@ -39,10 +38,13 @@ OWNER_STOP_SECONDS = 30.0  # `local down` waits this long for a running `local f
 
 
 def run_root(stack: str) -> Path:
-    """Where `local faults --stack STACK` keeps its processes (and its lanes theirs)."""
+    """Where `local faults --stack STACK` keeps its processes (and its lanes theirs): beside
+    the testbeds' runtime directories, in the checkout it is run from, as theirs are. (A
+    second checkout sharing this code, linked, has its own runs: its `local down` stops none
+    of this one's.)"""
     from infra.local.testbed import RUNTIME_ROOT
 
-    return (PROJECT_ROOT / RUNTIME_ROOT / f"{stack}-faults").resolve()
+    return (Path(RUNTIME_ROOT) / f"{stack}-faults").resolve()
 
 
 def _quiet(_message: str) -> None:
