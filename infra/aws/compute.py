@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
-from infra.aws.waits import wait
+from infra.aws.waits import Waits
 from infra.config import Settings, name_tag, stack_filters, stack_tags
 
 # States in which an instance still counts as part of the stack.
@@ -78,6 +78,7 @@ class Instances:
         self.ec2 = ec2
         self.settings = settings
         self.progress = progress
+        self.waits = Waits(ec2, settings, progress)
 
     def wanted_names(self) -> list[str]:
         return [self.settings.name(f"app-{i + 1}") for i in range(self.settings.instance_count)]
@@ -156,14 +157,12 @@ class Instances:
     def wait_running(self, ids: list[str]) -> None:
         # The waiter treats InvalidInstanceID.NotFound (AWS's eventual consistency right
         # after run_instances) as "not yet", so no describe call precedes it.
-        wait(self.ec2, "instance_running", f"instances {', '.join(ids)} running", self.progress,
-             delay=self.settings.waiter_delay, timeout=self.settings.waiter_timeout,
-             InstanceIds=ids)
+        self.waits.until("instance_running", f"instances {', '.join(ids)} running",
+                         InstanceIds=ids)
 
     def wait_stopped(self, ids: list[str]) -> None:
-        wait(self.ec2, "instance_stopped", f"instances {', '.join(ids)} stopped", self.progress,
-             delay=self.settings.waiter_delay, timeout=self.settings.waiter_timeout,
-             InstanceIds=ids)
+        self.waits.until("instance_stopped", f"instances {', '.join(ids)} stopped",
+                         InstanceIds=ids)
 
     def destroy(self) -> list[str]:
         """Terminate every tagged instance and wait until they are gone."""
@@ -178,6 +177,4 @@ class Instances:
         # waits.STRICTER_WAITERS' InstanceTerminated: a stale pending or stopping just after
         # TerminateInstances is "not yet", not a failure.
         if ids:
-            wait(self.ec2, "instance_terminated", "instances terminated", self.progress,
-                 delay=self.settings.waiter_delay, timeout=self.settings.waiter_timeout,
-                 InstanceIds=ids)
+            self.waits.until("instance_terminated", "instances terminated", InstanceIds=ids)

@@ -37,8 +37,10 @@ The shapes of AWS's answers these lines recognise, as students met them:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+from collections.abc import Iterator
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -103,6 +105,8 @@ EXPIRED_TOKEN_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "Token
 UNKNOWN_KEY_CODES = frozenset({"InvalidClientTokenId", "UnrecognizedClientException",
                                "AuthFailure", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                                "IncompleteSignature", "MissingAuthenticationToken"})
+# Either way the credentials themselves are refused: no retry or permission helps.
+REJECTED_CREDENTIAL_CODES = EXPIRED_TOKEN_CODES | UNKNOWN_KEY_CODES
 THROTTLE_CODES = frozenset({"Throttling", "ThrottlingException", "RequestLimitExceeded",
                             "TooManyRequestsException", "RequestThrottled"})
 
@@ -255,6 +259,22 @@ def as_user_error(exc: Exception, step: str, *, created_nothing: bool = False,
 
 def is_aws_failure(exc: BaseException) -> bool:
     return isinstance(exc, ClientError | BotoCoreError)
+
+
+class DeployError(UserError):
+    """An AWS call failed part-way; the message names the step and the way forward."""
+
+    exit_code = 1
+
+
+@contextlib.contextmanager
+def stepping(step: str, *, created_nothing: bool = False) -> Iterator[None]:
+    """Turn an AWS error raised within into one line naming `step` and the way forward, by
+    its class (`explain`): denied, a limit, credentials, the network, or other."""
+    try:
+        yield
+    except (ClientError, BotoCoreError) as exc:
+        raise DeployError(explain(exc, step, created_nothing=created_nothing)) from None
 
 
 # --- the credential lines, shared by the preflight and the CLI ---------------------------

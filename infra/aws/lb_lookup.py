@@ -48,6 +48,21 @@ def all_target_groups(elbv2) -> list[dict]:
     return [tg for page in pages for tg in page["TargetGroups"]]
 
 
+def forwarded_target_groups(listener: dict) -> list[str]:
+    """The target group ARNs a listener's default actions forward to, in order: an action's
+    TargetGroupArn, then its ForwardConfig's groups (a weighted forward), each once."""
+    arns: list[str] = []
+    for action in listener.get("DefaultActions", []):
+        if action.get("Type") != "forward":
+            continue
+        if action.get("TargetGroupArn"):
+            arns.append(action["TargetGroupArn"])
+        for item in action.get("ForwardConfig", {}).get("TargetGroups", []):
+            if item.get("TargetGroupArn") and item["TargetGroupArn"] not in arns:
+                arns.append(item["TargetGroupArn"])
+    return arns
+
+
 def _where(clients) -> str:
     return clients.target.describe()
 

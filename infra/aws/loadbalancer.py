@@ -10,7 +10,7 @@ import functools
 from collections.abc import Callable
 
 from infra.aws.lb_lookup import all_load_balancers, all_target_groups, stack_tagged
-from infra.aws.waits import ignore_missing, retry_while, wait
+from infra.aws.waits import Waits, ignore_missing, retry_while
 from infra.config import Settings, stack_tags
 
 _TG_IN_USE = (
@@ -24,6 +24,7 @@ class LoadBalancer:
         self.elbv2 = elbv2
         self.settings = settings
         self.progress = progress
+        self.waits = Waits(elbv2, settings, progress)
 
     def _tags(self, name: str) -> list[dict]:
         return [*stack_tags(self.settings.stack), {"Key": "Name", "Value": name}]
@@ -188,15 +189,13 @@ class LoadBalancer:
     def wait_available(self, lb_arn: str) -> None:
         # waits.STRICTER_WAITERS' LoadBalancerAvailable: `failed` or `active_impaired` ends the
         # wait at once, with the reason AWS gives.
-        wait(self.elbv2, "load_balancer_available", "load balancer active", self.progress,
-             delay=self.settings.waiter_delay, timeout=self.settings.waiter_timeout,
-             LoadBalancerArns=[lb_arn])
+        self.waits.until("load_balancer_available", "load balancer active",
+                         LoadBalancerArns=[lb_arn])
 
     def wait_in_service(self, tg_arn: str, instance_ids: list[str]) -> None:
-        wait(self.elbv2, "target_in_service", "targets healthy", self.progress,
-             delay=self.settings.waiter_delay, timeout=self.settings.waiter_timeout,
-             TargetGroupArn=tg_arn,
-             Targets=[{"Id": i, "Port": self.settings.app_port} for i in instance_ids])
+        self.waits.until("target_in_service", "targets healthy", TargetGroupArn=tg_arn,
+                         Targets=[{"Id": i, "Port": self.settings.app_port}
+                                  for i in instance_ids])
 
     # --- tearing down -------------------------------------------------------------------
 
@@ -211,9 +210,8 @@ class LoadBalancer:
 
     def wait_deleted(self, arns: list[str]) -> None:
         if arns:
-            wait(self.elbv2, "load_balancers_deleted", "load balancer deleted", self.progress,
-                 delay=self.settings.waiter_delay, timeout=self.settings.waiter_timeout,
-                 LoadBalancerArns=arns)
+            self.waits.until("load_balancers_deleted", "load balancer deleted",
+                             LoadBalancerArns=arns)
 
     def delete_target_groups(self) -> list[str]:
         names = []

@@ -1,10 +1,11 @@
-"""The stack's network: VPC, two public subnets in two AZs, internet gateway, routes, and the
-two security groups. Everything is found again by its tags, never by a remembered id.
+"""The stack's network: VPC, two public subnets in two AZs, internet gateway and routes
+(the two security groups are security_groups.py's). Everything is found again by its tags,
+never by a remembered id.
 
 EC2 is eventually consistent: an id just created may be unknown to the next call. After each
-create, a waiter (vpc_available, internet_gateway_exists, subnet_available,
-security_group_exists; see waits.STRICTER_WAITERS) sees it before anything names it; the
-route table has no waiter, so the calls naming it go through waits.until_visible.
+create, a waiter (vpc_available, internet_gateway_exists, subnet_available; see
+waits.STRICTER_WAITERS) sees it before anything names it; the route table has no waiter, so
+the calls naming it go through waits.until_visible.
 """
 
 from __future__ import annotations
@@ -12,19 +13,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from infra.aws.waits import ignore_missing, retry_while, until_visible, wait
-from infra.config import Settings, name_tag, stack_filters, stack_tags
-
-ANYWHERE_V4 = "0.0.0.0/0"
-ANYWHERE_V6 = "::/0"
-
-# A rule is (port, kind, source): kind "cidr", "cidr6" or "sg". TCP only.
-Rule = tuple[int, str, str]
-
-_SG_IN_USE = (
-    "AWS releases a deleted load balancer's network interfaces only minutes later; "
-    "run the destroy again in a few minutes"
+from infra.aws.security_groups import (  # noqa: F401 - ANYWHERE_V6, rules_of: see Network
+    ANYWHERE_V4,
+    ANYWHERE_V6,
+    SecurityGroups,
+    find_groups,
+    rules_of,
 )
+from infra.aws.waits import Waits, delete_once_released, ignore_missing
+from infra.config import Settings, name_tag, stack_filters, stack_tags
 
 
 @dataclass
@@ -49,19 +46,22 @@ class Network:
         self.ec2 = ec2
         self.settings = settings
         self.progress = progress
+        self.waits = Waits(ec2, settings, progress)
 
     # --- names and tags -----------------------------------------------------------------
 
     def subnet_name(self, index: int) -> str:
         return self.settings.name(f"public-{index + 1}")
 
+    # Until infra/local/faults.py (rewritten on another branch) imports ANYWHERE_V6 and
+    # rules_of from security_groups.py and asks SecurityGroups for the group names.
     @property
     def lb_sg_name(self) -> str:
-        return self.settings.name("lb-sg")
+        return SecurityGroups(self.ec2, self.settings, self.progress).lb_sg_name
 
     @property
     def app_sg_name(self) -> str:
-        return self.settings.name("app-sg")
+        return SecurityGroups(self.ec2, self.settings, self.progress).app_sg_name
 
     def _tag_spec(self, resource_type: str, name: str) -> list[dict]:
         tags = [*stack_tags(self.settings.stack), {"Key": "Name", "Value": name}]
@@ -83,8 +83,7 @@ class Network:
             found.igw = igws[0] if igws else None
             tables = ec2.describe_route_tables(Filters=self._filters())["RouteTables"]
             found.route_table = tables[0] if tables else None
-        for group in ec2.describe_security_groups(Filters=self._filters())["SecurityGroups"]:
-            found.security_groups[group["GroupName"]] = group
+        found.security_groups = find_groups(ec2, self.settings.stack)
         return found
 
     def default_vpc(self) -> tuple[str, dict[str, str]]:
@@ -138,7 +137,7 @@ class Network:
             TagSpecifications=self._tag_spec("vpc", self.settings.name("vpc")),
         )["Vpc"]
         self.progress(f"created VPC {vpc['VpcId']} ({self.settings.vpc_cidr})")
-        self._wait("vpc_available", f"VPC {vpc['VpcId']}", VpcIds=[vpc["VpcId"]])
+        self.waits.created("vpc_available", f"VPC {vpc['VpcId']}", VpcIds=[vpc["VpcId"]])
         return vpc["VpcId"]
 
     def _ensure_igw(self, found: FoundNetwork, vpc_id: str) -> str:
@@ -148,8 +147,9 @@ class Network:
                 TagSpecifications=self._tag_spec("internet-gateway", self.settings.name("igw"))
             )["InternetGateway"]
             self.progress(f"created internet gateway {igw['InternetGatewayId']}")
-            self._wait("internet_gateway_exists", f"internet gateway {igw['InternetGatewayId']}",
-                       InternetGatewayIds=[igw["InternetGatewayId"]])
+            igw_id = igw["InternetGatewayId"]
+            self.waits.created("internet_gateway_exists", f"internet gateway {igw_id}",
+                               InternetGatewayIds=[igw_id])
         attached = {a["VpcId"] for a in igw.get("Attachments") or []}
         if vpc_id not in attached:
             self.ec2.attach_internet_gateway(
@@ -177,7 +177,8 @@ class Network:
             # relying on a subnet attribute changed moments before.
             result.append((subnet["SubnetId"], subnet["AvailabilityZone"]))
         if created:
-            self._wait("subnet_available", f"subnets {', '.join(created)}", SubnetIds=created)
+            self.waits.created("subnet_available", f"subnets {', '.join(created)}",
+                               SubnetIds=created)
         return result
 
     def _subnet_cidr(self, index: int) -> str:
@@ -200,117 +201,27 @@ class Network:
                           if r.get("DestinationCidrBlock") == ANYWHERE_V4]
         # EC2 has no waiter for a route table: the calls naming it retry a NotFound.
         if not default_routes:
-            self._visible(lambda: self.ec2.create_route(
+            self.waits.visible(lambda: self.ec2.create_route(
                 RouteTableId=table_id, DestinationCidrBlock=ANYWHERE_V4, GatewayId=igw_id),
                 f"adding the default route to {table_id}")
         elif default_routes[0].get("GatewayId") != igw_id:
-            self._visible(lambda: self.ec2.replace_route(
+            self.waits.visible(lambda: self.ec2.replace_route(
                 RouteTableId=table_id, DestinationCidrBlock=ANYWHERE_V4, GatewayId=igw_id),
                 f"replacing the default route of {table_id}")
         associated = {a.get("SubnetId") for a in table.get("Associations") or []}
         for subnet_id in subnet_ids:
             if subnet_id not in associated:
-                self._visible(lambda s=subnet_id: self.ec2.associate_route_table(
+                self.waits.visible(lambda s=subnet_id: self.ec2.associate_route_table(
                     RouteTableId=table_id, SubnetId=s), f"associating {table_id} with {subnet_id}")
-
-    def _wait(self, waiter: str, what: str, **params) -> None:
-        """A just-created resource, seen by EC2's describe before anything else names it."""
-        s = self.settings
-        wait(self.ec2, waiter, what, self.progress, delay=s.waiter_delay,
-             timeout=s.consistency_retry_budget, announce=False, **params)
-
-    def _visible(self, action, what: str):
-        s = self.settings
-        return until_visible(action, what, self.progress, delay=s.consistency_retry_delay,
-                             budget=s.consistency_retry_budget)
-
-    # --- security groups ----------------------------------------------------------------
-
-    def ensure_security_groups(self, vpc_id: str, public_cidr: str | None,
-                               ssh_cidr: str | None, found_network: FoundNetwork | None = None) \
-            -> tuple[str, str]:
-        """The load balancer's group and the instances' group, with exactly the wanted rules."""
-        groups = (found_network or self.find()).security_groups
-        found = {name: g for name, g in groups.items() if g["VpcId"] == vpc_id}
-        lb_sg = self._ensure_group(found.get(self.lb_sg_name), self.lb_sg_name, vpc_id,
-                                   "seed-lb load balancer: HTTP from anywhere")
-        app_sg = self._ensure_group(found.get(self.app_sg_name), self.app_sg_name, vpc_id,
-                                    "seed-lb instances: app port from the load balancer")
-        created = [g["GroupId"] for g in (lb_sg, app_sg) if g.get("created")]
-        if created:
-            self._wait("security_group_exists", f"security groups {', '.join(created)}",
-                       GroupIds=created)
-        lb_rules = self.lb_rules()
-        app_rules = self.app_rules(lb_sg["GroupId"], public_cidr, ssh_cidr)
-        self._converge_rules(lb_sg, lb_rules)
-        self._converge_rules(app_sg, app_rules)
-        return lb_sg["GroupId"], app_sg["GroupId"]
-
-    def lb_rules(self) -> set[Rule]:
-        port = self.settings.listener_port
-        return {(port, "cidr", ANYWHERE_V4), (port, "cidr6", ANYWHERE_V6)}
-
-    def app_rules(self, lb_sg_id: str, public_cidr: str | None, ssh_cidr: str | None) \
-            -> set[Rule]:
-        port = self.settings.app_port
-        rules: set[Rule] = {(port, "sg", lb_sg_id)}
-        if public_cidr:
-            rules.add((port, "cidr6" if ":" in public_cidr else "cidr", public_cidr))
-        if ssh_cidr and self.settings.key_name:
-            rules.add((22, "cidr6" if ":" in ssh_cidr else "cidr", ssh_cidr))
-        return rules
-
-    def _ensure_group(self, group: dict | None, name: str, vpc_id: str, description: str) \
-            -> dict:
-        if group is not None:
-            return group
-        group_id = self.ec2.create_security_group(
-            GroupName=name, Description=description, VpcId=vpc_id,
-            TagSpecifications=self._tag_spec("security-group", name),
-        )["GroupId"]
-        self.progress(f"created security group {group_id} ({name})")
-        return {"GroupId": group_id, "GroupName": name, "VpcId": vpc_id, "IpPermissions": [],
-                "created": True}
-
-    def _converge_rules(self, group: dict, wanted: set[Rule]) -> None:
-        have = rules_of(group)
-        missing, extra = wanted - have, have - wanted
-        if missing:
-            self.ec2.authorize_security_group_ingress(
-                GroupId=group["GroupId"], IpPermissions=[_permission(r) for r in sorted(missing)]
-            )
-        if extra:
-            self.ec2.revoke_security_group_ingress(
-                GroupId=group["GroupId"], IpPermissions=[_permission(r) for r in sorted(extra)]
-            )
-        for port, _kind, source in sorted(missing):
-            self.progress(f"{group['GroupName']}: allow tcp/{port} from {source}")
-        for port, _kind, source in sorted(extra):
-            self.progress(f"{group['GroupName']}: removed tcp/{port} from {source}")
 
     # --- tearing down -------------------------------------------------------------------
 
     def destroy(self, delay: float, budget: float) -> list[str]:
-        """Delete every tagged network resource, in dependency order. Returns what went."""
-        ec2, gone = self.ec2, []
-        groups = ec2.describe_security_groups(Filters=self._filters())["SecurityGroups"]
-        # Drop group-to-group references first, so the groups can go in any order.
-        for group in groups:
-            refs = [p for p in group.get("IpPermissions") or [] if p.get("UserIdGroupPairs")]
-            if refs:
-                ec2.revoke_security_group_ingress(
-                    GroupId=group["GroupId"],
-                    IpPermissions=[{k: v for k, v in p.items()
-                                    if k in ("IpProtocol", "FromPort", "ToPort",
-                                             "UserIdGroupPairs")} for p in refs],
-                )
-        for group in groups:
-            self._retry(lambda g=group: ec2.delete_security_group(GroupId=g["GroupId"]),
-                        f"deleting security group {group['GroupId']}", delay, budget,
-                        "InvalidGroup.NotFound")
-            gone.append(f"security group {group['GroupId']} ({group['GroupName']})")
+        """Delete every tagged network resource, in dependency order (the security groups
+        first: security_groups.py). Returns what went."""
         if self.settings.use_default_vpc:
-            return gone  # the default VPC is the account's, never ours to delete
+            return []  # the default VPC is the account's, never ours to delete
+        ec2, gone = self.ec2, []
         for table in ec2.describe_route_tables(Filters=self._filters())["RouteTables"]:
             for assoc in table.get("Associations") or []:
                 if not assoc.get("Main"):
@@ -326,42 +237,15 @@ class Network:
                            InternetGatewayId=igw["InternetGatewayId"])
             gone.append(f"internet gateway {igw['InternetGatewayId']}")
         for subnet in ec2.describe_subnets(Filters=self._filters())["Subnets"]:
-            self._retry(lambda s=subnet: ec2.delete_subnet(SubnetId=s["SubnetId"]),
-                        f"deleting subnet {subnet['SubnetId']}", delay, budget,
-                        "InvalidSubnetID.NotFound")
+            delete_once_released(lambda s=subnet: ec2.delete_subnet(SubnetId=s["SubnetId"]),
+                                 f"deleting subnet {subnet['SubnetId']}", self.progress,
+                                 missing_code="InvalidSubnetID.NotFound", delay=delay,
+                                 budget=budget)
             gone.append(f"subnet {subnet['SubnetId']}")
         for vpc in ec2.describe_vpcs(Filters=self._filters())["Vpcs"]:
-            self._retry(lambda v=vpc: ec2.delete_vpc(VpcId=v["VpcId"]),
-                        f"deleting VPC {vpc['VpcId']}", delay, budget, "InvalidVpcID.NotFound")
+            delete_once_released(lambda v=vpc: ec2.delete_vpc(VpcId=v["VpcId"]),
+                                 f"deleting VPC {vpc['VpcId']}", self.progress,
+                                 missing_code="InvalidVpcID.NotFound", delay=delay,
+                                 budget=budget)
             gone.append(f"VPC {vpc['VpcId']}")
         return gone
-
-    def _retry(self, action, what: str, delay: float, budget: float, missing_code: str) -> None:
-        ignore_missing(missing_code, lambda: retry_while(
-            action, ("DependencyViolation",), what, self.progress,
-            delay=delay, budget=budget, explain=_SG_IN_USE))
-
-
-def rules_of(group: dict) -> set[Rule]:
-    """The group's TCP ingress rules as (port, kind, source) tuples."""
-    rules: set[Rule] = set()
-    for perm in group.get("IpPermissions") or []:
-        if perm.get("IpProtocol") != "tcp" or perm.get("FromPort") != perm.get("ToPort"):
-            continue  # deploy never makes these; leave a hand-made rule alone
-        port = perm["FromPort"]
-        rules.update((port, "cidr", r["CidrIp"]) for r in perm.get("IpRanges") or [])
-        rules.update((port, "cidr6", r["CidrIpv6"]) for r in perm.get("Ipv6Ranges") or [])
-        rules.update((port, "sg", p["GroupId"]) for p in perm.get("UserIdGroupPairs") or [])
-    return rules
-
-
-def _permission(rule: Rule) -> dict:
-    port, kind, source = rule
-    perm: dict = {"IpProtocol": "tcp", "FromPort": port, "ToPort": port}
-    if kind == "cidr":
-        perm["IpRanges"] = [{"CidrIp": source}]
-    elif kind == "cidr6":
-        perm["Ipv6Ranges"] = [{"CidrIpv6": source}]
-    else:
-        perm["UserIdGroupPairs"] = [{"GroupId": source}]
-    return perm

@@ -6,9 +6,9 @@ nothing: one line, a non-zero exit, and no resource at all.
   interval; real AWS refuses them half-way through a deploy.
 - Region and credentials, before any client exists (`check_region`, `require_credentials`),
   then the account (STS GetCallerIdentity, with tight timeouts: no network answers in 5 s).
-- The AMI (ssm:GetParameter), the instance type (EC2's own free-tier answer, and two AZs
-  that offer it), and RunInstances itself as a dry run (DryRunOperation means allowed): a
-  denied permission shows here, not after the load balancer bills by the hour.
+- The AMI (ssm:GetParameter), the instance type (placement.py: EC2's own free-tier answer,
+  and two AZs that offer it), and RunInstances itself as a dry run (DryRunOperation means
+  allowed): a denied permission shows here, not after the load balancer bills by the hour.
 """
 
 from __future__ import annotations
@@ -16,23 +16,18 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from dataclasses import dataclass
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from infra.aws import emulator, failures, pricing
+from infra.aws import emulator, failures
 from infra.aws.clients import Clients
 from infra.config import (
     AMI_PARAMETERS,
-    LEARNER_LAB_MAX_INSTANCES,
-    LEARNER_LAB_SIZES,
-    PREFERRED_TYPES,
     STACK_NAME_RE,
     Settings,
     is_loopback_host,
     loopback_only,
-    stack_filters,
 )
 from infra.console import warn
 from infra.errors import UserError
@@ -43,17 +38,6 @@ ELB_NAME_RE = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,30}[a-zA-Z0-9])?$")
 
 # Where the deployer's own public IP comes from, on real AWS only (AWS's own service).
 CHECKIP_URL = "https://checkip.amazonaws.com"
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where the instances go: a type both AZs offer, the two AZs, and why that type."""
-
-    instance_type: str
-    zones: tuple[str, str]
-    burstable: bool = False  # T types: launched with standard CPU credits
-    why: str = ""
-    architecture: str = "x86_64"  # which Amazon Linux 2023 AMI it boots
 
 
 def check_settings(settings: Settings) -> None:
@@ -227,148 +211,6 @@ def check_elbv2_available(clients: Clients) -> None:
             raise UserError(failures.no_elbv2_line(clients.target.endpoint_url or "AWS")) \
                 from None
         raise
-
-
-def architecture_of(info: dict) -> str | None:
-    """The Amazon Linux 2023 AMI a type boots: x86_64 where it can, else arm64 (t4g), else
-    None (no AL2023 AMI runs it)."""
-    supported = info.get("ProcessorInfo", {}).get("SupportedArchitectures", [])
-    return next((arch for arch in AMI_PARAMETERS if arch in supported), None)
-
-
-def free_tier_types(clients: Clients) -> list[dict] | None:
-    """EC2's own answer: the types free-tier eligible for this account in this region (in no
-    particular order: AWS lists them as it likes), that an Amazon Linux 2023 AMI runs. None
-    when the endpoint does not know the filter (an emulator)."""
-    try:
-        pages = clients.ec2.get_paginator("describe_instance_types").paginate(
-            Filters=[{"Name": "free-tier-eligible", "Values": ["true"]}])
-        found = [t for page in pages for t in page["InstanceTypes"]]
-    except ClientError as exc:
-        if failures.code_of(exc) in ("InvalidParameterValue", "InvalidFilter",
-                                     "InvalidParameter"):
-            return None
-        raise
-    return [t for t in found if architecture_of(t)]
-
-
-def _preference(info: dict) -> tuple:
-    """t3.micro, t2.micro, then x86_64 before arm64, then the cheapest."""
-    name = info["InstanceType"]
-    rank = PREFERRED_TYPES.index(name) if name in PREFERRED_TYPES else len(PREFERRED_TYPES)
-    price = pricing.instance_hourly(name)
-    return (rank, architecture_of(info) != "x86_64", price if price is not None else 1e9,
-            info.get("MemoryInfo", {}).get("SizeInMiB", 0), name)
-
-
-def learner_lab_allows(instance_type: str) -> bool:
-    """AWS Academy Learner Lab runs sizes nano to large only."""
-    return instance_type.rsplit(".", 1)[-1] in LEARNER_LAB_SIZES
-
-
-def _describe_types(clients: Clients, names: list[str]) -> list[dict]:
-    try:
-        return clients.ec2.describe_instance_types(InstanceTypes=names)["InstanceTypes"]
-    except ClientError as exc:
-        if failures.code_of(exc) not in ("InvalidInstanceType", "InvalidParameterValue"):
-            raise
-        raise UserError(
-            f"EC2 has no instance type {' or '.join(names)} in region "
-            f"{clients.target.region} ({failures.code_of(exc)}): check the name (e.g. "
-            "t3.micro), or drop --instance-type to get a free-tier-eligible one"
-        ) from None
-
-
-def choose_placement(clients: Clients, settings: Settings, zones: list[str] | None = None,
-                     *, learner_lab: bool = False) -> Placement:
-    """The instance type, the AMI architecture it boots, and two AZs that both offer it.
-
-    The type is EC2's answer for this account (DescribeInstanceTypes, free-tier-eligible=true,
-    in any order): t3.micro, then t2.micro, then x86_64 before arm64, then the cheapest; an
-    arm64 type (t4g) boots the arm64 AMI, never the x86_64 one. An explicit --instance-type
-    wins. In an AWS Academy Learner Lab only sizes nano to large are candidates. `zones`
-    narrows the AZs (the default VPC's subnets'); otherwise every available AZ of the region
-    is a candidate.
-    """
-    ec2 = clients.ec2
-    if zones is None:
-        found = ec2.describe_availability_zones(
-            Filters=[{"Name": "state", "Values": ["available"]},
-                     {"Name": "zone-type", "Values": ["availability-zone"]}]
-        )["AvailabilityZones"]
-        zones = sorted(z["ZoneName"] for z in found)
-    eligible = free_tier_types(clients)
-    if eligible and learner_lab:
-        eligible = [t for t in eligible if learner_lab_allows(t["InstanceType"])]
-    eligible_names = sorted(t["InstanceType"] for t in eligible or [])
-    if settings.instance_type:
-        if learner_lab and not learner_lab_allows(settings.instance_type):
-            raise UserError(failures.learner_lab_limits_line(
-                f"--instance-type {settings.instance_type} is larger than that; drop it for a "
-                "micro type"))
-        candidates = _describe_types(clients, [settings.instance_type])
-        supported = candidates[0].get("ProcessorInfo", {}).get("SupportedArchitectures") \
-            if candidates else None
-        if supported and not architecture_of(candidates[0]):
-            raise UserError(
-                f"instance type {settings.instance_type} runs {'/'.join(supported)}, but "
-                f"Amazon Linux 2023 has AMIs for {' and '.join(AMI_PARAMETERS)} only: choose "
-                "a type such as t3.micro"
-            )
-        if eligible is None:
-            why = "chosen with --instance-type"
-        elif settings.instance_type in eligible_names:
-            why = "chosen with --instance-type; free-tier eligible for this account"
-        else:
-            price = pricing.instance_hourly(settings.instance_type)
-            why = ("chosen with --instance-type; NOT free-tier eligible for this account"
-                   + (f": about ${price}/h each" if price else ""))
-    elif eligible:
-        candidates = sorted(eligible, key=_preference)
-        why = ("free-tier eligible for this account, EC2's answer (all eligible types here: "
-               f"{', '.join(eligible_names)})")
-    else:
-        candidates = sorted(_describe_types(clients, list(PREFERRED_TYPES)), key=_preference)
-        if eligible is None:
-            why = "the endpoint does not answer the free-tier question: the usual free type"
-        else:
-            first = pricing.instance_hourly(candidates[0]["InstanceType"]) if candidates else None
-            why = ("EC2 lists no free-tier-eligible type for this account (free tier used "
-                   "up, or not offered here): the cheapest usual one, billed"
-                   + (f" about ${first}/h each" if first else ""))
-    names = [t["InstanceType"] for t in candidates]
-    offered = ec2.describe_instance_type_offerings(
-        LocationType="availability-zone",
-        Filters=[{"Name": "instance-type", "Values": names},
-                 {"Name": "location", "Values": zones}],
-    )["InstanceTypeOfferings"]
-    for info in candidates:
-        itype = info["InstanceType"]
-        where = sorted({o["Location"] for o in offered if o["InstanceType"] == itype})
-        if len(where) >= 2:
-            return Placement(itype, (where[0], where[1]),
-                             burstable=bool(info.get("BurstablePerformanceSupported")), why=why,
-                             architecture=architecture_of(info) or "x86_64")
-    raise UserError(
-        f"no two Availability Zones among {', '.join(zones) or '(none)'} offer "
-        f"{' or '.join(names)}: an ALB needs subnets in two AZs. Try another --region"
-        + ("" if settings.instance_type is None else " or --instance-type")
-    )
-
-
-def check_learner_lab_instances(clients: Clients, settings: Settings) -> None:
-    """AWS Academy Learner Lab runs at most 9 instances at once: the account's other running
-    instances and this stack's must fit, or the launch is refused half-way through."""
-    live = {"Name": "instance-state-name", "Values": ["pending", "running"]}
-    everyone = {i["InstanceId"] for r in clients.ec2.describe_instances(Filters=[live])[
-        "Reservations"] for i in r["Instances"]}
-    ours = {i["InstanceId"] for r in clients.ec2.describe_instances(
-        Filters=[live, *stack_filters(settings.stack)])["Reservations"] for i in r["Instances"]}
-    others = len(everyone - ours)
-    if others + settings.instance_count > LEARNER_LAB_MAX_INSTANCES:
-        raise UserError(failures.learner_lab_limits_line(
-            f"{others} other instances run already, and this stack needs "
-            f"{settings.instance_count}: stop some, or use a smaller --count"))
 
 
 def resolve_image(clients: Clients, architecture: str = "x86_64") -> str:

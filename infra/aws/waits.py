@@ -257,3 +257,46 @@ def retry_while(
                 announced = True
             time.sleep(pause)
             pause = min(pause * 2, 30.0)
+
+
+# Why a delete of a security group or a subnet is refused for minutes after a destroy began.
+_HELD_BY_DELETED_LB = (
+    "AWS releases a deleted load balancer's network interfaces only minutes later; "
+    "run the destroy again in a few minutes"
+)
+
+
+def delete_once_released(action: Callable[[], object], what: str,
+                         progress: Callable[[str], None], *, missing_code: str,
+                         delay: float, budget: float) -> None:
+    """A delete that AWS refuses with DependencyViolation while something (a deleted load
+    balancer's network interfaces) still holds the resource: retried within `budget`
+    seconds; `missing_code` (already gone) counts as done."""
+    ignore_missing(missing_code, lambda: retry_while(
+        action, ("DependencyViolation",), what, progress,
+        delay=delay, budget=budget, explain=_HELD_BY_DELETED_LB))
+
+
+class Waits:
+    """The waits of one of the stack's AWS concerns: its client, the settings' bounds, and
+    its progress line. `until` is deploy's long wait (instances running, the load balancer
+    active), announced; `created` the short one after a create, silent unless it takes a
+    round; `visible` retries a call naming an id EC2 does not show yet."""
+
+    def __init__(self, client, settings, progress: Callable[[str], None]):
+        self.client = client
+        self.settings = settings
+        self.progress = progress
+
+    def until(self, waiter_name: str, what: str, **params) -> None:
+        wait(self.client, waiter_name, what, self.progress, delay=self.settings.waiter_delay,
+             timeout=self.settings.waiter_timeout, **params)
+
+    def created(self, waiter_name: str, what: str, **params) -> None:
+        wait(self.client, waiter_name, what, self.progress, delay=self.settings.waiter_delay,
+             timeout=self.settings.consistency_retry_budget, announce=False, **params)
+
+    def visible(self, action: Callable[[], object], what: str):
+        return until_visible(action, what, self.progress,
+                             delay=self.settings.consistency_retry_delay,
+                             budget=self.settings.consistency_retry_budget)

@@ -24,7 +24,7 @@ FORM = "application/x-www-form-urlencoded"
 
 
 @dataclass(frozen=True)
-class Probe:
+class BadInputProbe:
     """One HTTP request. `raw` probes are sent byte for byte over a socket."""
 
     method: str = "POST"
@@ -62,7 +62,7 @@ def _j(value: object) -> bytes:
     return json.dumps(value).encode()
 
 
-def corpus() -> list[Probe]:
+def corpus() -> list[BadInputProbe]:
     """The fixed corpus: every kind of wrong body a grader or a person has sent."""
     bodies: list[bytes] = [
         b"", b" ", b"\n", b"{", b"}", b"[", b'{"num":', b'{"num": }', b"{'num': 5}",
@@ -88,27 +88,28 @@ def corpus() -> list[Probe]:
         # Over the body limit, valid JSON inside: 413, never stored.
         b'{"num": 5, "pad": "' + b"x" * (1 << 20) + b'"}', b" " * (8 << 20) + b'{"num": 6}',
     ]
-    probes = [Probe(body=b) for b in bodies]
+    probes = [BadInputProbe(body=b) for b in bodies]
     forms = [b"num=", b"num=abc", b"num=1&num=2", b"num=1.5", b"%zz=1", b"num=%ff", b"=&=&",
              b"num", b"num=1e3", b"num=0x1f", b"num=" + b"9" * 4301, b"a=1&b=2"]
-    probes += [Probe(body=b, content_type=FORM) for b in forms]
+    probes += [BadInputProbe(body=b, content_type=FORM) for b in forms]
     for ctype in (None, "text/plain", "application/json; charset=utf-16",
                   "multipart/form-data; boundary=xyz", "application/octet-stream"):
-        probes += [Probe(body=b"not json", content_type=ctype),
-                   Probe(body=b'{"num": null}', content_type=ctype)]
+        probes += [BadInputProbe(body=b"not json", content_type=ctype),
+                   BadInputProbe(body=b'{"num": null}', content_type=ctype)]
     probes += [
-        Probe(body=b'--xyz\r\nContent-Disposition: form-data; name="num"\r\n\r\nabc\r\n--xyz--',
-              content_type="multipart/form-data; boundary=xyz"),
-        Probe(body=b'{"num": []}', headers=(("Content-Encoding", "gzip"),)),
-        Probe(body=b'{"num": true}', headers=(("Expect", "100-continue"),)),
-        Probe(body=b'{"num": "x"}', chunked=True),
-        Probe(body=b"", chunked=True),
+        BadInputProbe(
+            body=b'--xyz\r\nContent-Disposition: form-data; name="num"\r\n\r\nabc\r\n--xyz--',
+            content_type="multipart/form-data; boundary=xyz"),
+        BadInputProbe(body=b'{"num": []}', headers=(("Content-Encoding", "gzip"),)),
+        BadInputProbe(body=b'{"num": true}', headers=(("Expect", "100-continue"),)),
+        BadInputProbe(body=b'{"num": "x"}', chunked=True),
+        BadInputProbe(body=b"", chunked=True),
     ]
     for method, path in (("PUT", "/"), ("DELETE", "/"), ("PATCH", "/"), ("POST", "/health"),
                          ("POST", "/seed"), ("GET", "/?num=5"),
                          ("POST", "/?num=5"), ("OPTIONS", "/"), ("POST", "/" + "a" * 5000)):
-        probes.append(Probe(method=method, path=path, body=b'{"num": 11}'))
-    probes += [Probe(raw=raw) for raw in _raw_requests()]
+        probes.append(BadInputProbe(method=method, path=path, body=b'{"num": 11}'))
+    probes += [BadInputProbe(raw=raw) for raw in _raw_requests()]
     return probes
 
 
@@ -131,7 +132,7 @@ def _raw_requests() -> list[bytes]:
     ]
 
 
-def generated(max_examples: int, seed: int) -> list[Probe]:
+def generated(max_examples: int, seed: int) -> list[BadInputProbe]:
     """Bodies made by hypothesis: odd `num` values, odd JSON documents, random bytes."""
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as hseed
@@ -170,28 +171,28 @@ def generated(max_examples: int, seed: int) -> list[Probe]:
         st.tuples(st.integers(0, 20), st.binary(min_size=1, max_size=4)).map(mutate),
     )
     ctypes = st.sampled_from([JSON, FORM, "text/plain", None])
-    found: list[Probe] = []
+    found: list[BadInputProbe] = []
 
     @hseed(seed)
     @settings(max_examples=max_examples, database=None, deadline=None,
               phases=[Phase.generate], suppress_health_check=list(HealthCheck))
     @given(body=bodies, content_type=ctypes)
     def collect(body: bytes, content_type: str | None) -> None:
-        found.append(Probe(body=body, content_type=content_type))
+        found.append(BadInputProbe(body=body, content_type=content_type))
 
     collect()
     return found
 
 
-def distinct(probes: Iterable[Probe]) -> Iterator[Probe]:
-    seen: set[Probe] = set()
+def distinct(probes: Iterable[BadInputProbe]) -> Iterator[BadInputProbe]:
+    seen: set[BadInputProbe] = set()
     for probe in probes:
         if probe not in seen:
             seen.add(probe)
             yield probe
 
 
-def send(base_url: str, probe: Probe, session: requests.Session,
+def send(base_url: str, probe: BadInputProbe, session: requests.Session,
          timeout: float = 5.0) -> int | None:
     """The status code, or None when the server answered nothing usable."""
     if probe.raw is not None:
@@ -225,7 +226,7 @@ def _send_raw(base_url: str, raw: bytes, timeout: float) -> int | None:
     return None
 
 
-def describe(probe: Probe, limit: int = 80) -> str:
+def describe(probe: BadInputProbe, limit: int = 80) -> str:
     shown = probe.raw if probe.raw is not None else probe.body
     text = repr(shown[:limit]) + ("..." if len(shown) > limit else "")
     if probe.raw is not None:

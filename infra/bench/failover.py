@@ -21,7 +21,7 @@ from infra.local.processes import wait_until
 
 
 @dataclass
-class Sample:
+class FailoverSample:
     at: float  # time.monotonic() when the answer (or the error) came back
     ok: bool
     served_by: str | None
@@ -59,7 +59,7 @@ class SteadyLoad:
         self.threads = threads
         self.pause_s = pause_s
         self.timeout_s = timeout_s
-        self.samples: list[Sample] = []
+        self.samples: list[FailoverSample] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._workers: list[threading.Thread] = []
@@ -70,10 +70,10 @@ class SteadyLoad:
                 sent = time.monotonic()
                 try:
                     resp = session.get(self.url, timeout=self.timeout_s)
-                    sample = Sample(time.monotonic(), resp.status_code == 200,
+                    sample = FailoverSample(time.monotonic(), resp.status_code == 200,
                                     resp.headers.get("X-Served-By"), resp.status_code, sent)
                 except requests.RequestException:
-                    sample = Sample(time.monotonic(), False, None, None, sent)
+                    sample = FailoverSample(time.monotonic(), False, None, None, sent)
                 with self._lock:
                     self.samples.append(sample)
                 self._stop.wait(self.pause_s)
@@ -90,7 +90,7 @@ class SteadyLoad:
         for worker in self._workers:
             worker.join(timeout=self.timeout_s + 1)
 
-    def since(self, t: float) -> list[Sample]:
+    def since(self, t: float) -> list[FailoverSample]:
         with self._lock:
             return [s for s in self.samples if s.at >= t]
 
@@ -101,7 +101,7 @@ class SteadyLoad:
         self.stop()
 
 
-def summarize_recovery(samples: list[Sample], killed_at: float) -> tuple[int, float]:
+def summarize_recovery(samples: list[FailoverSample], killed_at: float) -> tuple[int, float]:
     """Failed requests after the kill, and seconds from the kill to the moment the last
     failing request was sent: when the load balancer stopped routing to the dead target
     (when its answer came back depends on how busy the machine is, not on the LB)."""
@@ -111,7 +111,8 @@ def summarize_recovery(samples: list[Sample], killed_at: float) -> tuple[int, fl
     return len(failed), max(0.0, max(s.sent_at for s in failed) - killed_at)
 
 
-def failures_by_kind(samples: list[Sample], killed_at: float) -> dict[str, tuple[int, float]]:
+def failures_by_kind(samples: list[FailoverSample], killed_at: float) \
+        -> dict[str, tuple[int, float]]:
     """Failed requests after the kill by status: (count, seconds to the last one sent)."""
     kinds: dict[str, tuple[int, float]] = {}
     for s in samples:

@@ -205,10 +205,14 @@ def provisioning_lines(result: ProvisionResult | None) -> list[str]:
 
 
 def render_markdown(run: BenchRun, plot_name: str = "benchmarks.png") -> str:
-    s = run.load_settings
-    machine = [f"| {k} | {v} |" for k, v in run.machine.items()]
-    sections = [f"| {x.name} | {x.status} | {x.seconds:.1f} s | {x.note} |" for x in run.sections]
-    out = [
+    out = [*_header_section(run), *_throughput_section(run, plot_name),
+           *_failover_section(run), *_slow_clients_section(run), *_bad_input_section(run),
+           *_provisioning_section(run), *_steps_section(run)]
+    return "\n".join(out)
+
+
+def _header_section(run: BenchRun) -> list[str]:
+    return [
         "# Benchmarks",
         "",
         f"Measured by `{run.command}` on {run.date}, all in one run of {run.total_s:.0f} s, "
@@ -216,10 +220,16 @@ def render_markdown(run: BenchRun, plot_name: str = "benchmarks.png") -> str:
         "",
         "## Machine",
         "",
-        "| | |", "|---|---|", *machine,
+        "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in run.machine.items()),
         f"| Load average (1, 5, 15 min) at the start | {run.load_before} |",
         f"| Load average (1, 5, 15 min) at the end | {run.load_after} |",
         "",
+    ]
+
+
+def _throughput_section(run: BenchRun, plot_name: str) -> list[str]:
+    s = run.load_settings
+    return [
         "## Throughput and latency",
         "",
         f"Load generator: **{run.generator}**, `GET /` for {s.duration_s} s with "
@@ -243,6 +253,11 @@ def render_markdown(run: BenchRun, plot_name: str = "benchmarks.png") -> str:
         "",
         f"![Throughput and latency per setup]({plot_name})",
         "",
+    ]
+
+
+def _failover_section(run: BenchRun) -> list[str]:
+    return [
         "## Failover",
         "",
         "Through the local load balancer (Caddy, active health checks mirroring the target "
@@ -251,17 +266,28 @@ def render_markdown(run: BenchRun, plot_name: str = "benchmarks.png") -> str:
         "",
         *failover_lines(run.failover),
         "",
+    ]
+
+
+def _slow_clients_section(run: BenchRun) -> list[str]:
+    window = (f"{next(iter(run.slow_clients.values())).window_s:g} s" if run.slow_clients
+              else "the window")
+    return [
         "## Slow clients",
         "",
         "While 200 slow connections are held open against one server (a third each idle, "
         "dripping header lines every 0.5 s, or sending half a body), one other client sends "
-        "`GET /` on a new connection each time, with a 2 s timeout, for "
-        + (f"{next(iter(run.slow_clients.values())).window_s:g} s" if run.slow_clients
-           else "the window") + ". Then the slow connections close and "
-        f"{AFTER_GETS} more GETs check that the server serves as before.",
+        f"`GET /` on a new connection each time, with a 2 s timeout, for {window}. Then the "
+        f"slow connections close and {AFTER_GETS} more GETs check that the server serves as "
+        "before.",
         "",
         *slow_client_lines(run.slow_clients),
         "",
+    ]
+
+
+def _bad_input_section(run: BenchRun) -> list[str]:
+    return [
         "## Bad input",
         "",
         "Against one `python -m app`: a fixed corpus (booleans, floats, null, lists, objects, "
@@ -271,6 +297,11 @@ def render_markdown(run: BenchRun, plot_name: str = "benchmarks.png") -> str:
         "",
         *bad_input_lines(run.bad_input),
         "",
+    ]
+
+
+def _provisioning_section(run: BenchRun) -> list[str]:
+    return [
         "## Provisioning (moto server)",
         "",
         "`Stack.deploy()` and `Stack.destroy()` against a moto server on 127.0.0.1 with fake "
@@ -279,9 +310,15 @@ def render_markdown(run: BenchRun, plot_name: str = "benchmarks.png") -> str:
         "",
         *provisioning_lines(run.provisioning),
         "",
+    ]
+
+
+def _steps_section(run: BenchRun) -> list[str]:
+    return [
         "## Steps of this run",
         "",
-        "| step | status | time | note |", "|---|---|---:|---|", *sections,
+        "| step | status | time | note |", "|---|---|---:|---|",
+        *(f"| {x.name} | {x.status} | {x.seconds:.1f} s | {x.note} |" for x in run.sections),
         "",
         "## Reproduce",
         "",
@@ -290,7 +327,6 @@ def render_markdown(run: BenchRun, plot_name: str = "benchmarks.png") -> str:
         "```",
         "",
     ]
-    return "\n".join(out)
 
 
 def plot(setups: dict[str, SetupResult], path: Path) -> None:
@@ -336,21 +372,24 @@ def console_summary(run: BenchRun) -> str:
     for key, r in run.slow_clients.items():
         lines.append(f"- slow clients, ({key}) {SETUPS[key][0]}: {r.served}/{r.attempts} GETs "
                      f"served ({100 * r.share:.0f}%), p99 {_num(r.percentile(99))} ms")
-    if run.failover:
-        f = run.failover
-        lines.append(f"- failover: {f.failed_after_kill} failed requests over "
-                     f"{f.failing_for_s:.2f}s (health window {_num(f.health_window_s, '{:g}')}s)"
-                     f", rejoin {_num(f.rejoin_s)}s")
-    if run.bad_input:
-        b = run.bad_input
-        lines.append(f"- bad input: {b.tried} distinct requests, {b.server_errors} x 5xx, "
-                     f"{b.changed_on_reject} refused requests changed the seed")
-    if run.provisioning:
-        p = run.provisioning
-        lines.append(f"- provisioning: deploy {p.deploy_s:.2f}s / "
-                     f"{sum(p.deploy_calls.values())} calls, destroy {p.destroy_s:.2f}s / "
-                     f"{sum(p.destroy_calls.values())} calls")
-    for x in run.sections:
-        if x.status != "ok":
-            lines.append(f"- {x.name}: {x.status.upper()} - {x.note}")
+    measured = ((run.failover, _failover_summary), (run.bad_input, _bad_input_summary),
+                (run.provisioning, _provisioning_summary))
+    lines += [summarize(result) for result, summarize in measured if result]
+    lines += [f"- {x.name}: {x.status.upper()} - {x.note}" for x in run.sections
+              if x.status != "ok"]
     return "\n".join(lines)
+
+
+def _failover_summary(f: FailoverResult) -> str:
+    return (f"- failover: {f.failed_after_kill} failed requests over {f.failing_for_s:.2f}s "
+            f"(health window {_num(f.health_window_s, '{:g}')}s), rejoin {_num(f.rejoin_s)}s")
+
+
+def _bad_input_summary(b: BadInputResult) -> str:
+    return (f"- bad input: {b.tried} distinct requests, {b.server_errors} x 5xx, "
+            f"{b.changed_on_reject} refused requests changed the seed")
+
+
+def _provisioning_summary(p: ProvisionResult) -> str:
+    return (f"- provisioning: deploy {p.deploy_s:.2f}s / {sum(p.deploy_calls.values())} "
+            f"calls, destroy {p.destroy_s:.2f}s / {sum(p.destroy_calls.values())} calls")

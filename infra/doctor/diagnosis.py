@@ -92,11 +92,6 @@ def _emulator_must_answer(clients: Clients) -> None:
                         "running, and is AWS_ENDPOINT_URL right?") from exc
 
 
-_DENIED = ("AccessDenied", "UnauthorizedOperation", "AuthFailure")
-_BAD_CREDENTIALS = ("InvalidClientTokenId", "ExpiredToken", "SignatureDoesNotMatch",
-                    "UnrecognizedClient", "InvalidAccessKeyId")
-
-
 @contextlib.contextmanager
 def _aws_errors_as_user_errors(clients: Clients):
     """Missing or rejected credentials, an unreachable endpoint, a denied call: one clear
@@ -113,17 +108,17 @@ def _aws_errors_as_user_errors(clients: Clients):
     except BotoCoreError as exc:
         raise UserError(f"AWS API call failed ({where}): {exc}") from exc
     except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if failures.is_denied(exc) or any(word in code for word in _DENIED) or \
-                failures.is_service_missing(exc):  # LocalStack's free code: no ELBv2
+        code = failures.code_of(exc)
+        if failures.is_denied(exc) or failures.is_service_missing(exc):  # LocalStack: no ELBv2
             # Names the action, as deploy does: "AWS denied elasticloadbalancing:DescribeRules"
             raise UserError(failures.explain(exc, f"reading the stack ({where}; the doctor "
                                                   "only reads)")) from exc
-        if any(word in code for word in _BAD_CREDENTIALS):
+        if code in failures.REJECTED_CREDENTIAL_CODES:
             raise UserError(f"AWS rejected the credentials ({code}, {where}): refresh them "
                             "(`aws sso login`, `aws configure`) or use another AWS_PROFILE"
                             ) from exc
         raise
+
 
 def _plain(desc: dict) -> str:
     target, health = desc["Target"], desc.get("TargetHealth", {})

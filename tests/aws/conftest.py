@@ -9,11 +9,12 @@ import sys
 
 import pytest
 from moto import mock_aws
+from ports import free_port, held_port  # noqa: F401 - free_port: a fixture, held until the end
 from provision_helpers import REGION, STACK
 
 from infra.aws.clients import Clients, Target
 from infra.config import Settings
-from infra.local.processes import free_port, listening, log_tail, wait_until
+from infra.local.processes import listening, log_tail, wait_until
 
 
 @pytest.fixture
@@ -30,27 +31,35 @@ def settings(tmp_path) -> Settings:
     return Settings.fast(stack=STACK, public_access="203.0.113.7/32", state_dir=str(tmp_path))
 
 
+@pytest.fixture
+def closed_port():
+    """A loopback port nothing listens on, held until the test ends: a connection to it is
+    refused, and no other test (xdist) can start a server on it meanwhile."""
+    with held_port() as port:
+        yield port
+
+
 @contextlib.contextmanager
 def _moto_process(tmp_path):
     """A moto server in a process of its own: its accounts are its own (in-process moto
-    servers share one backend per test process), and so are its IAM-enforcement globals."""
-    port = free_port()
+    servers share one backend per test process), and so are its IAM-enforcement globals.
+    Its port is held until the server binds it (werkzeug binds with SO_REUSEADDR)."""
     log_path = tmp_path / "moto.log"
-    with open(log_path, "wb") as log:
+    with held_port() as port, open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
                                  "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        up = wait_until(lambda: proc.poll() is not None or listening("127.0.0.1", port), 60)
-        if not up or proc.poll() is not None:
-            raise RuntimeError(f"moto server did not start: {log_tail(log_path)}")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            up = wait_until(lambda: proc.poll() is not None or listening("127.0.0.1", port), 60)
+            if not up or proc.poll() is not None:
+                raise RuntimeError(f"moto server did not start: {log_tail(log_path)}")
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 @pytest.fixture

@@ -29,12 +29,6 @@ def silent_port():
         yield server.getsockname()[1]
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def user_env(tmp_path, *, region: str | None, credentials: bool, endpoint: str) -> dict:
     """A user's environment: no AWS settings but the ones given; empty AWS config files."""
     env = {k: v for k, v in os.environ.items()
@@ -62,10 +56,10 @@ MISSING = {
 @pytest.mark.parametrize("missing", sorted(MISSING))
 @pytest.mark.parametrize("command", AWS_COMMANDS)
 def test_no_region_or_no_credentials_is_one_line_that_says_what_to_do(tmp_path, command,
-                                                                      missing):
+                                                                      missing, closed_port):
     # Nothing listens at the endpoint: the answer must come before any request.
     given, starts, ways = MISSING[missing]
-    env = user_env(tmp_path, endpoint=f"http://127.0.0.1:{_closed_port()}", **given)
+    env = user_env(tmp_path, endpoint=f"http://127.0.0.1:{closed_port}", **given)
     started = time.monotonic()
     result = run_cli([command, "--stack", "missing"], env)
     took = time.monotonic() - started
@@ -93,9 +87,9 @@ def test_doctor_without_credentials_is_one_line_too(tmp_path, module_moto_server
     assert "no AWS credentials" in one_error_line(result)
 
 
-def test_an_expired_sso_login_says_aws_sso_login(tmp_path):
+def test_an_expired_sso_login_says_aws_sso_login(tmp_path, closed_port):
     env = user_env(tmp_path, region=None, credentials=False,
-                   endpoint=f"http://127.0.0.1:{_closed_port()}")
+                   endpoint=f"http://127.0.0.1:{closed_port}")
     (tmp_path / "config").write_text(
         "[profile student]\nsso_session = school\nsso_account_id = 123456789012\n"
         "sso_role_name = Student\nregion = us-east-1\n\n[sso-session school]\n"
@@ -106,9 +100,9 @@ def test_an_expired_sso_login_says_aws_sso_login(tmp_path):
     assert "run `aws sso login --profile student`" in one_error_line(result)
 
 
-def test_a_profile_that_does_not_exist_is_one_line(tmp_path):
+def test_a_profile_that_does_not_exist_is_one_line(tmp_path, closed_port):
     env = user_env(tmp_path, region="us-east-1", credentials=False,
-                   endpoint=f"http://127.0.0.1:{_closed_port()}")
+                   endpoint=f"http://127.0.0.1:{closed_port}")
     env["AWS_PROFILE"] = "nosuch"
     result = run_cli(["deploy", "--stack", "noprofile"], env)
     assert result.returncode == 2
@@ -162,33 +156,34 @@ def test_the_first_call_to_aws_itself_keeps_the_tight_timeouts():
     assert emulator.read_timeout == EMULATOR_FIRST_CALL_CONFIG.read_timeout == 6
 
 
-# A moto_server that starts listening only once told to (a file appears), as a slow one does.
-SLOW_MOTO_SERVER = """import os, sys, time
-go = sys.argv.pop(1)
-while not os.path.exists(go):
-    time.sleep(0.05)
+# A moto_server that starts listening only once told to (a line on its stdin), as a slow one
+# does.
+SLOW_MOTO_SERVER = """import sys
+sys.stdin.readline()
 from moto.server import main
 main(sys.argv[1:])
 """
 
 
-def test_an_emulator_still_starting_is_waited_for(tmp_path):
+def test_an_emulator_still_starting_is_waited_for(tmp_path, closed_port):
     """A recipe may start moto in the background and deploy at once: while a moto_server
     process names the endpoint's port, the command waits for it to listen. This one listens
     only after the command has said that it waits."""
-    port = _closed_port()
-    script, go = tmp_path / "moto_server", tmp_path / "go"
+    port = closed_port
+    script = tmp_path / "moto_server"
     script.write_text(SLOW_MOTO_SERVER)
     env = user_env(tmp_path, region="us-east-1", credentials=True,
                    endpoint=f"http://127.0.0.1:{port}")
-    moto = subprocess.Popen([sys.executable, str(script), str(go), "-H", "127.0.0.1", "-p",
-                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    moto = subprocess.Popen([sys.executable, str(script), "-H", "127.0.0.1", "-p", str(port)],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, text=True)
     proc = subprocess.Popen([sys.executable, "-m", "infra", "plan", "--stack", "late"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
         warning = proc.stderr.readline()
-        go.touch()
+        moto.stdin.write("go\n")
+        moto.stdin.close()
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         proc.kill()
@@ -200,10 +195,10 @@ def test_an_emulator_still_starting_is_waited_for(tmp_path):
     assert "deploy of stack late would:" in stdout
 
 
-def test_a_stopped_emulator_is_named_at_once(tmp_path):
+def test_a_stopped_emulator_is_named_at_once(tmp_path, closed_port):
     """Nothing listens, nothing is starting: the emulator is stopped, and the command says so
     and how to start one, without botocore's retries or a word about the network."""
-    port = _closed_port()
+    port = closed_port
     env = user_env(tmp_path, region="us-east-1", credentials=True,
                    endpoint=f"http://127.0.0.1:{port}")
     result, took = timed_cli(["destroy", "--stack", "gone"], env)
@@ -216,11 +211,11 @@ def test_a_stopped_emulator_is_named_at_once(tmp_path):
     assert took < 15, took
 
 
-def test_only_a_loopback_emulator_is_waited_for():
+def test_only_a_loopback_emulator_is_waited_for(closed_port):
     from infra.aws.clients import Clients, Target
     from infra.aws.preflight import emulator_started
 
-    closed = Clients(Target(region="us-east-1", endpoint_url=f"http://127.0.0.1:{_closed_port()}"))
+    closed = Clients(Target(region="us-east-1", endpoint_url=f"http://127.0.0.1:{closed_port}"))
     started = time.monotonic()
     assert emulator_started(closed, wait=0.6) is False
     assert 0.6 <= time.monotonic() - started < 3

@@ -39,12 +39,6 @@ def infra(tmp_path, *args: str, env=None) -> subprocess.CompletedProcess:
                           timeout=120)
 
 
-def closed_port() -> int:
-    from infra.local.processes import free_port
-
-    return free_port()
-
-
 def test_status_reads_the_stack_where_its_state_says_with_fake_keys(tmp_path,
                                                                      module_moto_server):
     write_state(tmp_path, "moto-stack", module_moto_server)
@@ -65,10 +59,10 @@ def test_the_doctor_finds_the_local_testbeds_stack_by_its_load_balancer(tmp_path
 
 
 def test_the_default_stack_without_credentials_is_the_one_emulator_that_answers(
-        tmp_path, module_moto_server):
+        tmp_path, module_moto_server, closed_port):
     write_state(tmp_path, "seed-lb-local", module_moto_server,
                 grade_endpoints={"lb": "127.0.0.1:8080", "instances": []})
-    write_state(tmp_path, "gone", f"http://127.0.0.1:{closed_port()}")
+    write_state(tmp_path, "gone", f"http://127.0.0.1:{closed_port}")
     done = infra(tmp_path, "status")
     assert done.returncode == 0, done.stderr
     assert "no AWS credentials and no stack seed-lb here: stack seed-lb-local" in done.stderr
@@ -99,8 +93,8 @@ def _resolve(env, cwd, stack: str) -> str:
                           capture_output=True, text=True, check=True).stdout.strip()
 
 
-def test_destroy_in_a_stopped_emulator_says_so_at_once(tmp_path):
-    port = closed_port()
+def test_destroy_in_a_stopped_emulator_says_so_at_once(tmp_path, closed_port):
+    port = closed_port
     write_state(tmp_path, "seed-lb", f"http://127.0.0.1:{port}")
     started = time.monotonic()
     done = infra(tmp_path, "destroy")

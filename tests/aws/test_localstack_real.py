@@ -23,6 +23,7 @@ import time
 
 import boto3
 import pytest
+from ports import held_port
 from provision_helpers import ROOT
 
 from infra.aws.localstack import CLIENT_ENV, VENV
@@ -36,12 +37,6 @@ pytestmark = [
 NO_ELBV2 = "has no Elastic Load Balancing v2"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _infra(args: list[str], env: dict[str, str], timeout: float = 240):
     return subprocess.run([sys.executable, "-m", "infra", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
@@ -50,9 +45,14 @@ def _infra(args: list[str], env: dict[str, str], timeout: float = 240):
 @pytest.fixture(scope="module")
 def localstack(tmp_path_factory):
     """LocalStack up on a free port, as `make localstack-up` starts it; down at the end,
-    timed. Yields (endpoint, state directory, the environment a command gets)."""
+    timed. Yields (endpoint, state directory, the environment a command gets). The port is
+    held until LocalStack binds it (hypercorn binds with SO_REUSEADDR)."""
     assert (VENV / "bin" / "python").exists(), "run `make setup-localstack` first"
-    port, state = _free_port(), tmp_path_factory.mktemp("localstack")
+    with held_port() as port:
+        yield from _localstack_on(port, tmp_path_factory.mktemp("localstack"))
+
+
+def _localstack_on(port: int, state):
     base = {k: v for k, v in os.environ.items()
             if not k.startswith(("AWS_", "LOCALSTACK_"))}
     started = time.monotonic()

@@ -11,6 +11,7 @@ from provision_helpers import EMPTY, Faults, count, error_result, tagged_resourc
 
 from infra.aws import preflight
 from infra.aws.clients import Clients, Target
+from infra.aws.placement import choose_placement
 from infra.aws.stack import Stack
 from infra.config import Settings
 from infra.errors import UserError
@@ -119,7 +120,7 @@ def test_refused_credentials_one_clear_line(aws):
 
 
 def test_placement_prefers_t3_micro_in_two_azs(aws, settings):
-    placement = preflight.choose_placement(aws, settings)
+    placement = choose_placement(aws, settings)
     assert placement.instance_type == "t3.micro"
     assert len(set(placement.zones)) == 2
 
@@ -161,7 +162,7 @@ def test_placement_falls_back_to_t2_micro_where_t3_is_missing(aws, settings):
     aws.session.events.register("before-call", _free_tier_answer("t3.micro", "t2.micro"))
     aws.session.events.register("before-call", _offerings_answer(
         {"t3.micro": ["us-east-1a"], "t2.micro": ["us-east-1b", "us-east-1c"]}))
-    placement = preflight.choose_placement(aws, settings)
+    placement = choose_placement(aws, settings)
     assert (placement.instance_type, placement.zones) == ("t2.micro",
                                                           ("us-east-1b", "us-east-1c"))
     assert placement.burstable and "free-tier eligible" in placement.why
@@ -170,14 +171,14 @@ def test_placement_falls_back_to_t2_micro_where_t3_is_missing(aws, settings):
 def test_placement_follows_the_accounts_free_tier_answer(aws, settings):
     """Under the legacy offer, some accounts have t2.micro as their only free type."""
     aws.session.events.register("before-call", _free_tier_answer("t2.micro"))
-    placement = preflight.choose_placement(aws, settings)
+    placement = choose_placement(aws, settings)
     assert placement.instance_type == "t2.micro" and placement.burstable
     assert "t2.micro" in placement.why and "EC2's answer" in placement.why
 
 
 def test_placement_without_any_free_type_says_it_bills(aws, settings):
     aws.session.events.register("before-call", _free_tier_answer())
-    placement = preflight.choose_placement(aws, settings)
+    placement = choose_placement(aws, settings)
     assert placement.instance_type == "t3.micro"
     assert "no free-tier-eligible" in placement.why and "$0.0104/h" in placement.why
 
@@ -186,7 +187,7 @@ def test_an_arm_only_free_tier_answer_boots_the_arm64_ami(aws, settings):
     """An arm64 type never gets the x86_64 AMI: it gets Amazon Linux 2023's arm64 one (the
     app's compiled wheels exist for cp311 aarch64, hash-pinned in requirements.lock)."""
     aws.session.events.register("before-call", _free_tier_answer("t4g.micro"))
-    placement = preflight.choose_placement(aws, settings)
+    placement = choose_placement(aws, settings)
     assert (placement.instance_type, placement.architecture) == ("t4g.micro", "arm64")
     arm64 = preflight.resolve_image(aws, placement.architecture)
     image = aws.ec2.describe_images(ImageIds=[arm64])["Images"][0]
@@ -203,36 +204,36 @@ def test_the_free_tier_answer_in_any_order_gives_the_same_choice(aws, settings):
         with mock_aws():
             clients = Clients(Target("us-east-1", None))
             clients.session.events.register("before-call", _free_tier_answer(*order))
-            placement = preflight.choose_placement(clients, settings)
+            placement = choose_placement(clients, settings)
             chosen.add((placement.instance_type, placement.architecture))
     assert chosen == {("t3.micro", "x86_64")}
 
 
 def test_explicit_instance_type_wins_and_says_when_it_bills(aws, settings):
-    chosen = preflight.choose_placement(aws, dataclasses.replace(settings,
+    chosen = choose_placement(aws, dataclasses.replace(settings,
                                                                  instance_type="t3.medium"))
     assert chosen.instance_type == "t3.medium" and chosen.burstable
     assert "--instance-type" in chosen.why and "NOT free-tier eligible" in chosen.why
 
 
 def test_an_explicit_arm_type_boots_the_arm64_ami(aws, settings):
-    placement = preflight.choose_placement(
+    placement = choose_placement(
         aws, dataclasses.replace(settings, instance_type="t4g.micro"))
     assert (placement.instance_type, placement.architecture) == ("t4g.micro", "arm64")
 
 
 def test_a_type_no_amazon_linux_ami_runs_is_refused(aws, settings):
     with pytest.raises(UserError, match="mac1.metal runs x86_64_mac"):
-        preflight.choose_placement(aws, dataclasses.replace(settings,
+        choose_placement(aws, dataclasses.replace(settings,
                                                             instance_type="mac1.metal"))
 
 
 def test_a_learner_lab_chooses_and_accepts_only_nano_to_large(aws, settings):
     aws.session.events.register("before-call", _free_tier_answer("m7i-flex.xlarge", "t3.micro"))
-    placement = preflight.choose_placement(aws, settings, learner_lab=True)
+    placement = choose_placement(aws, settings, learner_lab=True)
     assert placement.instance_type == "t3.micro"
     with pytest.raises(UserError, match="at most 9 instances, of sizes nano to large"):
-        preflight.choose_placement(aws, dataclasses.replace(settings, instance_type="t3.xlarge"),
+        choose_placement(aws, dataclasses.replace(settings, instance_type="t3.xlarge"),
                                    learner_lab=True)
 
 
@@ -241,7 +242,7 @@ def test_placement_avoids_an_az_without_the_type(aws, settings):
     settings = dataclasses.replace(settings, instance_type="t2.micro")
     aws.session.events.register("before-call", _offerings_answer(
         {"t2.micro": ["us-east-1c", "us-east-1d"]}))
-    placement = preflight.choose_placement(aws, settings)
+    placement = choose_placement(aws, settings)
     assert "us-east-1e" not in placement.zones and placement.zones == ("us-east-1c",
                                                                        "us-east-1d")
 
@@ -259,7 +260,7 @@ def test_one_az_is_not_enough_for_an_alb_and_nothing_is_created(aws, settings):
 def test_unknown_instance_type_is_refused(aws, settings):
     settings = dataclasses.replace(settings, instance_type="z9.nonexistent")
     with pytest.raises(UserError, match="z9.nonexistent"):
-        preflight.choose_placement(aws, settings)
+        choose_placement(aws, settings)
 
 
 def test_localstack_without_elbv2_names_both_ways_out(aws, settings):

@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import tarfile
-import time
 import tokenize
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from infra.aws.userdata import (
     user_data_size,
 )
 from infra.errors import UserError
+from infra.local.processes import listening, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "app"
@@ -468,17 +468,10 @@ def test_extracted_app_serves(tmp_path, free_port, default_script):
     )
     base = f"http://127.0.0.1:{free_port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.stderr.read().decode()
-            try:
-                health = requests.get(f"{base}/health", timeout=1)
-                break
-            except requests.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        assert health.status_code == 200
+        up = wait_until(lambda: proc.poll() is not None or listening("127.0.0.1", free_port), 30)
+        assert up and proc.poll() is None, proc.stderr.read().decode()
+        # Granian listens before its worker accepts: the first answer may take a moment.
+        assert requests.get(f"{base}/health", timeout=10).status_code == 200
         first = requests.get(f"{base}/", timeout=3)
         assert (first.status_code, first.text) == (200, "0")
         assert first.headers["X-Served-By"] == "i-0123456789abcdef0"

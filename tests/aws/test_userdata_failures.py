@@ -19,13 +19,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from infra.aws.userdata import render_user_data
 from infra.local.machines.machine import DNF_LINE
+from infra.local.processes import wait_until
 
 MARKER = re.compile(r"^seed-lb user data: FAILED (at line (\d+): (.*)|on signal (\w+)) "
                     r"\(exit (\d+)\)$")
@@ -189,16 +189,16 @@ def test_every_failure_ends_with_the_marker(script, tmp_path, case):
 
 def test_a_signal_ends_with_the_marker(script, tmp_path):
     text, _ = script
-    proc, logs = boot(text, tmp_path, SLOW_AT="pip")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if "4/6" in (logs / "seed-lb-userdata.log").read_text(errors="replace") \
-                if (logs / "seed-lb-userdata.log").exists() else False:
-            break
-        time.sleep(0.1)
-    time.sleep(0.5)
-    bash = subprocess.run(["pgrep", "-s", str(proc.pid), "-x", "bash"], capture_output=True,
-                          text=True).stdout.split()
+    proc, _logs = boot(text, tmp_path, SLOW_AT="pip")
+
+    def in_session(name: str) -> list[str]:
+        return subprocess.run(["pgrep", "-s", str(proc.pid), "-x", name], capture_output=True,
+                              text=True).stdout.split()
+
+    # The pip step (4/6) has begun when its stub sleeps: the signal lands mid-step.
+    assert wait_until(lambda: proc.poll() is not None or in_session("sleep"), 30), \
+        "the script never reached its pip step"
+    bash = in_session("bash")
     assert bash, "the script's shell is not running"
     os.kill(int(bash[0]), signal.SIGTERM)
     code, lines = finish(proc)

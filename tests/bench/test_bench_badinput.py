@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from infra.bench.badinput import MARKER_SEED, Probe, corpus, distinct, generated, run_bad_input
+from infra.bench.badinput import (
+    MARKER_SEED,
+    BadInputProbe,
+    corpus,
+    distinct,
+    generated,
+    run_bad_input,
+)
 
 
 def test_the_corpus_is_distinct_and_covers_the_kinds_of_bad_input():
@@ -27,17 +34,17 @@ def test_generated_requests_are_reproducible_for_a_seed():
 
 
 def test_distinct_drops_repeats_and_keeps_order():
-    a, b = Probe(body=b"a"), Probe(body=b"b")
-    assert list(distinct([a, b, a, Probe(body=b"a")])) == [a, b]
+    a, b = BadInputProbe(body=b"a"), BadInputProbe(body=b"b")
+    assert list(distinct([a, b, a, BadInputProbe(body=b"a")])) == [a, b]
 
 
 def test_only_post_to_slash_sets_the_seed():
-    assert Probe(body=b"x").sets_seed
-    assert Probe(path="/?num=5").sets_seed
-    assert not Probe(method="PUT").sets_seed
-    assert not Probe(path="/health").sets_seed
-    assert Probe(raw=b"POST / HTTP/1.1\r\n\r\n").sets_seed
-    assert not Probe(raw=b"GARBAGE\r\n\r\n").sets_seed
+    assert BadInputProbe(body=b"x").sets_seed
+    assert BadInputProbe(path="/?num=5").sets_seed
+    assert not BadInputProbe(method="PUT").sets_seed
+    assert not BadInputProbe(path="/health").sets_seed
+    assert BadInputProbe(raw=b"POST / HTTP/1.1\r\n\r\n").sets_seed
+    assert not BadInputProbe(raw=b"GARBAGE\r\n\r\n").sets_seed
 
 
 @pytest.fixture

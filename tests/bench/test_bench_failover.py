@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from infra.bench.failover import (
-    Sample,
+    FailoverSample,
     SteadyLoad,
     failures_by_kind,
     run_failover,
@@ -16,31 +16,34 @@ from infra.bench.failover import (
 
 
 def test_summarize_recovery_counts_only_failures_after_the_kill():
-    samples = [Sample(9.0, False, None, 502),  # before the kill: not the drill's
-               Sample(10.1, True, "a", 200), Sample(10.2, False, None, 502),
-               Sample(11.5, False, None, None), Sample(12.0, True, "b", 200)]
+    samples = [FailoverSample(9.0, False, None, 502),  # before the kill: not the drill's
+               FailoverSample(10.1, True, "a", 200), FailoverSample(10.2, False, None, 502),
+               FailoverSample(11.5, False, None, None), FailoverSample(12.0, True, "b", 200)]
     assert summarize_recovery(samples, killed_at=10.0) == (2, pytest.approx(1.5))
 
 
 def test_the_window_ends_when_the_last_failing_request_was_sent():
     # Sent at 12.0, answered (slowly) at 13.0: the LB was still routing to the dead target
     # at 12.0, not at 13.0.
-    samples = [Sample(13.0, False, None, 502, sent=12.0), Sample(12.5, True, "b", 200, 12.4)]
+    samples = [FailoverSample(13.0, False, None, 502, sent=12.0),
+               FailoverSample(12.5, True, "b", 200, 12.4)]
     assert summarize_recovery(samples, killed_at=10.0) == (1, pytest.approx(2.0))
 
 
 def test_failures_by_kind():
-    samples = [Sample(9.0, False, None, 502, 9.0),  # before the kill
-               Sample(10.5, False, None, 502, 10.4), Sample(11.0, False, None, 502, 10.9),
-               Sample(14.0, False, None, 503, 13.0), Sample(12.0, False, None, None, 11.0),
-               Sample(12.0, True, "b", 200, 11.9)]
+    samples = [FailoverSample(9.0, False, None, 502, 9.0),  # before the kill
+               FailoverSample(10.5, False, None, 502, 10.4),
+               FailoverSample(11.0, False, None, 502, 10.9),
+               FailoverSample(14.0, False, None, 503, 13.0),
+               FailoverSample(12.0, False, None, None, 11.0),
+               FailoverSample(12.0, True, "b", 200, 11.9)]
     kinds = failures_by_kind(samples, killed_at=10.0)
     assert kinds == {"502": (2, pytest.approx(0.9)), "503": (1, pytest.approx(3.0)),
                      "no answer": (1, pytest.approx(1.0))}
 
 
 def test_no_failure_means_zero_time():
-    assert summarize_recovery([Sample(11.0, True, "a", 200)], killed_at=10.0) == (0, 0.0)
+    assert summarize_recovery([FailoverSample(11.0, True, "a", 200)], killed_at=10.0) == (0, 0.0)
 
 
 @pytest.mark.integration

@@ -12,8 +12,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def emitted_codes() -> set[str]:
-    source = (REPO / "infra" / "doctor" / "examination.py").read_text()
-    codes = set(re.findall(r'self\.add\(\s*(?:ERROR|WARNING|INFO),\s*"([A-Z0-9_]+)"', source))
+    source = "\n".join(p.read_text() for p in sorted((REPO / "infra" / "doctor").glob("*.py")))
+    codes = set(re.findall(r'\.add\(\s*(?:ERROR|WARNING|INFO),\s*"([A-Z0-9_]+)"', source))
     return codes | {r.code for r in REASONS.values()} | {UNKNOWN.code}
 
 

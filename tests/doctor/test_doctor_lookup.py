@@ -10,7 +10,7 @@ from doctor_seed import aws_health, inject_target_health
 
 from infra.aws.lb_lookup import find, normalize_dns
 from infra.config import PROJECT, TAG_PROJECT, TAG_STACK
-from infra.doctor import examination
+from infra.doctor import examination, instance_checks
 from infra.doctor.diagnosis import diagnose, target_health_lines
 from infra.doctor.findings import ERROR
 from infra.doctor.health_probe import probe_health_check
@@ -138,8 +138,9 @@ def test_target_health_lines_never_raise_for_unknown_lb(clients, seed):
 
 
 @pytest.fixture
-def app_answering(free_port):
-    """A loopback server whose /health answers with the status the test sets."""
+def app_answering():
+    """A loopback server whose /health answers with the status the test sets; it binds
+    port 0 and the test reads its port back."""
     status = {"code": 404}
 
     class Handler(BaseHTTPRequestHandler):
@@ -150,10 +151,10 @@ def app_answering(free_port):
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", free_port), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield free_port, status
+    yield server.server_port, status
     server.shutdown()
     server.server_close()
     thread.join()
@@ -177,7 +178,7 @@ def _probe_findings(clients, port: int) -> list:
                                    stack=None, probe=True)
     instance = {"InstanceId": "i-1", "PublicIpAddress": "127.0.0.1",
                 "State": {"Name": "running"}}
-    exam.maybe_probe("i-1", instance, port, {"HealthCheckPath": "/health"})
+    instance_checks.maybe_probe(exam.case, "i-1", instance, port, {"HealthCheckPath": "/health"})
     return exam.findings
 
 
@@ -194,7 +195,7 @@ def test_no_probe_under_loopback_only(clients, seed, monkeypatch):
     def forbidden(*_args, **_kwargs):
         raise AssertionError("the doctor probed an instance")
 
-    monkeypatch.setattr(examination, "probe_health_check", forbidden)
+    monkeypatch.setattr(instance_checks, "probe_health_check", forbidden)
     reservations = seed.ec2.describe_instances(InstanceIds=seed.instance_ids)["Reservations"]
     assert all(i.get("PublicIpAddress") for r in reservations for i in r["Instances"])
     diagnose(clients, lb=seed.lb_name)
@@ -207,7 +208,7 @@ def test_probe_wiring_when_allowed(clients, seed, monkeypatch):
         asked.append((address, port, path))
         return 404, ""
 
-    monkeypatch.setattr(examination, "probe_health_check", fake_probe)
+    monkeypatch.setattr(instance_checks, "probe_health_check", fake_probe)
     findings = diagnose(clients, lb=seed.lb_name, probe=True)
     assert len(asked) == 2 and {(p, path) for _, p, path in asked} == {(5000, "/health")}
     assert "HEALTH_CHECK_NOT_200" in {f.code for f in findings}
@@ -243,3 +244,40 @@ def test_access_denied_is_one_clear_line(aws, seed):
     with pytest.raises(UserError, match=r"AWS denied elasticloadbalancing:DescribeLoadBalancers "
                        r"while reading the stack .*\(AccessDenied\).*python -m infra policy"):
         diagnose(denied, lb=seed.lb_name)
+
+
+@pytest.mark.parametrize("code", ["InvalidClientTokenId", "ExpiredToken", "AuthFailure",
+                                  "UnrecognizedClientException"])
+def test_rejected_credentials_are_one_clear_line(aws, seed, code):
+    """The codes are failures.REJECTED_CREDENTIAL_CODES, the table deploy uses too."""
+    from botocore.awsrequest import AWSResponse
+
+    from infra.aws.clients import Clients, Target
+
+    rejected = Clients(Target(region="us-east-1", endpoint_url=None))
+
+    def refuse(**_kwargs):
+        return (AWSResponse("https://elbv2.invalid/", 403, {}, None),
+                {"Error": {"Code": code, "Message": "no such key"},
+                 "ResponseMetadata": {"HTTPStatusCode": 403}})
+
+    rejected.elbv2.meta.events.register(
+        "before-call.elastic-load-balancing-v2.DescribeLoadBalancers", refuse)
+    with pytest.raises(UserError, match=rf"AWS rejected the credentials \({code}, "):
+        diagnose(rejected, lb=seed.lb_name)
+
+
+def test_forwarded_target_groups_reads_every_forward_shape():
+    """ELBv2's listener actions: a plain forward names TargetGroupArn; a weighted one lists
+    ForwardConfig.TargetGroups (and AWS echoes the first as TargetGroupArn too)."""
+    from infra.aws.lb_lookup import forwarded_target_groups
+
+    assert forwarded_target_groups({"DefaultActions": [
+        {"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "503"}},
+        {"Type": "forward", "TargetGroupArn": "tg-a",
+         "ForwardConfig": {"TargetGroups": [{"TargetGroupArn": "tg-a", "Weight": 1},
+                                            {"TargetGroupArn": "tg-b", "Weight": 1}]}},
+        {"Type": "forward", "ForwardConfig": {"TargetGroups": [{"TargetGroupArn": "tg-c"}]}},
+    ]}) == ["tg-a", "tg-b", "tg-c"]
+    assert forwarded_target_groups({"DefaultActions": [{"Type": "redirect"}]}) == []
+    assert forwarded_target_groups({}) == []
