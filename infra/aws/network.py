@@ -13,13 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from infra.aws.security_groups import (  # noqa: F401 - ANYWHERE_V6, rules_of: see Network
-    ANYWHERE_V4,
-    ANYWHERE_V6,
-    SecurityGroups,
-    find_groups,
-    rules_of,
-)
+from infra.aws.security_groups import ANYWHERE_V4, find_groups
 from infra.aws.waits import Waits, delete_once_released, ignore_missing
 from infra.config import Settings, name_tag, stack_filters, stack_tags
 
@@ -52,16 +46,6 @@ class Network:
 
     def subnet_name(self, index: int) -> str:
         return self.settings.name(f"public-{index + 1}")
-
-    # Until infra/local/faults.py (rewritten on another branch) imports ANYWHERE_V6 and
-    # rules_of from security_groups.py and asks SecurityGroups for the group names.
-    @property
-    def lb_sg_name(self) -> str:
-        return SecurityGroups(self.ec2, self.settings, self.progress).lb_sg_name
-
-    @property
-    def app_sg_name(self) -> str:
-        return SecurityGroups(self.ec2, self.settings, self.progress).app_sg_name
 
     def _tag_spec(self, resource_type: str, name: str) -> list[dict]:
         tags = [*stack_tags(self.settings.stack), {"Key": "Name", "Value": name}]

@@ -10,7 +10,7 @@ the change to the data path and to DescribeTargetHealth, as AWS would.
 
 from __future__ import annotations
 
-from infra.aws.network import ANYWHERE_V4, ANYWHERE_V6, rules_of
+from infra.aws.security_groups import ANYWHERE_V4, ANYWHERE_V6, rules_of
 from infra.errors import UserError
 from infra.local.faults.bootscript import BootScriptFails
 from infra.local.faults.fault import Fault, ignoring, tcp, wait_for

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from infra.aws.compute import Instances
 from infra.aws.loadbalancer import LoadBalancer
-from infra.aws.network import Network
+from infra.aws.security_groups import SecurityGroups
 from infra.config import name_tag, stack_tags
 from infra.errors import UserError
 from infra.local import proxy, supervisor
@@ -37,7 +37,7 @@ class FaultSite:
         self.settings = testbed.settings()
         self.clients = testbed.clients()
         self.ec2, self.elbv2 = self.clients.ec2, self.clients.elbv2
-        self.network = Network(self.ec2, self.settings, _quiet)
+        self.security_groups = SecurityGroups(self.ec2, self.settings, _quiet)
         self.lbs = LoadBalancer(self.elbv2, self.settings, _quiet)
         self.compute = Instances(self.ec2, self.settings, _quiet)
         # The stack's own instances, by role: their ids do not change while a drill runs.
@@ -46,18 +46,18 @@ class FaultSite:
 
     # --- the stack's resources, by name --------------------------------------------------
     def group(self, name: str) -> dict:
-        groups = self.network.find().security_groups
+        groups = self.security_groups.find()
         if name not in groups:
             raise UserError(f"the stack {self.stack} has no security group {name}")
         return groups[name]
 
     @property
     def app_sg(self) -> dict:
-        return self.group(self.network.app_sg_name)
+        return self.group(self.security_groups.app_sg_name)
 
     @property
     def lb_sg(self) -> dict:
-        return self.group(self.network.lb_sg_name)
+        return self.group(self.security_groups.lb_sg_name)
 
     def lb(self) -> dict:
         found = self.lbs.find_load_balancers()
