@@ -706,7 +706,8 @@ class LaneSpec:
     machines: bool = False  # the lane's instances are booted machines
 
 
-def run_lane(spec: LaneSpec, say: Callable[[str], None]) -> tuple[float, list[Row]]:
+def run_lane(spec: LaneSpec, say: Callable[[str], None],
+             interrupts=None) -> tuple[float, list[Row]]:
     """Up, every fault of the lane in turn, down. Returns (up seconds, rows)."""
     from infra.local.processes import free_port
     from infra.local.testbed import Testbed
@@ -715,7 +716,7 @@ def run_lane(spec: LaneSpec, say: Callable[[str], None]) -> tuple[float, list[Ro
     bed = Testbed(spec.stack, lb_port=spec.lb_port or free_port(), runtime_dir=spec.runtime_dir,
                   first_address=spec.first_address, caddy=spec.caddy, region=spec.region,
                   progress=_quiet, mode="test", app_env={"APP_WORKERS": "1"},
-                  endpoint=spec.endpoint, machines=spec.machines,
+                  endpoint=spec.endpoint, machines=spec.machines, interrupts=interrupts,
                   **({"state_dir": spec.state_dir} if spec.state_dir else {}))
     rows: list[Row] = []
     started = time.monotonic()
@@ -735,13 +736,13 @@ def run_lane(spec: LaneSpec, say: Callable[[str], None]) -> tuple[float, list[Ro
 
 def lane_main(argv: list[str]) -> int:
     """`python -m infra.local.faults LANE_JSON`: one lane, for `local faults`."""
-    from infra.local.testbed import sigterm_as_interrupt
+    from infra.local.interrupts import Interrupts, sigterm_as_interrupt
 
     spec = LaneSpec(**json.loads(argv[0]))
     say = lambda m: print(f"[{spec.stack}] {m}", flush=True)  # noqa: E731
     try:
-        with sigterm_as_interrupt():
-            up_seconds, rows = run_lane(spec, say)
+        with sigterm_as_interrupt(Interrupts()) as interrupts:
+            up_seconds, rows = run_lane(spec, say, interrupts)
     except KeyboardInterrupt:
         return 130
     except UserError as exc:
@@ -759,7 +760,8 @@ def _address_plus(address: str, step: int) -> str:
 def run_all(names: list[str], *, stack: str, lanes_wanted: int, lb_port: int | None,
             first_address: str | None, region: str, caddy: str | None,
             say: Callable[[str], None], root: str | Path | None = None,
-            state_dir: str | None = None, stop_hint: str = "") -> tuple[list[Row], dict]:
+            state_dir: str | None = None, stop_hint: str = "",
+            interrupts=None) -> tuple[list[Row], dict]:
     """Every named fault, in parallel lanes: one subprocess and one testbed (its own stack,
     Caddy, supervisor and apps) each, all on one moto server, as one control plane.
 
@@ -777,7 +779,7 @@ def run_all(names: list[str], *, stack: str, lanes_wanted: int, lb_port: int | N
         if why:
             say(f"{', '.join(booted)}: skipped: {why}")
             names = [n for n in names if n not in booted]
-    run = FaultsRun(root or run_root(stack), stack, stop_hint)
+    run = FaultsRun(root or run_root(stack), stack, stop_hint, interrupts)
     with run.owned(say) as processes:
         say("control plane: one moto server for every lane")
         try:

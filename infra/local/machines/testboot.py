@@ -34,7 +34,7 @@ from pathlib import Path
 from infra.console import Progress
 from infra.errors import UserError
 from infra.local.machines import backend, image, imds, machine, network
-from infra.local.processes import INTERRUPTS, PROJECT_ROOT, wait_until
+from infra.local.processes import PROJECT_ROOT, wait_until
 from infra.local.testbed import sigterm_as_interrupt
 from infra.local.testrun import Phase, down_phase, grade_phase
 
@@ -267,7 +267,7 @@ def run(make_testbed: Callable[..., object]) -> int:
         return result.passed, result.summary()
 
     interrupted = False
-    with sigterm_as_interrupt():  # Ctrl-C as in make test-local: clean up, then stop
+    with sigterm_as_interrupt(testbed.interrupts):  # Ctrl-C as in make test-local
         try:
             timed(phases[0], prepare)
             if phases[0].passed:
@@ -281,9 +281,9 @@ def run(make_testbed: Callable[..., object]) -> int:
             interrupted = True
             progress("interrupted: cleaning up")
         finally:
-            with INTERRUPTS.cleaning():
+            with testbed.interrupts.cleaning():
                 timed(phases[6], lambda: _down(testbed, bool(phases[1].passed)))
-            interrupted = interrupted or INTERRUPTS.hurry.is_set()
+            interrupted = interrupted or testbed.interrupts.hurry.is_set()
         total = progress.elapsed
         up_to_healthy = phases[0].seconds + phases[1].seconds
         figures.append(f"image + up (to both instances healthy behind Caddy): "
