@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass
 
 PROJECT = "seed-lb"
+# The stack deploy-aws builds when none is named. The local testbed's default is another
+# name (infra.local.runtime.DEFAULT_TESTBED_STACK), so the two never share a state file.
 DEFAULT_STACK = "seed-lb"
 
 # Every resource carries both tags; that is how it is found again (never by a remembered id).

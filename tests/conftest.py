@@ -14,6 +14,7 @@ import socket
 import pytest
 import schedule
 from offmachine import guarded_connect, guarded_connect_ex, guarded_getaddrinfo
+from ports import held_port
 
 FAKE_AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -83,27 +84,25 @@ def pytest_unconfigure(config):
         guard.undo()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def free_port():
-    """A free TCP port on 127.0.0.1 (bind to 0, read it back)."""
-    return _free_port()
+    """A free TCP port on 127.0.0.1, held until the test ends (tests/ports.py): bound with
+    SO_REUSEADDR and SO_REUSEPORT, never listening, so the test's server can still take it
+    and nothing else can, and a connection to it is refused until a server listens."""
+    with held_port() as port:
+        yield port
 
 
 @contextlib.contextmanager
 def _running_moto_server():
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    # Port 0: the server binds a free port itself, and says which (no gap for another test).
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
     finally:
         server.stop()
 

@@ -68,7 +68,7 @@ def sequence_blocks() -> dict[str, list[Command]]:
 
 
 _SEQUENCES = sequence_blocks()
-# What test_hints_printed.py runs from the output of the commands that print it (testbed.py's
+# What test_hints_printed.py runs from the output of the commands that print it (commands.py's
 # builders, the stopped-emulator and missing-package lines) or as a moto example.
 PRINTED = re.compile(r"\{(self\.|action|meta\.|port\}|deployed\.)|^AWS_ENDPOINT_URL=http"
                      r"|^\.venv/bin/moto_server ")

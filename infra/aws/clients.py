@@ -126,14 +126,16 @@ class Clients:
     after the CLI has checked the region and that credentials exist.
     """
 
-    def __init__(self, target: Target):
+    def __init__(self, target: Target, session: boto3.session.Session | None = None):
         self.target = target
-        try:
-            self._session = boto3.session.Session(region_name=target.region)
-        except BotoCoreError as exc:  # AWS_PROFILE naming no profile
-            raise failures.as_user_error(exc, "reading the AWS configuration",
-                                         exit_code=2) from None
-        self._watch(self._session)
+        if session is None:  # the standard credential chain (an emulator passes its own)
+            try:
+                session = boto3.session.Session(region_name=target.region)
+            except BotoCoreError as exc:  # AWS_PROFILE naming no profile
+                raise failures.as_user_error(exc, "reading the AWS configuration",
+                                             exit_code=2) from None
+        self._session = session
+        self._watch(session)
 
     @property
     def session(self) -> boto3.session.Session:

@@ -20,8 +20,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import boto3
+import botocore.session
 
-from infra.aws.clients import Clients, Target, resolve_target
+from infra.aws.clients import Clients, Target
 from infra.config import is_loopback_host
 from infra.errors import UserError
 
@@ -72,21 +73,37 @@ def emulator_environment(endpoint: str, region: str) -> Iterator[None]:
 
 
 def emulator_clients(endpoint: str, region: str) -> Clients:
-    """Clients for the local moto server, resolved the standard way (AWS_ENDPOINT_URL)."""
-    with emulator_environment(endpoint, region):
-        clients = Clients(resolve_target("aws", region))
-    clients.session = fake_session(region)
-    return clients
+    """Clients for a local emulator, from its endpoint and region alone: fake keys, nothing
+    from the environment or the user's AWS config, and no os.environ swapped (so any
+    thread may build them, and deploy needs nothing around it)."""
+    if not is_loopback_host(urlparse(endpoint).hostname):
+        raise UserError(f"the emulator's endpoint is {endpoint}: refusing to send any request "
+                        "off this machine (a local emulator listens on 127.0.0.1)")
+    return Clients(Target(region=region, endpoint_url=endpoint), fake_session(region))
+
+
+# botocore's settings that name the user's profile and its files: none, for an emulator.
+_NO_PROFILE = {"profile": (None, [], None, None),
+               "config_file": (None, [], os.devnull, None),
+               "credentials_file": (None, [], os.devnull, None)}
+
+
+def botocore_session_without_profile() -> botocore.session.Session:
+    """A botocore session that reads no profile and no AWS config file: AWS_PROFILE (even
+    one that does not exist) has no say in it."""
+    return botocore.session.Session(session_vars=_NO_PROFILE)
 
 
 def fake_session(region: str) -> boto3.session.Session:
-    """Explicit fake credentials: nothing from the user's profile ever reaches even the emulator."""
+    """Explicit fake credentials, and no profile: nothing from the user's AWS config ever
+    reaches even the emulator."""
     fake = FAKE_CREDENTIALS
     return boto3.session.Session(
         region_name=region,
         aws_access_key_id=fake["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=fake["AWS_SECRET_ACCESS_KEY"],
         aws_session_token=fake["AWS_SESSION_TOKEN"],
+        botocore_session=botocore_session_without_profile(),
     )
 
 

@@ -131,8 +131,9 @@ def check_region(region: str | None) -> str:
 
 @functools.cache
 def known_regions() -> frozenset[str]:
-    """Every region botocore knows for EC2, in every partition (loaded once: it is slow)."""
-    session = boto3.session.Session()
+    """Every region botocore knows for EC2, in every partition (loaded once: it is slow).
+    botocore's own data: no profile is read, so an emulator's run needs none."""
+    session = boto3.session.Session(botocore_session=emulator.botocore_session_without_profile())
     known: set[str] = set()
     for partition in session.get_available_partitions():
         known.update(session.get_available_regions("ec2", partition_name=partition))

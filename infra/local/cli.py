@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 from infra.console import Progress
 from infra.errors import UserError
-from infra.local.testbed import (
+from infra.local.interrupts import Interrupts, sigterm_as_interrupt
+from infra.local.runtime import (
     DEFAULT_LB_PORT,
     DEFAULT_REGION,
-    DEFAULT_STACK,
+    DEFAULT_TESTBED_STACK,
     FIRST_ADDRESS,
     RUNTIME_ROOT,
-    Testbed,
-    sigterm_as_interrupt,
 )
+from infra.local.testbed import Testbed
 
 DEFAULT_LANES = 9  # testbeds side by side in `local faults`: the two shortest share one
 
@@ -43,7 +42,7 @@ reports real health checks (docs/testbed.md).
 """
 
 
-def _testbed(args, mode: str = "up", progress=None) -> Testbed:
+def _testbed(args, mode: str = "up", progress=None, interrupts=None) -> Testbed:
     return Testbed(
         args.stack,
         lb_port=args.lb_port,
@@ -54,12 +53,13 @@ def _testbed(args, mode: str = "up", progress=None) -> Testbed:
         progress=progress,
         mode=mode,
         machines=getattr(args, "machines", False),
+        interrupts=interrupts,
     )
 
 
 def cmd_up(args) -> int:
     testbed = _testbed(args, "up", Progress())
-    with sigterm_as_interrupt():
+    with sigterm_as_interrupt(testbed.interrupts):
         testbed.up()
     lb = testbed.lb_address
     meta = testbed.meta
@@ -69,56 +69,15 @@ def cmd_up(args) -> int:
     print(f"control plane: a moto server at {meta.endpoint} (region {meta.region}, any keys; "
           f"the stack's state: .state/{testbed.stack}.json)")
     print(f"\ncheck it:  make grade LB={lb}")
-    print(f"doctor:    {testbed.doctor_command()}")
-    print(f"see it:    {testbed.command('status')}")
-    print(f"stop it:   {testbed.command('down')}")
+    print(f"doctor:    {testbed.commands.doctor()}")
+    print(f"see it:    {testbed.commands.local('status')}")
+    print(f"stop it:   {testbed.commands.local('down')}")
     return 0
 
 
 def cmd_status(args) -> int:
-    testbed = _testbed(args)
-    if getattr(args, "json", False):
-        print(json.dumps(testbed.status_json(), indent=2))
-        return 0
-    status = testbed.status()
-    print(f"stack {status['stack']} ({status['mode']}), control plane {status['endpoint']}: "
-          f"{'answering' if status['moto'] else 'NOT answering'}")
-    print(f"load balancer http://{status['lb']}: "
-          f"{'listening' if status['lb_listening'] else 'NOT listening'} "
-          f"(Caddy admin API {status['admin']})")
-    print("\nprocesses:")
-    for p in status["processes"]:
-        print(f"  {p['name']:<28} pid {p['pid']:<8} {'running' if p['running'] else 'GONE'}"
-              f"   log {p['log']}")
-    print("\ninstances:              address              app          /health  moto "
-          "(DescribeTargetHealth)           Caddy")
-    health = status["target_health"]
-    for inst in status["instances"]:
-        iid = inst["id"]
-        moto = health.get(iid)
-        moto_text = (f"{moto['state']}" + (f" ({moto['reason']})" if moto["reason"] else "")
-                     if moto else "not registered")
-        print(f"  {iid:<22} {inst['address']:<20} {inst['process']:<12} "
-              f"{'200' if inst['health'] else 'down':<8} {moto_text:<36} "
-              f"{status['caddy'].get(iid, 'not in rotation')}")
-    for inst in status["instances"]:
-        if inst["why"]:
-            print(f"  {inst['id']}: app {inst['process']}: {inst['why']}")
-    supervised = status["supervisor"]
-    front = supervised.get("front") or {}
-    if front:
-        state = front["state"] + (" (fail-open: every target unhealthy, traffic to all)"
-                                  if supervised.get("fail_open") else "")
-        print(f"\nload balancer front: {state}" + (f": {front['why']}" if front["why"] else ""))
-    for iid, route in supervised.get("routes", {}).items():
-        if route.get("why"):
-            print(f"  {iid}: {route['why']}")
-    synced = supervised.get("synced_at")
-    if synced:
-        print(f"\nsupervisor: last synced the proxy with the control plane "
-              f"{time.time() - synced:.1f}s ago")
-    print("\nmoto's column is the target group's health checks as the supervisor makes them "
-          "(AWS's states and reasons); Caddy's column is what its own checks found.")
+    status = _testbed(args).status()
+    print(json.dumps(status.to_json(), indent=2) if args.json else status.render())
     return 0
 
 
@@ -127,23 +86,23 @@ def cmd_down(args) -> int:
 
     progress = Progress()
     testbed = _testbed(args, progress=progress)
-    drills = FaultsRun(run_root(args.stack), args.stack)
+    drills = FaultsRun(run_root(args.stack), args.stack, interrupts=testbed.interrupts)
     if drills.active():  # `local faults` with the same --stack, running or killed
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt(testbed.interrupts):
             stopped = drills.stop_from_outside(progress)
         progress(f"local faults: stopped {', '.join(stopped) or 'nothing was running'}")
         left = drills.records()
         if left:
             raise UserError(f"still running after down: "
                             f"{', '.join(r.describe() for r in left)}. Run "
-                            f"{testbed.down_command()} again, or "
+                            f"{testbed.commands.down()} again, or "
                             f"`kill -9 {' '.join(str(r.pid) for r in left)}`", exit_code=1)
         if testbed.meta is None and not testbed.processes.records():
             return 0
     elif testbed.meta is None and not testbed.processes.records():
         print(f"no local testbed for stack {args.stack}: nothing to stop")
         return 0
-    with sigterm_as_interrupt():
+    with sigterm_as_interrupt(testbed.interrupts):
         report = testbed.down()
     progress(f"stopped: {', '.join(report['stopped']) or 'nothing was running'}")
     if report["destroyed"]:
@@ -156,7 +115,7 @@ def cmd_down(args) -> int:
     if report["left"]:
         pids = " ".join(str(pid) for pid in report["left_pids"])
         raise UserError(f"still running after down: {', '.join(report['left'])}. Run "
-                        f"{testbed.down_command()} again, or `kill -9 {pids}`", exit_code=1)
+                        f"{testbed.commands.down()} again, or `kill -9 {pids}`", exit_code=1)
     if report["listening"]:
         raise UserError(f"still listening after down: {', '.join(report['listening'])}",
                         exit_code=1)
@@ -201,8 +160,9 @@ def register(subparsers, common) -> None:
     )
     options = argparse.ArgumentParser(add_help=False)
     group = options.add_argument_group("testbed")
-    group.add_argument("--stack", default=DEFAULT_STACK,
-                       help=f"stack name in the local moto server (default: {DEFAULT_STACK})")
+    group.add_argument("--stack", default=DEFAULT_TESTBED_STACK,
+                       help="stack name in the local moto server "
+                            f"(default: {DEFAULT_TESTBED_STACK})")
     group.add_argument("--region", default=DEFAULT_REGION,
                        help=f"region inside moto (default: {DEFAULT_REGION})")
     group.add_argument("--lb-port", type=int, default=DEFAULT_LB_PORT,
@@ -267,10 +227,10 @@ def cmd_break(args) -> int:
           f"  stands for: {fault.faq}\n"
           f"  expect, within ~{faults.effect_window(testbed):.0f}s: {grade}; the doctor names "
           f"{fault.code}\n"
-          f"  see it:  {testbed.command('status')}\n"
+          f"  see it:  {testbed.commands.local('status')}\n"
           f"           make grade LB={lb}\n"
-          f"           {testbed.doctor_command()}\n"
-          f"  undo it: {testbed.command('fix', fault.name)}")
+          f"           {testbed.commands.doctor()}\n"
+          f"  undo it: {testbed.commands.local('fix', fault.name)}")
     return 0
 
 
@@ -281,12 +241,12 @@ def cmd_fix(args) -> int:
     testbed = _testbed(args)
     site = faults.FaultSite(testbed)
     if not fault.broken(site):
-        print(f"{fault.name} was not broken: nothing to undo ({testbed.command('status')} "
+        print(f"{fault.name} was not broken: nothing to undo ({testbed.commands.local('status')} "
               "shows the testbed)")
         return 0
     fault.undo(site)
     print(f"fixed {fault.name}; the targets are healthy again within "
-          f"~{faults.effect_window(testbed):.0f}s (`{testbed.command('status')}`)")
+          f"~{faults.effect_window(testbed):.0f}s (`{testbed.commands.local('status')}`)")
     return 0
 
 
@@ -300,12 +260,12 @@ def cmd_faults(args) -> int:
     # The defaults are those of `local up`'s own testbed: the lanes keep clear of it.
     lb_port = None if args.lb_port == DEFAULT_LB_PORT else args.lb_port
     first = None if args.first_address == FIRST_ADDRESS else args.first_address
-    stop = _testbed(args).down_command()
-    with sigterm_as_interrupt():
+    stop = _testbed(args).commands.down()
+    with sigterm_as_interrupt(Interrupts()) as interrupts:
         rows, info = faults.run_all(
             names, stack=args.stack, lanes_wanted=args.lanes, lb_port=lb_port,
             first_address=first, region=args.region, caddy=args.caddy, say=progress,
-            stop_hint=stop)
+            stop_hint=stop, interrupts=interrupts)
     print(faults.render(rows, progress.elapsed), flush=True)
     ups = sorted(info["up_seconds"].values())
     if ups:

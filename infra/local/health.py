@@ -40,7 +40,7 @@ LEAD_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
-class Probe:
+class HealthCheckProbe:
     """How to check one target: where to connect and the target group's settings."""
 
     address: str  # host:port: the app, or a sink when the network would not let it through
@@ -73,7 +73,7 @@ class Health:
             entry["Description"] = self.description
         return entry
 
-    def record(self, failure: tuple[str, str] | None, probe: Probe) -> None:
+    def record(self, failure: tuple[str, str] | None, probe: HealthCheckProbe) -> None:
         """One check's result: None for a pass, else (reason, description)."""
         self.checks += 1
         self.checked_at = time.time()
@@ -100,7 +100,7 @@ def matches(matcher: str, status: int) -> bool:
     return False
 
 
-def check_once(probe: Probe) -> tuple[str, str] | None:
+def check_once(probe: HealthCheckProbe) -> tuple[str, str] | None:
     """One health check: None when it passes, else (reason code, AWS's description)."""
     url = f"http://{probe.address}{probe.path if probe.path.startswith('/') else '/' + probe.path}"
     try:
@@ -120,8 +120,8 @@ class Monitor:
     """The health checks of one target group's targets, one thread per target.
 
     `update()` is called on every supervisor sync with the targets to check now; a thread
-    picks up a changed Probe at its next check, so a target's state carries across a change
-    of route (a security group closing makes its next checks time out).
+    picks up a changed HealthCheckProbe at its next check, so a target's state carries across
+    a change of route (a security group closing makes its next checks time out).
     """
 
     def __init__(self, on_change: Callable[[], None] | None = None):
@@ -129,11 +129,11 @@ class Monitor:
         self.group: str | None = None
         self.origin: float | None = None  # time.time() when Caddy's checks started
         self._lock = threading.Lock()
-        self._probes: dict[str, Probe] = {}
+        self._probes: dict[str, HealthCheckProbe] = {}
         self._health: dict[str, Health] = {}
         self._stops: dict[str, threading.Event] = {}
 
-    def update(self, group: str | None, probes: dict[str, Probe],
+    def update(self, group: str | None, probes: dict[str, HealthCheckProbe],
                adopt: dict[str, Health] | None = None) -> None:
         """Check exactly these targets (keys "id:port") of target group `group`.
 

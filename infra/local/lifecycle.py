@@ -18,9 +18,8 @@ from collections.abc import Callable
 
 from infra.errors import UserError
 from infra.local import boot
-from infra.local.mirror import Network, StackView
-from infra.local.processes import is_ours
-from infra.local.testbed import app_process_name
+from infra.local.mirror import NetworkView, StackView
+from infra.local.runtime import MACHINES, app_process_name
 
 DOWN_STATES = ("stopping", "stopped", "shutting-down", "terminated")
 
@@ -46,10 +45,9 @@ class Lifecycle:
         self.starting: set[str] = set()
 
     def app_running(self, instance_id: str) -> bool:
-        record = self.testbed.processes.record(app_process_name(instance_id))
-        return bool(record and is_ours(record))
+        return self.testbed.apps.running(instance_id)
 
-    def sync(self, view: StackView, net: Network, adopt: bool) -> None:
+    def sync(self, view: StackView, net: NetworkView, adopt: bool) -> None:
         meta = self.testbed.meta
         if meta is None:
             return
@@ -86,13 +84,13 @@ class Lifecycle:
             self.log(f"instance {iid} terminated: it leaves the testbed")
         meta.save(self.testbed.meta_path)
 
-    def _adopt(self, new_ids: list[str], net: Network) -> None:
+    def _adopt(self, new_ids: list[str], net: NetworkView) -> None:
         for iid in new_ids:
             if net.instances.get(iid, {}).get("State", {}).get("Name") != "running":
                 continue
             meta = self.testbed.meta
             # a booted machine's address comes with its boot (infra/local/machines)
-            address = "" if meta.backend == "machines" else \
+            address = "" if meta.backend == MACHINES else \
                 next_address(list(meta.instances.values()))
             problem = boot.boot_problem(self.testbed.clients().ec2, net.instances[iid])
             meta.instances[iid] = address

@@ -2,7 +2,7 @@
 target group (health check) and the registered targets. The local testbed builds everything
 from this view, found by the stack's tags, and never from a config of its own.
 
-`read_stack` gives the StackView; `read_all` gives it with the Network around it (the load
+`read_stack` gives the StackView; `read_all` gives it with the NetworkView around it (the load
 balancer, its listeners, the security groups, the instances in every state, the subnets),
 which the supervisor needs to apply AWS's network rules (infra/local/netrules.py).
 """
@@ -34,7 +34,9 @@ class HealthCheck:
 
 
 @dataclass(frozen=True)
-class Target:
+class TargetView:
+    """A registered target as DescribeTargetHealth reports it."""
+
     id: str
     port: int
     state: str  # the control plane's view: healthy, unhealthy, initial, unused, draining
@@ -52,10 +54,10 @@ class StackView:
     target_group_arn: str | None
     target_port: int | None
     health: HealthCheck | None
-    targets: list[Target] = field(default_factory=list)
+    targets: list[TargetView] = field(default_factory=list)
 
     @property
-    def in_service(self) -> list[Target]:
+    def in_service(self) -> list[TargetView]:
         """The targets an ALB would route to (before its own health checks)."""
         return [t for t in self.targets if t.state not in OUT_OF_SERVICE_STATES]
 
@@ -122,10 +124,10 @@ def health_of(tg: dict) -> HealthCheck:
     )
 
 
-def registered_targets(elbv2, tg_arn: str) -> list[Target]:
+def registered_targets(elbv2, tg_arn: str) -> list[TargetView]:
     descriptions = elbv2.describe_target_health(TargetGroupArn=tg_arn)["TargetHealthDescriptions"]
     return [
-        Target(
+        TargetView(
             id=d["Target"]["Id"],
             port=int(d["Target"].get("Port", 0)),
             state=d.get("TargetHealth", {}).get("State", ""),
@@ -137,7 +139,7 @@ def registered_targets(elbv2, tg_arn: str) -> list[Target]:
 
 
 @dataclass(frozen=True)
-class Network:
+class NetworkView:
     """What surrounds the StackView, as the control plane describes it."""
 
     lb: dict | None = None  # DescribeLoadBalancers' entry
@@ -206,8 +208,8 @@ def _remembered_lb(elbv2, stack: str, memo: dict) -> dict | None:
     return lb
 
 
-def read_all(clients, stack: str, memo: dict | None = None) -> tuple[StackView, Network]:
-    """The StackView and its Network, in one pass (seven or eight describe calls).
+def read_all(clients, stack: str, memo: dict | None = None) -> tuple[StackView, NetworkView]:
+    """The StackView and its NetworkView, in one pass (seven or eight describe calls).
 
     Pass the same `memo` dict on every call: it keeps what does not change (the load
     balancer's ARN, the subnets' CIDRs).
@@ -250,7 +252,7 @@ def read_all(clients, stack: str, memo: dict | None = None) -> tuple[StackView, 
             Filters=[{"Name": "vpc-id", "Values": [lb["VpcId"]]}])["RouteTables"]
     view = _view(stack, _launch_order(list(instances.values())), lb, listener, tg, tg_arn,
                  targets)
-    network = Network(lb=lb, listeners=listeners, groups=groups, instances=instances,
+    network = NetworkView(lb=lb, listeners=listeners, groups=groups, instances=instances,
                       subnets={s: cache[s] for s in lb_subnets if s in cache},
                       route_tables=tables)
     return view, network

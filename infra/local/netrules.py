@@ -1,6 +1,6 @@
 """What AWS's network would let through, for the local data path. Pure functions.
 
-From the stack as the control plane describes it (mirror.StackView and mirror.Network), the
+From the stack as the control plane describes it (mirror.StackView and mirror.NetworkView), the
 plan says, as an ALB in a VPC would behave:
 
 - the front: does a client on the internet reach the listener? The scheme (an internal load
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from infra.aws import sg_rules, subnet_routes
 from infra.aws.compute import security_group_ids
 from infra.config import APP_PORT, LISTENER_PORT
-from infra.local.mirror import Network, StackView
+from infra.local.mirror import NetworkView, StackView
 
 # What the local path does with a connection (see infra/local/sinks.py).
 SERVE = "serve"  # the front: Caddy answers on the load balancer's address
@@ -100,7 +100,7 @@ def internet_reaches(lb_groups: list[dict], port: int) -> bool:
             or sg_rules.allows_from_anywhere(_v6_anywhere_as_v4(lb_groups), port))
 
 
-def front_of(view: StackView, net: Network, listener_port: int = LISTENER_PORT) -> Front:
+def front_of(view: StackView, net: NetworkView, listener_port: int = LISTENER_PORT) -> Front:
     lb = net.lb
     if lb is None:
         return Front(DROP, "the stack has no load balancer: its DNS name resolves nowhere")
@@ -140,11 +140,11 @@ def table_for(subnet_id: str, vpc_id: str | None, tables: list[dict]) -> dict | 
         a.get("Main") for a in t.get("Associations", []))), None)
 
 
-def listener_on(net: Network, port: int) -> dict | None:
+def listener_on(net: NetworkView, port: int) -> dict | None:
     return next((ls for ls in net.listeners if ls.get("Port") == port), None)
 
 
-def action_of(net: Network, listener_port: int = LISTENER_PORT) -> Action:
+def action_of(net: NetworkView, listener_port: int = LISTENER_PORT) -> Action:
     listener = listener_on(net, listener_port)
     actions = sorted((listener or {}).get("DefaultActions", []),
                      key=lambda a: a.get("Order", 0))
@@ -169,7 +169,7 @@ def action_of(net: Network, listener_port: int = LISTENER_PORT) -> Action:
                   "text/plain")
 
 
-def route_of(target_id: str, port: int, health_port: int, net: Network, app_port: int) -> Route:
+def route_of(target_id: str, port: int, health_port: int, net: NetworkView, app_port: int) -> Route:
     instance = net.instances.get(target_id)
     if instance is None:
         why = f"{target_id} is not an instance of this testbed"
@@ -182,7 +182,7 @@ def route_of(target_id: str, port: int, health_port: int, net: Network, app_port
     return Route(target_id, port, traffic, health, health_port, why, health_why)
 
 
-def _reach(instance: dict, port: int, net: Network, app_port: int) -> tuple[str, str]:
+def _reach(instance: dict, port: int, net: NetworkView, app_port: int) -> tuple[str, str]:
     lb = net.lb or {}
     lb_group_ids = set(lb.get("SecurityGroups", []))
     lb_groups = [net.groups[g] for g in lb_group_ids if g in net.groups]
@@ -210,7 +210,7 @@ def _lb_subnets(lb: dict) -> list[str]:
     return [z["SubnetId"] for z in lb.get("AvailabilityZones", []) if z.get("SubnetId")]
 
 
-def plan(view: StackView, net: Network, app_port: int = APP_PORT,
+def plan(view: StackView, net: NetworkView, app_port: int = APP_PORT,
          listener_port: int = LISTENER_PORT) -> Plan:
     """The local data path for the stack as it is now."""
     routes = {}

@@ -17,13 +17,13 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from infra.errors import UserError
+from infra.local.interrupts import Interrupts
 
 # Where `python -m app` and `python -m infra` resolve: the checkout this module belongs to.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +33,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 class ProcessRecord:
     name: str  # e.g. "moto", "caddy", "app-i-0123", "supervisor"
     pid: int
-    started: str  # an opaque start-time token (see _start_token); "" if unknown
+    started: str  # an opaque start-time token (see start_token); "" if unknown
     argv: list[str]
     log: str
 
@@ -41,8 +41,9 @@ class ProcessRecord:
         return f"{self.name} (pid {self.pid})"
 
 
-def _start_token(pid: int) -> str:
-    """Something that changes when a pid is reused: the kernel's start time of the process."""
+def start_token(pid: int) -> str:
+    """The kernel's start time of `pid` ("" if unknown): it changes when a pid is reused, so
+    with the pid it names one process."""
     stat = Path(f"/proc/{pid}/stat")
     if stat.exists():
         with contextlib.suppress(OSError, IndexError):
@@ -59,14 +60,9 @@ def _start_token(pid: int) -> str:
     return ""
 
 
-def start_token(pid: int) -> str:
-    """The kernel's start time of `pid` ("" if unknown): with the pid, names one process."""
-    return _start_token(pid)
-
-
 def same_process(pid: int, token: str) -> bool:
     """True if `pid` is alive and, when `token` is known, still the process it was taken from."""
-    return alive(pid) and (not token or _start_token(pid) == token)
+    return alive(pid) and (not token or start_token(pid) == token)
 
 
 def alive(pid: int) -> bool:
@@ -88,146 +84,16 @@ def is_ours(record: ProcessRecord) -> bool:
     return same_process(record.pid, record.started)
 
 
-class Interrupts:
-    """What SIGINT (Ctrl-C) and SIGTERM do while the testbed's processes start and stop.
+class ProcessGroup:
+    """The testbed's processes, one pid file each under `<runtime>/pids/`.
 
-    The first one raises KeyboardInterrupt: the command stops what it does and cleans up.
-    Clean-up must stop every process that was started, so from then on a signal no longer
-    raises: it hurries the clean-up instead (grace periods end, SIGKILL at once), and cuts
-    short only what is marked `cuttable` (destroying the stack in moto, moot once moto
-    stops). Starting a child and writing its pid file is never split by a signal, so no
-    child goes unrecorded. Only the main thread receives signals, so only it counts here.
+    `interrupts`: the running command's (infra/local/interrupts.py), so that a signal never
+    splits a start from its pid file and hurries a stop; without one, Python's own Ctrl-C.
     """
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.hurry = threading.Event()  # set: stop everything now, no grace periods
-        self._installed = 0
-        self._reset()
-
-    def _reset(self) -> None:
-        self.hurry.clear()
-        self._raised = False
-        self._cleaning = 0
-        self._cuttable = 0
-        self._deferring = 0
-        self._pending = False
-        self._announced = False
-
-    @property
-    def interrupted(self) -> bool:
-        """A signal came since the handler was last installed."""
-        return self._raised or self.hurry.is_set()
-
-    @staticmethod
-    def _main_thread() -> bool:
-        return threading.current_thread() is threading.main_thread()
-
-    def _handle(self, signum, frame) -> None:
-        if self._cuttable:
-            self.hurry.set()
-            raise KeyboardInterrupt
-        if self._cleaning or self._raised:
-            self.hurry.set()
-            self._announce()
-            return
-        if self._deferring:
-            self._pending = True
-            return
-        self._raised = True
-        raise KeyboardInterrupt
-
-    def check(self) -> None:
-        """Raise the KeyboardInterrupt of a signal whose exception was lost: Python drops an
-        exception raised inside a weakref finalizer or a __del__ ("Exception ignored in")."""
-        if self._raised and self._main_thread():
-            raise KeyboardInterrupt
-
-    def _announce(self) -> None:
-        if self._announced:
-            return
-        self._announced = True
-        # os.write, not print: a handler that prints can land inside another print.
-        with contextlib.suppress(OSError, ValueError):
-            os.write(sys.stderr.fileno(), b"interrupted during clean-up: stopping every "
-                                          b"process of the testbed now (SIGKILL)\n")
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        """The handler above for SIGINT and SIGTERM, the previous ones put back after."""
-        if not self._main_thread():
-            yield
-            return
-        if self._installed:
-            self._installed += 1
-            try:
-                yield
-            finally:
-                self._installed -= 1
-            return
-        self._reset()
-        previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
-        self._installed = 1
-        try:
-            yield
-        finally:
-            self._installed = 0
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-    @contextlib.contextmanager
-    def cleaning(self) -> Iterator[None]:
-        """Clean-up: signals hurry it instead of interrupting it."""
-        if not self._main_thread():
-            yield
-            return
-        with self.installed():
-            self._cleaning += 1
-            try:
-                yield
-            finally:
-                self._cleaning -= 1
-
-    @contextlib.contextmanager
-    def cuttable(self) -> Iterator[None]:
-        """Part of a clean-up that a signal may cut short (KeyboardInterrupt)."""
-        if not self._main_thread() or not self._installed:
-            yield
-            return
-        if self.hurry.is_set():
-            raise KeyboardInterrupt  # already asked to hurry: skip it
-        self._cuttable += 1
-        try:
-            yield
-        finally:
-            self._cuttable -= 1
-
-    @contextlib.contextmanager
-    def deferred(self) -> Iterator[None]:
-        """No KeyboardInterrupt inside; one that came meanwhile is raised at the end."""
-        if not self._main_thread() or not self._installed:
-            yield
-            return
-        self._deferring += 1
-        try:
-            yield
-        finally:
-            self._deferring -= 1
-        if not self._deferring and self._pending:
-            self._pending = False
-            self._raised = True
-            raise KeyboardInterrupt
-
-
-INTERRUPTS = Interrupts()
-
-
-class ProcessGroup:
-    """The testbed's processes, one pid file each under `<runtime>/pids/`."""
-
-    def __init__(self, runtime_dir: Path):
+    def __init__(self, runtime_dir: Path, interrupts: Interrupts | None = None):
         self.runtime_dir = Path(runtime_dir)
+        self.interrupts = interrupts or Interrupts()
         self.pid_dir = self.runtime_dir / "pids"
         self.log_dir = self.runtime_dir / "logs"
 
@@ -248,7 +114,7 @@ class ProcessGroup:
         self.pid_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{name}.log"
-        with INTERRUPTS.deferred(), open(log, "ab") as out:
+        with self.interrupts.deferred(), open(log, "ab") as out:
             out.write(f"--- {time.strftime('%H:%M:%S')} {' '.join(argv)}\n".encode())
             out.flush()
             proc = subprocess.Popen(
@@ -260,7 +126,7 @@ class ProcessGroup:
                 start_new_session=True,
                 cwd=cwd or PROJECT_ROOT,
             )
-            record = ProcessRecord(name, proc.pid, _start_token(proc.pid), list(argv), str(log))
+            record = ProcessRecord(name, proc.pid, start_token(proc.pid), list(argv), str(log))
             self._write(record)
         return proc, record
 
@@ -306,9 +172,9 @@ class ProcessGroup:
 
     def wait_stopped(self, records: list[ProcessRecord], timeout: float = 3.0) -> list[str]:
         """Wait for signalled processes to go; SIGKILL whatever lingers, at once when asked to
-        hurry (INTERRUPTS.hurry). Returns the names of those that went; a process that is
+        hurry (the interrupts' `hurry`). Returns the names of those that went; a process that is
         still there keeps its pid file, so that a later `down` finds it."""
-        hurry = INTERRUPTS.hurry
+        hurry = self.interrupts.hurry
         wait_until(lambda: hurry.is_set() or not any(alive(r.pid) for r in records), timeout)
         for record in records:
             # Also the stragglers of its group (gunicorn workers) when the leader is gone.

@@ -97,37 +97,10 @@ def build_config(
     """
     runtime_dir = Path(runtime_dir).resolve()
     if response is not None:
-        handler: dict = {"handler": "static_response"}
-        if response.get("abort"):
-            handler["abort"] = True
-        else:
-            handler["status_code"] = response["status"]
-            if response.get("body"):
-                handler["body"] = response["body"]
-            if response.get("headers"):
-                handler["headers"] = {k: [v] for k, v in response["headers"].items()}
+        handler = _fixed_response(response)
     elif upstreams:
-        handler = {
-            "handler": "reverse_proxy",
-            "upstreams": [{"dial": u} for u in upstreams],
-            "load_balancing": {"selection_policy": {"policy": "round_robin"}},
-        }
-        if health is not None and health.enabled and not fail_open:
-            active: dict = {
-                "uri": health.path,
-                "interval": f"{health.interval}s",
-                "timeout": f"{health.timeout}s",
-                "passes": health.healthy,
-                "fails": health.unhealthy,
-                "expect_status": expect_status(health.matcher),
-            }
-            if health.port.isdigit():
-                active["port"] = int(health.port)
-            handler["health_checks"] = {"active": active}
-        if hold_timeout:
-            handler["transport"] = {"protocol": "http", "response_header_timeout": hold_timeout}
-        if dial_timeout:
-            handler.setdefault("transport", {"protocol": "http"})["dial_timeout"] = dial_timeout
+        handler = _reverse_proxy(upstreams, None if fail_open else health,
+                                 hold_timeout, dial_timeout)
     else:
         # An ALB with no registered targets answers 503; Caddy needs at least one upstream.
         handler = {
@@ -138,35 +111,74 @@ def build_config(
     return {
         "admin": {"listen": admin_listen, "config": {"persist": False}},
         "storage": {"module": "file_system", "root": str(runtime_dir / "caddy-data")},
-        "logging": {
-            "logs": {
-                "default": {
-                    "writer": {"output": "file", "filename": str(server_log(runtime_dir))},
-                    "encoder": {"format": "json"},
-                    "level": "INFO",
-                    "exclude": ["events"],
-                },
-                # Health transitions are debug-level events; only they go to this file.
-                "health": {
-                    "writer": {"output": "file", "filename": str(health_log(runtime_dir))},
-                    "encoder": {"format": "json"},
-                    "level": "DEBUG",
-                    "include": ["events"],
-                },
-            }
-        },
-        "apps": {
-            "http": {
-                "servers": {
-                    SERVER: {
-                        "listen": [lb_listen],
-                        "automatic_https": {"disable": True},
-                        "routes": [{"handle": [handler]}],
-                    }
-                }
-            }
-        },
+        "logging": _logging(runtime_dir),
+        "apps": {"http": {"servers": {SERVER: {
+            "listen": [lb_listen],
+            "automatic_https": {"disable": True},
+            "routes": [{"handle": [handler]}],
+        }}}},
     }
+
+
+def _fixed_response(response: dict) -> dict:
+    handler: dict = {"handler": "static_response"}
+    if response.get("abort"):
+        handler["abort"] = True
+        return handler
+    handler["status_code"] = response["status"]
+    if response.get("body"):
+        handler["body"] = response["body"]
+    if response.get("headers"):
+        handler["headers"] = {k: [v] for k, v in response["headers"].items()}
+    return handler
+
+
+def _reverse_proxy(upstreams: list[str], health: HealthCheck | None,
+                   hold_timeout: str | None, dial_timeout: str | None) -> dict:
+    """Round robin over `upstreams`, with the target group's checks as Caddy's active
+    health checks (none when `health` is None: fail-open)."""
+    handler: dict = {
+        "handler": "reverse_proxy",
+        "upstreams": [{"dial": u} for u in upstreams],
+        "load_balancing": {"selection_policy": {"policy": "round_robin"}},
+    }
+    if health is not None and health.enabled:
+        active: dict = {
+            "uri": health.path,
+            "interval": f"{health.interval}s",
+            "timeout": f"{health.timeout}s",
+            "passes": health.healthy,
+            "fails": health.unhealthy,
+            "expect_status": expect_status(health.matcher),
+        }
+        if health.port.isdigit():
+            active["port"] = int(health.port)
+        handler["health_checks"] = {"active": active}
+    if hold_timeout:
+        handler["transport"] = {"protocol": "http", "response_header_timeout": hold_timeout}
+    if dial_timeout:
+        handler.setdefault("transport", {"protocol": "http"})["dial_timeout"] = dial_timeout
+    return handler
+
+
+def _logging(runtime_dir: Path) -> dict:
+    """The server's log, and Caddy's health events in a file of their own (the testbed
+    reads Caddy's view of target health there)."""
+    return {"logs": {
+        "default": {
+            "writer": {"output": "file", "filename": str(server_log(runtime_dir))},
+            "encoder": {"format": "json"},
+            "level": "INFO",
+            "exclude": ["events"],
+        },
+        # Health transitions are debug-level events; only they go to this file.
+        "health": {
+            "writer": {"output": "file", "filename": str(health_log(runtime_dir))},
+            "encoder": {"format": "json"},
+            "level": "DEBUG",
+            "include": ["events"],
+        },
+    }}
 
 
 def server_log(runtime_dir: Path) -> Path:

@@ -23,6 +23,8 @@ import socket
 import threading
 import time
 
+from infra.local.processes import wait_until
+
 HOST = "127.0.0.1"
 HOLD_MAX_SECONDS = 120.0  # a held connection nobody closes is dropped after this
 
@@ -126,18 +128,26 @@ def _address(sock: socket.socket) -> str:
 
 def _bind_retrying(host: str, port: int, timeout: float) -> socket.socket:
     """Bind host:port, retrying while Caddy is still letting go of it after a reload."""
-    deadline = time.monotonic() + timeout
-    while True:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-            return sock
-        except OSError:
-            sock.close()
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.05)
+    bound: list[socket.socket] = []
+
+    def bind_once() -> bool:
+        with contextlib.suppress(OSError):
+            bound.append(_bind(host, port))
+        return bool(bound)
+
+    wait_until(bind_once, timeout, 0.05)
+    return bound[0] if bound else _bind(host, port)  # the last try raises its OSError
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 class Sinks:

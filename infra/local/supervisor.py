@@ -27,17 +27,16 @@ import threading
 import time
 from pathlib import Path
 
-from infra.aws.emulator import emulator_environment
 from infra.local import health, motohook, motoserver, netrules, proxy
 from infra.local.lifecycle import Lifecycle
 from infra.local.machines import backend as machines
 from infra.local.mirror import StackView, read_all
 from infra.local.processes import free_port
+from infra.local.runtime import MACHINES, SUPERVISOR_STATUS, read_json
 from infra.local.sinks import Sinks
 
 POLL_SECONDS = 1.0
 GIVE_UP_SECONDS = 30.0  # moto gone for this long: the testbed is gone too
-STATUS_FILE = "supervisor.json"
 # An ALB gives up connecting to a target after 10 s and answers 504 (ELB's access log docs:
 # "target connection timeout"); a hold sink stands for such a target.
 HOLD_TIMEOUT = "10s"
@@ -51,7 +50,7 @@ class Supervisor:
     def __init__(self, testbed, poll: float = POLL_SECONDS):
         self.testbed = testbed
         self.poll = poll
-        self.status_path = Path(testbed.runtime_dir) / STATUS_FILE
+        self.status_path = Path(testbed.runtime_dir) / SUPERVISOR_STATUS
         self.table_path = motoserver.health_table(testbed.runtime_dir)
         self.wake = threading.Event()
         self.monitor = health.Monitor(on_change=self._health_changed)
@@ -82,7 +81,8 @@ class Supervisor:
                 groups[group] = self.monitor.entries()
             motohook.write_table(self.table_path, groups)
 
-    def _probes(self, view: StackView, plan: netrules.Plan, meta) -> dict[str, health.Probe]:
+    def _probes(self, view: StackView, plan: netrules.Plan,
+                meta) -> dict[str, health.HealthCheckProbe]:
         hc = view.health
         if hc is None or not view.target_group_arn:
             return {}
@@ -92,7 +92,7 @@ class Supervisor:
             if route is None or target.id not in meta.instances:
                 continue
             key = motohook.target_key(target.id, target.port)
-            probes[key] = health.Probe(
+            probes[key] = health.HealthCheckProbe(
                 address=self._dial(route.health, target.id, route.health_port,
                                    meta.instances[target.id]),
                 path=hc.path, timeout=float(hc.timeout), interval=float(hc.interval),
@@ -182,11 +182,10 @@ class Supervisor:
 
     # --- one sync ------------------------------------------------------------------------
     def sync(self, meta) -> None:
-        with emulator_environment(meta.endpoint, meta.region):
-            view, net = read_all(self.testbed.clients(), self.testbed.stack, self.memo)
+        view, net = read_all(self.testbed.clients(), self.testbed.stack, self.memo)
         app_port = self.testbed.settings().app_port
         plan = netrules.plan(view, net, app_port)
-        self.booted = getattr(meta, "backend", "") == machines.MACHINES
+        self.booted = meta.backend == MACHINES
         if self.booted:  # the security groups as nftables in each machine
             for iid in machines.apply_security_groups(self.testbed.runtime_dir, net,
                                                       self.rules_applied):
@@ -300,10 +299,7 @@ def run(testbed, poll: float = POLL_SECONDS) -> int:
 
 
 def read_status(runtime_dir: str | Path) -> dict:
-    try:
-        return json.loads((Path(runtime_dir) / STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
+    return read_json(Path(runtime_dir) / SUPERVISOR_STATUS)
 
 
 def main(argv: list[str] | None = None) -> int:

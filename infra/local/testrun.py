@@ -15,9 +15,9 @@ import requests
 
 from infra.console import Progress
 from infra.local.drill import run_drill
+from infra.local.interrupts import sigterm_as_interrupt
 from infra.local.phases import phase_table, run_phase
-from infra.local.processes import INTERRUPTS
-from infra.local.testbed import StartRefused, sigterm_as_interrupt
+from infra.local.runtime import StartRefused
 
 
 @dataclass
@@ -65,7 +65,7 @@ def down_phase(testbed, was_up: bool) -> tuple[bool, str]:
                            if report["interrupted"] else ""))
     if leftovers:
         problems.append(f"processes left: {', '.join(leftovers)}; "
-                        f"{testbed.down_command()} stops them")
+                        f"{testbed.commands.down()} stops them")
     if still:
         problems.append(f"still listening: {', '.join(still)}")
     detail = (f"stopped {len(report['stopped'])} processes, "
@@ -78,14 +78,17 @@ def render(phases: list[Phase], total: float) -> str:
     return phase_table(phases, [f"{'PASS' if overall else 'FAIL'}  make test-local ({total:.1f}s)"])
 
 
+def timed(progress: Progress, phase: Phase, step: Callable[[], tuple[bool, str]]) -> None:
+    """One phase, timed (phases.run_phase). StartRefused goes on up untouched: nothing was
+    started, so there is no phase to report and nothing to clean up."""
+    run_phase(progress, phase, step, passthrough=(StartRefused,))
+
+
 def run(make_testbed: Callable[..., object]) -> int:
     progress = Progress()
     testbed = make_testbed(progress)
+    interrupts = testbed.interrupts
     phases = [Phase("1 up"), Phase("2 grade"), Phase("3 drill"), Phase("4 down")]
-
-    def timed(phase: Phase, step: Callable[[], tuple[bool, str]]) -> None:
-        # StartRefused: nothing was started: no phase to report, nothing to clean up
-        run_phase(progress, phase, step, passthrough=(StartRefused,))
 
     def up() -> tuple[bool, str]:
         testbed.up()
@@ -98,20 +101,21 @@ def run(make_testbed: Callable[..., object]) -> int:
 
     interrupted = False
     # The handler stays for the clean-up too: a second Ctrl-C there must not skip it.
-    with sigterm_as_interrupt():
+    with sigterm_as_interrupt(interrupts):
         try:
-            timed(phases[0], up)
+            timed(progress, phases[0], up)
             if phases[0].passed:
-                timed(phases[1], lambda: grade_phase(testbed))
-                timed(phases[2], drill)
+                timed(progress, phases[1], lambda: grade_phase(testbed))
+                timed(progress, phases[2], drill)
         except KeyboardInterrupt:
             interrupted = True
             progress("interrupted: cleaning up")
         finally:
             if phases[0].passed is not None or interrupted:
-                with INTERRUPTS.cleaning():
-                    timed(phases[3], lambda: down_phase(testbed, bool(phases[0].passed)))
-                interrupted = interrupted or INTERRUPTS.hurry.is_set()
+                with interrupts.cleaning():
+                    timed(progress, phases[3],
+                          lambda: down_phase(testbed, bool(phases[0].passed)))
+                interrupted = interrupted or interrupts.hurry.is_set()
         print(render(phases, progress.elapsed), flush=True)
     if interrupted:
         return 130

@@ -15,7 +15,8 @@ from infra.local import health
 from infra.local.processes import wait_until
 from infra.local.sinks import DropSink, HoldSink, RefuseSink
 
-PROBE = health.Probe("unused", "/health", timeout=0.5, interval=0.2, healthy=2, unhealthy=2)
+PROBE = health.HealthCheckProbe("unused", "/health", timeout=0.5, interval=0.2, healthy=2,
+                                unhealthy=2)
 
 
 class _App(BaseHTTPRequestHandler):
@@ -41,10 +42,10 @@ def app():
     server.server_close()
 
 
-def at(server_or_address, path="/health", **changes) -> health.Probe:
+def at(server_or_address, path="/health", **changes) -> health.HealthCheckProbe:
     address = server_or_address if isinstance(server_or_address, str) else \
         f"127.0.0.1:{server_or_address.server_address[1]}"
-    return health.Probe(**{**vars(PROBE), "address": address, "path": path, **changes})
+    return health.HealthCheckProbe(**{**vars(PROBE), "address": address, "path": path, **changes})
 
 
 def test_a_200_passes_and_is_sent_as_the_alb_sends_it(app):

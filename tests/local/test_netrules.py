@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from infra.local import netrules
-from infra.local.mirror import HealthCheck, Network, StackView, Target
+from infra.local.mirror import HealthCheck, NetworkView, StackView, TargetView
 
 LB_SG, APP_SG, DEFAULT_SG = "sg-lb", "sg-app", "sg-default"
 ALL_OUT = [{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
@@ -51,14 +51,14 @@ def stack(*, lb_groups=(LB_SG,), scheme="internet-facing", listeners=None, group
     instances = {iid: {"InstanceId": iid, "PrivateIpAddress": f"10.42.{n}.10",
                        "SecurityGroups": [{"GroupId": g} for g in instance_groups]}
                  for n, (iid, _port) in enumerate(targets)}
-    net = Network(lb=lb, listeners=listeners, groups=all_groups, instances=instances,
+    net = NetworkView(lb=lb, listeners=listeners, groups=all_groups, instances=instances,
                   subnets={"subnet-a": {"SubnetId": "subnet-a", "CidrBlock": "10.42.0.0/24"},
                            "subnet-b": {"SubnetId": "subnet-b", "CidrBlock": "10.42.1.0/24"}},
                   route_tables=[igw_table("subnet-a", "subnet-b"), MAIN_TABLE]
                   if tables is None else tables)
     health = HealthCheck("/health", 5, 3, 2, 2, "200", port=hc_port)
     view = StackView("s", [t for t, _ in targets], "arn:lb", "dns", 80, "arn:tg", 5000, health,
-                     [Target(t, p, "healthy") for t, p in targets])
+                     [TargetView(t, p, "healthy") for t, p in targets])
     return netrules.plan(view, net, app_port=5000)
 
 
@@ -165,6 +165,6 @@ def test_listener_actions_other_than_forward():
 
 def test_a_target_that_is_no_instance_of_the_testbed_is_refused():
     plan = stack()
-    assert netrules.route_of("i-elsewhere", 5000, 5000, Network(), 5000).traffic == \
+    assert netrules.route_of("i-elsewhere", 5000, 5000, NetworkView(), 5000).traffic == \
         netrules.REFUSE
     assert set(plan.routes) == {"i-1", "i-2"}

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -63,11 +62,14 @@ class Command:
 
     def hammer(self, sig: int, every: float = 0.03, timeout: float = 60.0) -> None:
         """Send `sig` again and again until the command exits, as an impatient user does."""
-        deadline = time.monotonic() + timeout
-        while self.proc.poll() is None and time.monotonic() < deadline:
+        def signalled_or_exited() -> bool:
+            if self.proc.poll() is not None:
+                return True
             with contextlib.suppress(ProcessLookupError):
                 self.proc.send_signal(sig)
-            time.sleep(every)
+            return False
+
+        wait_until(signalled_or_exited, timeout, every)
 
     def finish(self, timeout: float = 60.0) -> int:
         self.proc.wait(timeout=timeout)
@@ -207,17 +209,18 @@ def _running_with_log(log: Path) -> bool:
 DRIVER = """
 import subprocess, sys, time
 from pathlib import Path
-from infra.local.processes import INTERRUPTS, ProcessGroup
+from infra.local.interrupts import Interrupts
+from infra.local.processes import ProcessGroup, wait_until
 
-group = ProcessGroup(Path(sys.argv[1]))
+interrupts = Interrupts()
+group = ProcessGroup(Path(sys.argv[1]), interrupts)
 # A child that ignores SIGTERM, as a hung server would: only SIGKILL stops it.
 stubborn = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
             "print('ready', flush=True); time.sleep(120)")
 proc, record = group.start("stubborn", [sys.executable, "-c", stubborn])
-while "ready" not in Path(record.log).read_text().splitlines():  # line 1: the command
-    time.sleep(0.02)
+assert wait_until(lambda: "ready" in Path(record.log).read_text().splitlines(), 30, 0.02)
 print(proc.pid, flush=True)
-with INTERRUPTS.cleaning():
+with interrupts.cleaning():
     print("stopping", flush=True)
     stopped = group.stop_all(timeout=90)  # a long grace period that a signal must cut short
 print("stopped", stopped, flush=True)
@@ -239,14 +242,14 @@ def test_a_signal_during_clean_up_hurries_it_and_does_not_interrupt_it(tmp_path)
 
 
 DEFERRED = """
-import os, signal, time
-from infra.local.processes import INTERRUPTS
+import signal
+from infra.local.interrupts import Interrupts
 
-with INTERRUPTS.installed():
+interrupts = Interrupts()
+with interrupts.installed():
     try:
-        with INTERRUPTS.deferred():
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.2)
+        with interrupts.deferred():
+            signal.raise_signal(signal.SIGINT)  # its handler runs before this returns
             print("the deferred part ran to its end", flush=True)
         print("not reached", flush=True)
     except KeyboardInterrupt:

@@ -3,6 +3,7 @@ keep `down` from killing a stranger, and the argument checks."""
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import replace
 
@@ -10,7 +11,7 @@ import pytest
 
 from infra.errors import UserError
 from infra.local import proxy
-from infra.local.mirror import HealthCheck, StackView, Target
+from infra.local.mirror import HealthCheck, StackView, TargetView
 from infra.local.processes import ProcessGroup, alive, is_ours
 from infra.local.testbed import Testbed
 
@@ -54,8 +55,8 @@ def test_only_in_service_targets_are_upstreams(tmp_path):
     bed = Testbed("unit", runtime_dir=tmp_path)
     health = HealthCheck("/health", 5, 3, 2, 2, "200")
     view = StackView("unit", ["i-1", "i-2", "i-3"], "arn:lb", "dns", 80, "arn:tg", 5000, health,
-                     [Target("i-1", 5000, "healthy"), Target("i-2", 5000, "draining"),
-                      Target("i-3", 5000, "unused"), Target("i-9", 5000, "healthy")])
+                     [TargetView("i-1", 5000, "healthy"), TargetView("i-2", 5000, "draining"),
+                      TargetView("i-3", 5000, "unused"), TargetView("i-9", 5000, "healthy")])
     meta = replace(
         _meta(), instances={"i-1": "127.0.0.11:5000", "i-2": "127.0.0.12:5000",
                             "i-3": "127.0.0.13:5000"},
@@ -65,7 +66,7 @@ def test_only_in_service_targets_are_upstreams(tmp_path):
 
 
 def _meta():
-    from infra.local.testbed import Meta
+    from infra.local.runtime import Meta
 
     return Meta(stack="unit", mode="up", owner_pid=1, lb="127.0.0.1:1", admin="127.0.0.1:2")
 
@@ -162,7 +163,7 @@ def test_a_listener_that_does_not_forward(tmp_path, response, expected):
 def test_proxy_config_takes_the_supervisor_s_routing(tmp_path):
     bed = Testbed("unit", runtime_dir=tmp_path)
     view = StackView("unit", ["i-1"], "arn:lb", "dns", 80, "arn:tg", 5000, HEALTH,
-                     [Target("i-1", 5000, "unhealthy")])
+                     [TargetView("i-1", 5000, "unhealthy")])
     meta = replace(_meta(), instances={"i-1": "127.0.0.11:5000"})
     assert proxy.upstreams_of(bed.proxy_config(view, meta)) == ["127.0.0.11:5000"]
     config = bed.proxy_config(view, meta, upstreams=["127.0.0.1:7"], lb_listen="127.0.0.1:9")
@@ -206,3 +207,38 @@ def test_first_boot_needs_an_internet_or_nat_route():
         ec2.attach_internet_gateway(InternetGatewayId=igw, VpcId=vpc)
         ec2.create_route(RouteTableId=table, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
         assert boot.boot_problems(ec2, [iid]) == {}
+
+
+# --- the clients it passes in: nothing from the environment, nothing written to it ----------
+def test_deploy_into_moto_needs_no_environment(tmp_path, monkeypatch):
+    """The testbed hands the provisioning code clients that carry their endpoint, region and
+    fake keys: a user's profile (even one that does not exist) and an AWS_ENDPOINT_URL of
+    their own change nothing, and os.environ is never written (no swap, no lock)."""
+    from infra.aws.emulator import FAKE_CREDENTIALS, emulator_clients
+    from infra.aws.stack import Stack
+    from infra.config import Settings
+    from infra.local import motoserver
+    from infra.local.mirror import read_stack
+    from infra.local.runtime import child_env
+
+    processes = ProcessGroup(tmp_path / "moto")  # its own process: this one's env is the test's
+    moto = motoserver.start(processes, child_env(**FAKE_CREDENTIALS))
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    writes: list[str] = []
+    environ = type(os.environ)
+    for method in ("__setitem__", "__delitem__"):
+        original = getattr(environ, method)
+        monkeypatch.setattr(environ, method, lambda self, key, *value, _o=original:
+                            (writes.append(key), _o(self, key, *value))[1])
+    try:
+        clients = emulator_clients(moto, "us-east-1")
+        stack = Stack(clients, Settings.fast(stack="envless", state_dir=str(tmp_path)))
+        stack.deploy()
+        view = read_stack(clients, "envless")
+        assert len(view.instance_ids) == 2 and view.lb_arn
+        stack.destroy()
+    finally:
+        monkeypatch.undo()  # then stop moto with the environment as it was
+        processes.stop_all()
+    assert writes == []

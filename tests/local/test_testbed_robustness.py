@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -53,6 +52,9 @@ def test_load_balancer_port_in_use(tmp_path, new_testbed):
 def test_instance_address_in_use_stops_what_was_started(tmp_path, new_testbed):
     bed = new_testbed()
     with socket.socket() as busy:
+        # SO_REUSEADDR, as every server sets it: the port is held for the testbed until the
+        # test ends (tests/ports.py), and only a listener shares it with that hold.
+        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         busy.bind((bed.first_address, bed.instance_port))
         busy.listen()
         with pytest.raises(UserError, match=f"{bed.first_address}:{bed.instance_port} is "
@@ -89,10 +91,12 @@ def test_ctrl_c_during_up_cleans_up(tmp_path, new_testbed):
     proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
     try:
-        moto_pid = bed.processes.pid_dir / "moto.json"
-        assert wait_until(lambda: moto_pid.exists() or proc.poll() is not None, 30, 0.05)
+        # The supervisor starts once moto answers, just before the provisioning: interrupt
+        # there, with moto and the supervisor to stop.
+        supervisor_pid = bed.processes.pid_dir / "supervisor.json"
+        assert wait_until(lambda: supervisor_pid.exists() or proc.poll() is not None, 30, 0.05)
         started = [r.pid for r in bed.processes.records()]
-        time.sleep(0.5)  # somewhere in moto's start-up or the provisioning
+        assert {r.name for r in bed.processes.records()} == {"moto", "supervisor"}
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -148,7 +152,7 @@ def test_a_testbed_left_running_by_up_is_kept_and_its_supervisor_follows_it(
     with pytest.raises(UserError, match="still running.*nothing was changed.*local down "
                                         f"--stack {first.stack}"):
         again.up()
-    assert first.status()["lb_listening"]
+    assert first.status().load_balancer_listening
     # The supervisor goes away by itself once the testbed's runtime file does.
     supervisor = first.processes.record("supervisor")
     moved = first.meta_path.with_suffix(".moved")

@@ -87,7 +87,7 @@ def test_app_security_group_closed_then_reopened(testbed, window):
                           window, 0.5), health(testbed)
         # Every target unhealthy: the ALB fails open and routes to them, and their packets
         # are dropped: no answer (the ALB's 504 comes after 10 s), never a 200.
-        assert wait_until(lambda: testbed.status()["supervisor"].get("fail_open"), 5, 0.2)
+        assert wait_until(lambda: testbed.status().fail_open, 5, 0.2)
         answers = {get(testbed.lb_address) for _ in range(3)}
         assert answers == {"ReadTimeout"}, answers
     finally:
@@ -150,7 +150,7 @@ def test_missing_health_check_path_is_a_code_mismatch_and_fails_open(testbed, wi
         wanted = all_of(testbed, "unhealthy", "Target.ResponseCodeMismatch")
         assert wait_until(lambda: states(testbed, wanted), window, 0.5), health(testbed)
         # Every target unhealthy: an ALB routes to all of them, and the app answers GET /.
-        assert wait_until(lambda: testbed.status()["supervisor"].get("fail_open"), 5, 0.2)
+        assert wait_until(lambda: testbed.status().fail_open, 5, 0.2)
         assert {get(testbed.lb_address) for _ in range(4)} == {200}
     finally:
         elbv2.modify_target_group(TargetGroupArn=tg, HealthCheckPath="/health")

@@ -16,7 +16,7 @@ from infra.local import proxy
 from infra.local.drill import HealthCheckClock, count_check_lines, run_drill
 from infra.local.mirror import find_instance_ids
 from infra.local.processes import listening, wait_until
-from infra.local.testbed import app_process_name
+from infra.local.runtime import app_process_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
 
@@ -32,6 +32,17 @@ def serves(lb: str, wanted: set[str]) -> bool:
         return set(served_by(lb, 4)) == wanted
     except requests.ConnectionError:
         return False
+
+
+def settled(testbed, interval: float) -> bool:
+    """Caddy's checks have run for a whole interval since it last loaded a config (the
+    supervisor's push of the faster health check), and every target is healthy in moto and
+    in Caddy: a drill started now measures a failover, not the reload."""
+    loads = [e for e in proxy.read_events(testbed.runtime_dir) if e.get("name") == "started"]
+    if not loads or time.time() - float(loads[-1]["ts"]) < interval:
+        return False
+    return all(i.health and i.health["state"] == "healthy" and i.caddy == "healthy"
+               for i in testbed.status().instances)
 
 
 def test_instances_are_the_control_planes(testbed):
@@ -135,8 +146,9 @@ def test_failover_and_recovery(testbed):
     the other keeps answering, and it comes back with its seed. The drill times both to the
     checks' phase, and counts them: an ALB needs `unhealthy` failed checks and `healthy`
     passing ones."""
-    time.sleep(1.5)  # let the 1 s health check settle after the reload
     health = testbed.read_stack().health
+    assert wait_until(lambda: settled(testbed, health.interval), 10.0, 0.2), \
+        testbed.status().render()
     result = run_drill(testbed)
     assert result.passed, result.summary()
     assert result.detected_after is not None and result.detected_after <= result.window
@@ -159,9 +171,10 @@ def test_kill_instance_takes_it_out_of_rotation(testbed):
         # 2 failed checks at 1 s intervals, then only the other instance answers.
         assert wait_until(lambda: serves(testbed.lb_address, {other}), 6.0, 0.2)
         status = testbed.status()
-        assert status["caddy"][victim] == "unhealthy"
+        assert status.instance(victim).caddy == "unhealthy"
+        assert not status.instance(victim).answers_health
         # moto reports the supervisor's health checks (infra/local/motohook.py): refused.
-        assert wait_until(lambda: testbed.status()["target_health"][victim]["reason"]
+        assert wait_until(lambda: testbed.status().instance(victim).health["reason"]
                           == "Target.FailedHealthChecks", 6.0, 0.2)
     finally:
         testbed.start_instance(victim)

@@ -88,7 +88,8 @@ class LaneMessage:
             message, trips=[parse(RoundTrip, t, "a fault's round trip") for t in trips])
 
 
-def run_lane(spec: LaneSpec, say: Callable[[str], None]) -> tuple[float, list[RoundTrip]]:
+def run_lane(spec: LaneSpec, say: Callable[[str], None],
+             interrupts=None) -> tuple[float, list[RoundTrip]]:
     """Up, every fault of the lane in turn, down. Returns (up seconds, round trips)."""
     from infra.local.processes import free_port
     from infra.local.testbed import Testbed
@@ -97,7 +98,7 @@ def run_lane(spec: LaneSpec, say: Callable[[str], None]) -> tuple[float, list[Ro
     bed = Testbed(spec.stack, lb_port=spec.lb_port or free_port(), runtime_dir=spec.runtime_dir,
                   first_address=spec.first_address, caddy=spec.caddy, region=spec.region,
                   progress=lambda _m: None, mode="test", app_env={"APP_WORKERS": "1"},
-                  endpoint=spec.endpoint, machines=spec.machines,
+                  endpoint=spec.endpoint, machines=spec.machines, interrupts=interrupts,
                   **({"state_dir": spec.state_dir} if spec.state_dir else {}))
     trips: list[RoundTrip] = []
     started = time.monotonic()
@@ -121,7 +122,7 @@ def _emit(message: LaneMessage) -> None:
 
 def lane_main(argv: list[str]) -> int:
     """`python -m infra.local.faults SPEC_JSON`: one lane, for `local faults`."""
-    from infra.local.testbed import sigterm_as_interrupt
+    from infra.local.interrupts import Interrupts, sigterm_as_interrupt
 
     spec = LaneSpec.from_json(argv[0])
 
@@ -129,8 +130,8 @@ def lane_main(argv: list[str]) -> int:
         _emit(LaneMessage(spec.stack, "progress", text=text))
 
     try:
-        with sigterm_as_interrupt():
-            up_seconds, trips = run_lane(spec, say)
+        with sigterm_as_interrupt(Interrupts()) as interrupts:
+            up_seconds, trips = run_lane(spec, say, interrupts)
     except KeyboardInterrupt:
         return 130
     except UserError as exc:

@@ -3,7 +3,7 @@
 - One run per stack at a time: a second one with the same --stack is refused at once, and
   the refusal names the first run's pid (`faults.json` records the running owner).
 - Every process it starts gets its pid file in the same step as its start, which no Ctrl-C or
-  SIGTERM splits (processes.INTERRUPTS), and the lanes record theirs under `lanes/<lane>/`.
+  SIGTERM splits (the command's Interrupts), and the lanes record theirs under `lanes/<lane>/`.
 - Ctrl-C (or SIGTERM) at any moment stops all of it, lanes first (each tears its testbed
   down), then what a lane left, then moto. So does `local down` with the same --stack,
   also after the run itself was killed.
@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from infra.errors import UserError
+from infra.local.interrupts import Interrupts
 from infra.local.processes import (
-    INTERRUPTS,
     ProcessGroup,
     ProcessRecord,
     is_ours,
@@ -54,11 +54,13 @@ def _quiet(_message: str) -> None:
 class FaultsRun:
     """The processes of `local faults` for one stack, found again from their pid files."""
 
-    def __init__(self, root: str | Path, stack: str, stop_hint: str = ""):
+    def __init__(self, root: str | Path, stack: str, stop_hint: str = "",
+                 interrupts: Interrupts | None = None):
         self.root = Path(root).resolve()
         self.stack = stack
         self.stop_hint = stop_hint  # how the user stops it, for the refusal
-        self.processes = ProcessGroup(self.root)
+        self.interrupts = interrupts or Interrupts()  # the running command's
+        self.processes = ProcessGroup(self.root, self.interrupts)
         self.owner_path = self.root / OWNER_FILE
 
     # --- what runs ---------------------------------------------------------------------
@@ -75,7 +77,7 @@ class FaultsRun:
 
     def lane_groups(self) -> list[ProcessGroup]:
         lanes = self.root / "lanes"
-        return [ProcessGroup(d) for d in sorted(lanes.iterdir()) if d.is_dir()] \
+        return [ProcessGroup(d, self.interrupts) for d in sorted(lanes.iterdir()) if d.is_dir()] \
             if lanes.is_dir() else []
 
     def records(self) -> list[ProcessRecord]:
@@ -109,7 +111,7 @@ class FaultsRun:
         try:
             yield self.processes
         finally:
-            with INTERRUPTS.cleaning():
+            with self.interrupts.cleaning():
                 self.stop(say)
                 with contextlib.suppress(FileNotFoundError):
                     self.owner_path.unlink()
@@ -144,7 +146,7 @@ class FaultsRun:
             say(f"stopping `local faults` (pid {pid}) for stack {self.stack}")
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGTERM)
-            if not wait_until(lambda: self.owner() is None or INTERRUPTS.hurry.is_set(),
+            if not wait_until(lambda: self.owner() is None or self.interrupts.hurry.is_set(),
                               OWNER_STOP_SECONDS, 0.1):
                 say(f"`local faults` (pid {pid}) did not end within {OWNER_STOP_SECONDS:.0f}s:"
                     " stopping its processes here")

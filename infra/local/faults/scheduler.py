@@ -62,7 +62,8 @@ def plan(names: list[str], *, stack: str, lanes_wanted: int, lb_port: int | None
 def run_all(names: list[str], *, stack: str, lanes_wanted: int, lb_port: int | None,
             first_address: str | None, region: str, caddy: str | None,
             say: Callable[[str], None], root: str | Path | None = None,
-            state_dir: str | None = None, stop_hint: str = "") -> tuple[list[RoundTrip], dict]:
+            state_dir: str | None = None, stop_hint: str = "",
+            interrupts=None) -> tuple[list[RoundTrip], dict]:
     """Every named fault, in parallel lanes: one subprocess and one testbed (its own stack,
     Caddy, supervisor and apps) each, all on one moto server, as one control plane.
 
@@ -73,7 +74,7 @@ def run_all(names: list[str], *, stack: str, lanes_wanted: int, lb_port: int | N
     rng = random.Random()  # noqa: S311 - a loopback address, not a secret
     base = first_address or f"127.{rng.randint(100, 250)}.{rng.randint(1, 250)}.11"
     names = _bootable(names, say)
-    run = FaultsRun(root or run_root(stack), stack, stop_hint)
+    run = FaultsRun(root or run_root(stack), stack, stop_hint, interrupts)
     with run.owned(say) as processes:
         say("control plane: one moto server for every lane")
         try:

@@ -36,7 +36,7 @@ from infra.local.faults.roundtrip import effect_window
 from infra.local.faults.site import FaultSite
 from infra.local.machines import backend, cgroups, image, imds, machine, network
 from infra.local.phases import phase_table, run_phase
-from infra.local.processes import INTERRUPTS, PROJECT_ROOT, wait_until
+from infra.local.processes import PROJECT_ROOT, wait_until
 from infra.local.testbed import sigterm_as_interrupt
 from infra.local.testrun import Phase, down_phase, grade_phase
 
@@ -222,7 +222,7 @@ def run(make_testbed: Callable[..., object]) -> int:
         run_phase(progress, phase, step)
 
     interrupted = False
-    with sigterm_as_interrupt():  # Ctrl-C as in make test-local: clean up, then stop
+    with sigterm_as_interrupt(testbed.interrupts):  # Ctrl-C as in make test-local
         try:
             timed(image_phase, lambda: _prepare(progress, figures))
             if image_phase.passed:
@@ -236,9 +236,9 @@ def run(make_testbed: Callable[..., object]) -> int:
             interrupted = True
             progress("interrupted: cleaning up")
         finally:
-            with INTERRUPTS.cleaning():
+            with testbed.interrupts.cleaning():
                 timed(down, lambda: _down(testbed, bool(up.passed)))
-            interrupted = interrupted or INTERRUPTS.hurry.is_set()
+            interrupted = interrupted or testbed.interrupts.hurry.is_set()
         figures.append(f"image + up (to both instances healthy behind Caddy): "
                        f"{image_phase.seconds + up.seconds:.1f}s")
         print(render(phases, progress.elapsed, figures), flush=True)
