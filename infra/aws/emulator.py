@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -55,21 +54,6 @@ def patched_environ(values: dict[str, str], remove: Iterable[str] = ()) -> Itera
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = old
-
-
-# os.environ is one per process: two threads swapping it at once would restore each other's
-# values and leave the emulator's endpoint set for good.
-_ENVIRONMENT_LOCK = threading.RLock()
-
-
-@contextlib.contextmanager
-def emulator_environment(endpoint: str, region: str) -> Iterator[None]:
-    """AWS_ENDPOINT_URL at the moto server, fake credentials, loopback only; restored after,
-    so the caller's process (a test session, the bench) is left as it was."""
-    wanted = dict(FAKE_CREDENTIALS)
-    wanted.update(AWS_ENDPOINT_URL=endpoint, AWS_REGION=region, AWS_DEFAULT_REGION=region)
-    with _ENVIRONMENT_LOCK, patched_environ(wanted, remove=("AWS_PROFILE",)):
-        yield
 
 
 def emulator_clients(endpoint: str, region: str) -> Clients:

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
 
+from infra.aws import lb_lookup
 from infra.aws.compute import security_group_ids
-from infra.config import LISTENER_PORT, PROJECT, TAG_PROJECT, TAG_STACK, stack_filters
+from infra.config import LISTENER_PORT, stack_filters
 
 # Target states in which an ALB would not send traffic whatever the health check says.
 OUT_OF_SERVICE_STATES = {"unused", "draining"}
@@ -66,38 +67,19 @@ def _tag_map(tags: list[dict]) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in tags}
 
 
-def _ours(tags: list[dict], stack: str) -> bool:
-    found = _tag_map(tags)
-    return found.get(TAG_PROJECT) == PROJECT and found.get(TAG_STACK) == stack
-
-
 def find_instance_ids(ec2, stack: str) -> list[str]:
     return _launch_order(_stack_instances(ec2, stack))
 
 
 def find_load_balancer(elbv2, stack: str) -> dict | None:
-    lbs = []
-    for page in elbv2.get_paginator("describe_load_balancers").paginate():
-        lbs.extend(page["LoadBalancers"])
-    for start in range(0, len(lbs), 20):  # describe_tags takes at most 20 ARNs
-        chunk = lbs[start : start + 20]
-        described = elbv2.describe_tags(ResourceArns=[lb["LoadBalancerArn"] for lb in chunk])
-        for desc in described["TagDescriptions"]:
-            if _ours(desc.get("Tags", []), stack):
-                return next(lb for lb in chunk if lb["LoadBalancerArn"] == desc["ResourceArn"])
-    return None
+    """The stack's load balancer, by its tags (deploy and the doctor find it the same way)."""
+    return next(iter(lb_lookup.stack_tagged(elbv2, lb_lookup.all_load_balancers(elbv2),
+                                            "LoadBalancerArn", stack)), None)
 
 
 def _forward_target_group(listener: dict) -> str | None:
-    for action in listener.get("DefaultActions", []):
-        if action.get("Type") != "forward":
-            continue
-        if action.get("TargetGroupArn"):
-            return action["TargetGroupArn"]
-        groups = action.get("ForwardConfig", {}).get("TargetGroups", [])
-        if groups:
-            return groups[0]["TargetGroupArn"]
-    return None
+    """The target group a listener forwards to (the first, for a weighted forward)."""
+    return next(iter(lb_lookup.forwarded_target_groups(listener)), None)
 
 
 def find_listener(elbv2, lb_arn: str) -> dict | None:
