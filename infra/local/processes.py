@@ -272,8 +272,18 @@ def address_bindable(host: str) -> bool:
 def who_listens(host: str, port: int) -> str:
     """Best effort: who listens on host:port, in words (`python3 (pid 3912: python -m app
     --port 5000)`), for an error message ('' if unknown)."""
+    return "; ".join(_program(name, pid) for name, pid in _listeners(host, port).items())
+
+
+def listener_pids(host: str, port: int) -> list[int]:
+    """Best effort: the pids of the programs listening on host:port ([] if unknown)."""
+    return list(_listeners(host, port).values())
+
+
+def _listeners(host: str, port: int) -> dict[str, int]:
+    """{program name: pid} of what listens on host:port, from `ss` (Linux; {} elsewhere)."""
     if not sys.platform.startswith("linux"):
-        return ""
+        return {}
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         out = subprocess.run(
             ["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True, timeout=5
@@ -283,8 +293,25 @@ def who_listens(host: str, port: int) -> str:
                 # users:(("python3",pid=3912,fd=3),...): one per process holding the socket;
                 # one per program (a server's workers share their master's)
                 owners = dict(re.findall(r'\("([^"]*)",pid=(\d+)', line)[::-1])
-                return "; ".join(_program(name, int(pid)) for name, pid in owners.items())
-    return ""
+                return {name: int(pid) for name, pid in owners.items()}
+    return {}
+
+
+def started_after(pid: int, ticks: int) -> bool:
+    """True if `pid` started after `ticks` (kernel clock ticks since boot, as `boot_ticks`
+    reads them); False if unknown."""
+    token = start_token(pid)
+    return token.isdigit() and int(token) > ticks
+
+
+def boot_ticks() -> int:
+    """Now, in the kernel's clock ticks since boot (the unit of a process's start time); 0
+    where there is no /proc."""
+    try:
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return int(uptime * os.sysconf("SC_CLK_TCK"))
 
 
 def _program(name: str, pid: int) -> str:

@@ -8,7 +8,7 @@ import contextlib
 from pathlib import Path
 
 from infra.local import motoserver
-from infra.local.processes import is_ours, listening
+from infra.local.processes import boot_ticks, is_ours, listener_pids, listening, started_after
 from infra.local.runtime import MACHINES, Meta, split_address
 
 
@@ -23,6 +23,7 @@ class Teardown:
     def run(self) -> dict:
         with self.interrupts.cleaning():
             meta = self.testbed.meta
+            began = boot_ticks()
             report: dict = {"stopped": [], "destroyed": False, "listening": [], "left": [],
                             "interrupted": False}
             # Everything but moto stops in parallel while the stack is destroyed: that needs moto.
@@ -44,7 +45,7 @@ class Teardown:
             report["left_pids"] = [r.pid for r in left]
             report["interrupted"] = report["interrupted"] or self.interrupts.hurry.is_set()
             self._forget(meta, keep_meta=bool(left))
-            report["listening"] = _still_listening(meta)
+            report["listening"] = _still_listening(meta, began)
             return report
 
     def _destroy_stack(self, meta: Meta | None) -> bool:
@@ -77,10 +78,20 @@ class Teardown:
                 bed.meta_path.unlink()
 
 
-def _still_listening(meta: Meta | None) -> list[str]:
-    """The testbed's addresses where something still accepts connections."""
+def _still_listening(meta: Meta | None, began: int) -> list[str]:
+    """The testbed's addresses where something of ours still accepts connections. A program
+    that started after `down` began is not ours: a free port of ours went to it (another
+    test's server, on a busy machine), and it is no leftover of this testbed."""
     if meta is None:
         return []
     addresses = [meta.lb, meta.admin, meta.endpoint.removeprefix("http://"),
                  *meta.instances.values()]
-    return [a for a in addresses if a and listening(*split_address(a))]
+    left = []
+    for address in filter(None, addresses):
+        host, port = split_address(address)
+        if not listening(host, port):
+            continue
+        pids = listener_pids(host, port)
+        if not (pids and all(started_after(pid, began) for pid in pids)):
+            left.append(address)
+    return left
