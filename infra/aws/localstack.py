@@ -67,6 +67,11 @@ class LocalStack:
             "SERVICES": SERVICES, "EAGER_SERVICE_LOADING": "0",
             "DNS_ADDRESS": "0", "SKIP_SSL_CERT_DOWNLOAD": "1", "DISABLE_EVENTS": "1",
             "SKIP_INFRA_DOWNLOADS": "1", "EC2_VM_MANAGER": "mock",
+            # Its answer to a service the free code lacks (ELBv2's 501) first fetches a
+            # service catalog from api.localstack.cloud: aimed at a loopback port where
+            # nothing listens, the fetch is refused at once and it uses the catalog it
+            # carries. (Unset, it looked the host up: traffic off this machine.)
+            "API_ENDPOINT": "http://127.0.0.1:1",
         })
         return env
 
