@@ -13,7 +13,10 @@ REPO = Path(__file__).resolve().parents[1]
 GUARD_SITE = Path(__file__).resolve().parent / "guard_site"
 # What a checkout holds that the commands use; the rest (.state/, .local/) starts empty.
 CHECKOUT = ("Makefile", "app", "infra", ".ci", "pyproject.toml", "requirements.lock", ".venv",
-            "docker-compose.localstack.yml", "README.md", "docs", "tests", ".git")
+            "docker-compose.localstack.yml", "README.md", "docs", "tests", ".git",
+            "requirements-localstack.lock")
+# Installed once per checkout, and linked where they are (make test-localstack's venv).
+INSTALLED = (".venv-localstack", ".venv-tools")
 
 
 class Shell:
@@ -22,6 +25,9 @@ class Shell:
         self.checkout.mkdir()
         for name in CHECKOUT:
             (self.checkout / name).symlink_to(REPO / name)
+        for name in INSTALLED:
+            if (REPO / name).exists():
+                (self.checkout / name).symlink_to(REPO / name)
         self.home = tmp_path / "home"
         self.home.mkdir()  # no ~/.aws: no profile, no region, no keys
         self.offmachine_log = tmp_path / "offmachine.log"

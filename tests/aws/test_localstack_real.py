@@ -23,6 +23,7 @@ import time
 
 import boto3
 import pytest
+from fresh_shell import GUARD_SITE, Shell
 from ports import held_port
 from provision_helpers import ROOT
 
@@ -53,8 +54,12 @@ def localstack(tmp_path_factory):
 
 
 def _localstack_on(port: int, state):
+    # LocalStack itself runs under the suite's loopback guard: a lookup or connection off
+    # this machine (its catalog, analytics, certificates) is logged, and fails the run.
+    offmachine = state / "offmachine.log"
     base = {k: v for k, v in os.environ.items()
             if not k.startswith(("AWS_", "LOCALSTACK_"))}
+    base.update(PYTHONPATH=str(GUARD_SITE), SEEDLB_OFFMACHINE_LOG=str(offmachine))
     started = time.monotonic()
     up = _infra(["localstack", "up", "--port", str(port), "--dir", str(state)], base)
     took = time.monotonic() - started
@@ -70,6 +75,7 @@ def _localstack_on(port: int, state):
         print(f"LocalStack down: {time.monotonic() - started:.1f} s: {down.stdout.strip()}")
         assert down.returncode == 0, down.stderr
         assert not (state / "localstack.pid").exists()
+        assert not offmachine.exists(), offmachine.read_text()
 
 
 def _requests(state) -> list[str]:
@@ -129,3 +135,36 @@ def test_every_other_command_answers_in_one_line(localstack, command):
     if result.returncode:
         assert len(errors) == 1 and NO_ELBV2 in errors[0], output
     print(f"{command[0]}: exit {result.returncode}: {(errors or [output.strip()])[-1][:160]}")
+
+
+def _docs_block() -> list[str]:
+    """docs/aws.md's LocalStack block, a command a line, comments dropped."""
+    text = (ROOT / "docs" / "aws.md").read_text()
+    section = text[text.index("## LocalStack"):]
+    block = section[section.index("```sh\n") + 6:]
+    block = block[:block.index("```")]
+    return [line.split("#")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_the_docs_block_runs_as_printed_in_a_fresh_shell(tmp_path):
+    """docs/aws.md's three commands, typed into a fresh shell on LocalStack's own port
+    (4566): up answers, deploy stops at ELBv2 with its one line and creates nothing, down
+    stops it. The hint tests (tests/hints_run.py) leave these to this file."""
+    commands = _docs_block()
+    assert commands == ["make localstack-up", "make deploy-localstack", "make localstack-down"]
+    if socket.socket().connect_ex(("127.0.0.1", 4566)) == 0:
+        pytest.skip("something already listens on 127.0.0.1:4566 (a LocalStack of yours?)")
+    shell = Shell(tmp_path)
+    up = shell.run(commands[0], timeout=300)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        deploy = shell.run(commands[1])
+        output = deploy.stdout + deploy.stderr
+        assert deploy.returncode != 0 and "Traceback" not in output, output
+        assert NO_ELBV2 in output and "localhost:4566" in output, output  # the client default
+        assert not list((shell.checkout / ".state").glob("*.json"))  # nothing was built
+    finally:
+        down = shell.run(commands[2], timeout=120)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert socket.socket().connect_ex(("127.0.0.1", 4566)) != 0
+    assert shell.off_machine() == ""
