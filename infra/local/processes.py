@@ -297,21 +297,16 @@ def _listeners(host: str, port: int) -> dict[str, int]:
     return {}
 
 
-def started_after(pid: int, ticks: int) -> bool:
-    """True if `pid` started after `ticks` (kernel clock ticks since boot, as `boot_ticks`
-    reads them); False if unknown."""
-    token = start_token(pid)
-    return token.isdigit() and int(token) > ticks
-
-
-def boot_ticks() -> int:
-    """Now, in the kernel's clock ticks since boot (the unit of a process's start time); 0
-    where there is no /proc."""
+def in_groups(pid: int, groups: set[int]) -> bool:
+    """True if `pid` leads or belongs to one of the process groups `groups` (the testbed
+    starts each child in a session of its own: its pid is the group's id, and a worker it
+    forked stays in the group even after its parent is gone)."""
+    if pid in groups:
+        return True
     try:
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 0
-    return int(uptime * os.sysconf("SC_CLK_TCK"))
+        return os.getpgid(pid) in groups
+    except (ProcessLookupError, PermissionError):
+        return False
 
 
 def _program(name: str, pid: int) -> str:

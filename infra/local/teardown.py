@@ -8,7 +8,7 @@ import contextlib
 from pathlib import Path
 
 from infra.local import motoserver
-from infra.local.processes import boot_ticks, is_ours, listener_pids, listening, started_after
+from infra.local.processes import in_groups, is_ours, listener_pids, listening
 from infra.local.runtime import MACHINES, Meta, split_address
 
 
@@ -23,7 +23,7 @@ class Teardown:
     def run(self) -> dict:
         with self.interrupts.cleaning():
             meta = self.testbed.meta
-            began = boot_ticks()
+            groups = {r.pid for r in self.processes.records()}
             report: dict = {"stopped": [], "destroyed": False, "listening": [], "left": [],
                             "interrupted": False}
             # Everything but moto stops in parallel while the stack is destroyed: that needs moto.
@@ -45,7 +45,7 @@ class Teardown:
             report["left_pids"] = [r.pid for r in left]
             report["interrupted"] = report["interrupted"] or self.interrupts.hurry.is_set()
             self._forget(meta, keep_meta=bool(left))
-            report["listening"] = _still_listening(meta, began)
+            report["listening"] = _still_listening(meta, groups)
             return report
 
     def _destroy_stack(self, meta: Meta | None) -> bool:
@@ -78,10 +78,11 @@ class Teardown:
                 bed.meta_path.unlink()
 
 
-def _still_listening(meta: Meta | None, began: int) -> list[str]:
-    """The testbed's addresses where something of ours still accepts connections. A program
-    that started after `down` began is not ours: a free port of ours went to it (another
-    test's server, on a busy machine), and it is no leftover of this testbed."""
+def _still_listening(meta: Meta | None, groups: set[int]) -> list[str]:
+    """The testbed's addresses where something of ours still accepts connections: a program
+    in one of the process groups the testbed started (`groups`), or one `ss` cannot name. A
+    port the testbed let go may at once be taken by another program (another test's server,
+    on a busy machine, in a process older than `down`): that is no leftover of this testbed."""
     if meta is None:
         return []
     addresses = [meta.lb, meta.admin, meta.endpoint.removeprefix("http://"),
@@ -92,6 +93,6 @@ def _still_listening(meta: Meta | None, began: int) -> list[str]:
         if not listening(host, port):
             continue
         pids = listener_pids(host, port)
-        if not (pids and all(started_after(pid, began) for pid in pids)):
+        if not pids or any(in_groups(pid, groups) for pid in pids):
             left.append(address)
     return left
