@@ -226,6 +226,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, body: bytes | str = b"", content_type: str = "text/plain",
               headers: dict | None = None, auth: str = "") -> None:
         data = body.encode() if isinstance(body, str) else body
+        # Logged before the answer goes out: once a client has it, its entry is in the log,
+        # and a client's requests one after another are logged in that order.
+        self.server.record(self, status, auth)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
@@ -235,7 +238,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
-        self.server.record(self, status, auth)
 
     def _error(self, status: HTTPStatus, auth: str = "") -> None:
         self._send(status, f"{status.value} - {status.phrase}\n", auth=auth)
