@@ -38,7 +38,9 @@ def test_real_app_twice_behind_caddy_passes_quickly(real_lb):
     assert lines[-1] == "PASS"
     assert "removed 'http://'" in proc.stdout
     assert "i-aaa" in proc.stdout and "i-bbb" in proc.stdout
-    assert took < 5, took
+    # ~1 s idle; loose for make test's load (a 0.4 s command once took 10 s there), and
+    # still far below one read timeout per instance plus the 30 s deadline
+    assert took < 15, took
 
 
 def test_json_output_and_state_file_instances(real_lb, tmp_path):

@@ -35,7 +35,7 @@ def test_correct_two_instances_behind_caddy_pass(lb_of):
     assert report.render().splitlines()[-1] == "PASS"
     assert report.requests <= MAX_REQUESTS
     assert f"{report.requests} requests" in report.render()
-    assert took < 5  # a few seconds, even on the loaded 2-core box
+    assert took < 15  # ~0.1 s idle; loose for make test's load, far below the 30 s deadline
     assert "i-0" in report.check(5).reason and "i-1" in report.check(5).reason
     # check 4 says each instance took each update
     assert any("i-0, i-1" in d for d in report.check(4).details)

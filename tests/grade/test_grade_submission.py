@@ -111,11 +111,11 @@ def test_a_50_mb_file_costs_nothing(tmp_path, lb):
     # one line of 50 MB: bash's mapfile read it byte by byte (35 s); only 64 KiB is read now
     doc, proc = run_autograder(tmp_path, {"lb.txt": b"x" * 50_000_000})
     assert doc["score"] == 0 and "characters long" in doc["output"]
-    assert proc.seconds < 5, proc.seconds
+    assert proc.seconds < 15, proc.seconds  # 35 s before; < 1 s idle, loose for the load
     head = f"{lb.address}\n{','.join(lb.instances)}\n".encode()
     doc, proc = run_autograder(tmp_path / "2", {"lb.txt": head + b"# notes\n" * 6_250_000})
     assert doc["score"] == 100, doc["output"]
-    assert proc.seconds < 5, proc.seconds
+    assert proc.seconds < 15, proc.seconds
 
 
 def test_private_addresses_are_refused_on_gradescope(tmp_path):
