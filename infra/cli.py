@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import select
 import sys
 
 from infra.config import DEFAULT_STACK
@@ -61,6 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_closed() -> bool:
+    """True if standard output's reader has gone (a pipe with no reader polls POLLERR). It
+    then points at /dev/null, so that the interpreter's last flush does not fail again."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        closed = any(event & select.POLLERR for _, event in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no poll() (Windows) or no real stdout
+        return False
+    if closed:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return closed
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
@@ -77,3 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise  # a socket's, not the reader's: a bug to see
+        return 141  # the reader left (`| head`): stop quietly, as a program killed by SIGPIPE
