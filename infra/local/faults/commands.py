@@ -52,4 +52,6 @@ class DoctorRun:
         except (ValueError, KeyError) as exc:
             raise UserError(f"the doctor gave no JSON (exit {self.proc.returncode}): "
                             f"{(err or out)[-400:]}") from exc
-        return [f["code"] for f in findings if f["severity"] in ("error", "warning")]
+        # each code once: the doctor names a fault per instance (BOOT_SCRIPT_FAILED twice)
+        return list(dict.fromkeys(f["code"] for f in findings
+                                  if f["severity"] in ("error", "warning")))
