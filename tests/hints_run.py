@@ -166,19 +166,30 @@ class Bed:
         self.shell.run(f"make local-down{stack}")
         assert wait_until(lambda: not listening("127.0.0.1", self.port), 10)
 
+    def target_states(self) -> list[str]:
+        done = self.shell.run(f".venv/bin/python -m infra local status --json "
+                              f"--stack {self.stack}")
+        try:
+            instances = json.loads(done.stdout)["instances"]
+        except (ValueError, KeyError):
+            return []
+        return [(i.get("health") or {}).get("state") or "" for i in instances]
+
+    def broken(self, timeout: float = 60.0) -> bool:
+        """A break has taken effect: a target is unhealthy. Fixed before that, the health
+        checks it already failed could still mark a target unhealthy after `healthy` said
+        all was well (seen under make test's load: the next command's doctor then found
+        Target.Timeout on both)."""
+        return wait_until(lambda: any(s not in ("", "healthy") for s in self.target_states()),
+                          timeout, 1.0)
+
     def healthy(self, timeout: float = 60.0) -> bool:
         """Every target healthy in the control plane again, and the grader passes (after a
         fault's fix: the health checks' window). The grade alone is not enough: an ALB
         that fails open serves while its targets are still unhealthy."""
         def targets_healthy() -> bool:
-            done = self.shell.run(f".venv/bin/python -m infra local status --json "
-                                  f"--stack {self.stack}")
-            try:
-                instances = json.loads(done.stdout)["instances"]
-            except (ValueError, KeyError):
-                return False
-            return bool(instances) and all((i.get("health") or {}).get("state") == "healthy"
-                                           for i in instances)
+            states = self.target_states()
+            return bool(states) and all(s == "healthy" for s in states)
 
         return wait_until(targets_healthy, timeout, 1.0) and wait_until(
             lambda: self.shell.run(f"make -s grade LB={self.lb}").returncode == 0, 10, 1.0)

@@ -117,6 +117,8 @@ def test_runs_against_the_running_testbed(bed, command):
         for step in steps:
             done = bed.shell.run(step)
             assert ran_ok(command, done), bed.report(command, done, step)
+            if "local-break" in step and len(steps) > 1:
+                assert bed.broken(), f"{step} did not take effect"
     finally:
         if len(steps) > 1:  # whatever happened, the next command meets a healthy testbed
             assert bed.healthy(), "the testbed did not recover for the next command"
