@@ -59,6 +59,7 @@ class BootLog:
     lines: list[str] = field(default_factory=list)  # the console, cleaned
     timestamp: str = ""
     error: str = ""  # why the console could not be read
+    failure: ClientError | None = field(default=None, repr=False)  # the answer that said so
 
     @property
     def verdict(self) -> str | None:
@@ -132,6 +133,7 @@ def boot_log(ec2, instance: dict) -> BootLog:
     except ClientError as exc:
         error = exc.response.get("Error", {})
         log.error = f"{error.get('Code', 'error')}: {error.get('Message', '')}".strip()
+        log.failure = exc
         return log
     log.lines = [line.rstrip() for line in clean(text).split("\n")]
     while log.lines and not log.lines[-1]:
@@ -208,6 +210,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
         if not failures.is_aws_failure(exc):
             raise
         raise failures.as_user_error(exc, "reading the instances' console output") from None
+    denied = next((log.failure for log in logs
+                   if log.failure is not None and failures.is_denied(log.failure)), None)
+    if denied is not None:  # the doctor reads on; asked for the logs, a denial is the answer
+        raise failures.as_user_error(denied, "reading the instances' console output")
     print(render(logs, args.stack, args.lines))
     return 1 if any(log.failed for log in logs) else 0
 

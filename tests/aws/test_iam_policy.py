@@ -2,9 +2,9 @@
 
 Three checks keep the list from drifting: every AWS call in infra/aws and infra/doctor, read
 from the source, is in the policy and nothing else is; every call that runs make (deploy,
-converging a stack that drifted in every way deploy repairs, plan, status, doctor, destroy),
+converging a stack that drifted in every way deploy repairs, plan, status, logs, doctor, destroy),
 recorded with a botocore before-call hook, is in it; and under moto's IAM enforcement a user
-with this policy alone runs deploy, status, doctor and destroy, while one action less fails
+with this policy alone runs deploy, status, logs, doctor and destroy, while one action less fails
 naming it. moto matches a statement's resources only against "*" (and evaluates no
 condition keys), so the enforcement run uses the policy's --unscoped form: the same actions.
 """
@@ -35,6 +35,7 @@ from provision_helpers import (
 
 from infra.aws import policy
 from infra.aws.clients import Clients, Target
+from infra.aws.console_output import stack_logs
 from infra.aws.failures import iam_action_of
 from infra.aws.waits import STRICTER_WAITERS
 from infra.doctor.diagnosis import diagnose
@@ -159,7 +160,7 @@ class Recorder:
 
 
 def test_every_call_of_every_command_is_in_the_policy(tmp_path):
-    """Deploy, drift in every way deploy repairs, converge, plan, status, doctor (by tags,
+    """Deploy, drift in every way deploy repairs, converge, plan, status, logs, doctor (by tags,
     by DNS name, and by a name that does not exist), destroy: each call is allowed."""
     with mock_aws():
         clients = Clients(Target("us-east-1", None))
@@ -178,6 +179,7 @@ def test_every_call_of_every_command_is_in_the_policy(tmp_path):
         quiet_stack(clients, settings).deploy()  # back to two: one surplus instance terminated
         quiet_stack(clients, settings).plan()
         quiet_stack(clients, settings).status()
+        stack_logs(clients.ec2, "rec")
         diagnose(clients, stack="rec")
         diagnose(clients, lb=state["lb_dns"])
         with pytest.raises(Exception, match="no Application Load Balancer named"):
@@ -244,12 +246,12 @@ def _admin_clients(endpoint: str, admin: dict[str, str]) -> Clients:
 
 def _commands(stack: str, state_dir: Path) -> list[list[str]]:
     where = ["--stack", stack, "--state-dir", str(state_dir)]
-    return [["deploy", *where], ["status", "--stack", stack], ["doctor", "--stack", stack],
-            ["destroy", *where]]
+    return [["deploy", *where], ["status", "--stack", stack], ["logs", "--stack", stack],
+            ["doctor", "--stack", stack], ["destroy", *where]]
 
 
 @pytest.mark.integration
-def test_the_policy_alone_runs_deploy_status_doctor_and_destroy(enforcing, tmp_path):
+def test_the_policy_alone_runs_deploy_status_logs_doctor_and_destroy(enforcing, tmp_path):
     endpoint, admin = enforcing
     student = _user(_admin_iam(endpoint, admin), "student",
                     policy.document(scoped=False))
@@ -268,6 +270,7 @@ def test_the_policy_alone_runs_deploy_status_doctor_and_destroy(enforcing, tmp_p
     ("ec2:RunInstances", "deploy"),
     ("elasticloadbalancing:CreateLoadBalancer", "deploy"),
     ("elasticloadbalancing:DescribeTargetHealth", "deploy"),
+    ("ec2:GetConsoleOutput", "logs"),
     ("ec2:TerminateInstances", "destroy"),
 ])
 def test_one_action_less_fails_naming_it(enforcing, tmp_path, removed, fails_in):
@@ -299,7 +302,7 @@ def test_the_doctor_denied_a_read_names_the_action(enforcing, tmp_path, removed)
     name = "doc-" + removed.split(":")[1].lower()[8:20]
     iam = _admin_iam(endpoint, admin)
     full = _user(iam, f"{name}-f", policy.document(scoped=False))
-    deploy, _, doctor, destroy = _commands(name, tmp_path)
+    deploy, _, _, doctor, destroy = _commands(name, tmp_path)
     assert run_cli(deploy, _as(full, endpoint)).returncode == 0
     short = _user(iam, name, policy.without(policy.document(scoped=False), removed))
     result = run_cli(doctor, _as(short, endpoint))

@@ -43,6 +43,7 @@ from provision_helpers import (
 
 from infra.aws import policy
 from infra.aws.clients import Clients, Target
+from infra.aws.console_output import stack_logs
 from infra.aws.failures import iam_action_of
 from infra.config import TAG_PROJECT
 from infra.doctor.diagnosis import diagnose
@@ -280,7 +281,7 @@ class CallRecorder:
             ec2_params = {"VpcId": "vpc", "SubnetId": "subnet", "InternetGatewayId":
                           "internet-gateway", "RouteTableId": "route-table",
                           "GroupId": "security-group", "ImageId": "image",
-                          "KeyName": "key-pair"}
+                          "KeyName": "key-pair", "InstanceId": "instance"}
             for key, kind in ec2_params.items():
                 if p.get(key):
                     named.append((kind, p[key]))
@@ -416,7 +417,7 @@ def service_linked_role(recorder: CallRecorder) -> Request:
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
     """Deploy (with a key pair, three instances), deploy's repairs of every drift it
-    converges, back to two instances, plan, status, doctor (by tags, by DNS name) and
+    converges, back to two instances, plan, status, logs, doctor (by tags, by DNS name) and
     destroy, against moto: every call, and the requests AWS would authorize for them."""
     state_dir = str(tmp_path_factory.mktemp("state"))
     with mock_aws():
@@ -436,6 +437,7 @@ def recorded(tmp_path_factory):
         quiet_stack(clients, two).deploy()
         quiet_stack(clients, two).plan()
         quiet_stack(clients, two).status()
+        stack_logs(clients.ec2, "scoped")
         diagnose(clients, stack="scoped")
         diagnose(clients, lb=state["lb_dns"])
         recorder.on = False
