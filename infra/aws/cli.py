@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import sys
 
 from infra.aws import console_output, emulator, failures, preflight, pricing
 from infra.aws.clients import Clients, resolve_target
@@ -127,8 +126,6 @@ def _stack(args: argparse.Namespace, local=None):
     from infra.aws.stack import Stack
 
     if local is not None:
-        if local.why:
-            print(local.why, file=sys.stderr)
         args.stack = local.stack
         clients = emulator.deployed_clients(local)
         settings = settings_from(args, clients.target)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
@@ -193,8 +192,6 @@ def _clients(args):
     local = emulator.deployed_in_emulator(args.stack, args.state_dir, backend=args.backend,
                                           default_stack=DEFAULT_STACK)
     if local is not None:
-        if local.why:
-            print(local.why, file=sys.stderr)
         args.stack = local.stack
         return emulator.deployed_clients(local)
     state = read_state(args.state_dir, args.stack) or {}

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -245,7 +246,10 @@ def deployed_in_emulator(stack: str, state_dir: str | Path, *, lb: str | None = 
 
 
 def deployed_clients(deployed: Deployed) -> Clients:
-    """Fake-credential clients for the emulator the stack is in, once it answers."""
+    """Fake-credential clients for the emulator the stack is in, once it answers; first,
+    on stderr, why this emulator when the state file chose it over what was asked."""
+    if deployed.why:
+        print(deployed.why, file=sys.stderr)
     if not wait_until_answers(deployed.endpoint):
         raise UserError(
             f"{not_answering(deployed.endpoint)}. {deployed.state_file} says stack "

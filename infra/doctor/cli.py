@@ -55,8 +55,6 @@ def run(args) -> int:
     local = emulator.deployed_in_emulator(stack, STATE_DIR, lb=lb, backend=args.backend,
                                           default_stack=DEFAULT_STACK)
     if local is not None:
-        if local.why:
-            print(local.why, file=sys.stderr)
         clients = emulator.deployed_clients(local)
         stack, lb = local.stack, (None if lb == local.lb else lb)  # 127.0.0.1:PORT: by stack
     else:
