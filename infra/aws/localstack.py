@@ -130,11 +130,14 @@ class LocalStack:
         from botocore.config import Config
         from botocore.exceptions import ClientError
 
+        from infra.aws.emulator import botocore_session_without_profile
+
         config = Config(read_timeout=60, retries={"total_max_attempts": 1})
-        session = boto3.session.Session(
+        session = boto3.session.Session(  # LocalStack's keys; no profile (AWS_PROFILE) read
             aws_access_key_id=CLIENT_ENV["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=CLIENT_ENV["AWS_SECRET_ACCESS_KEY"],
-            region_name=CLIENT_ENV["AWS_REGION"])
+            region_name=CLIENT_ENV["AWS_REGION"],
+            botocore_session=botocore_session_without_profile())
         calls = (("sts", "get_caller_identity", {}),
                  ("ec2", "describe_availability_zones", {}),
                  ("ssm", "describe_parameters", {"MaxResults": 1}),

@@ -61,7 +61,9 @@ def _localstack_on(port: int, state):
             if not k.startswith(("AWS_", "LOCALSTACK_"))}
     base.update(PYTHONPATH=str(GUARD_SITE), SEEDLB_OFFMACHINE_LOG=str(offmachine))
     started = time.monotonic()
-    up = _infra(["localstack", "up", "--port", str(port), "--dir", str(state)], base)
+    # A profile this machine lacks, as a student's shell may name: up must not read it
+    up = _infra(["localstack", "up", "--port", str(port), "--dir", str(state)],
+                {**base, "AWS_PROFILE": "no-such-profile"})
     took = time.monotonic() - started
     assert up.returncode == 0, up.stdout + up.stderr
     env = {**base, **CLIENT_ENV, "LOCALSTACK_HOST": f"127.0.0.1:{port}",
