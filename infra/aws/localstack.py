@@ -112,14 +112,18 @@ class LocalStack:
                                     start_new_session=True, cwd=self.state)
         self.pid_file.write_text(str(proc.pid))
         progress(f"starting LocalStack at {self.endpoint} (pid {proc.pid}, log {self.log})")
-        while not self.healthy():
-            if proc.poll() is not None or time.monotonic() - started > START_TIMEOUT:
-                self.down(progress=lambda _m: None)
-                tail = self.log.read_text(errors="replace").strip().splitlines()[-3:]
-                raise UserError(f"LocalStack did not start at {self.endpoint}: "
-                                f"{' | '.join(tail) or 'no output'}")
-            time.sleep(0.2)  # a process binding its port: no waiter covers it
-        self._warm_up()
+        try:  # whatever stops the start (a failure, Ctrl-C) stops the process too
+            while not self.healthy():
+                if proc.poll() is not None or time.monotonic() - started > START_TIMEOUT:
+                    tail = self.log.read_text(errors="replace").strip().splitlines()[-3:]
+                    raise UserError(f"LocalStack did not start at {self.endpoint}: "
+                                    f"{' | '.join(tail) or 'no output'}")
+                time.sleep(0.2)  # a process binding its port: no waiter covers it
+            self._warm_up()
+        except BaseException:
+            # by the child's pid: its command line may read empty just after its exec
+            self._stop(proc.pid, progress=lambda _m: None)
+            raise
         took = time.monotonic() - started
         progress(f"LocalStack answers at {self.endpoint} after {took:.1f} s")
         return took
@@ -157,6 +161,10 @@ class LocalStack:
             self.pid_file.unlink(missing_ok=True)
             progress("no LocalStack started here is running")
             return False
+        self._stop(pid, progress)
+        return True
+
+    def _stop(self, pid: int, progress) -> None:
         started = time.monotonic()
         self._signal(pid, signal.SIGTERM)
         while self._alive(pid) and time.monotonic() - started < STOP_TIMEOUT:
@@ -169,7 +177,6 @@ class LocalStack:
                 time.sleep(0.05)
         self.pid_file.unlink(missing_ok=True)
         progress(f"LocalStack (pid {pid}) {how} in {time.monotonic() - started:.1f} s")
-        return True
 
     @staticmethod
     def _signal(pid: int, sig: int) -> None:
