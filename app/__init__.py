@@ -16,7 +16,7 @@ import socket
 from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
-from .body import MAX_BODY, ServedBy, WholeBody, error_json, error_response, http_error_message
+from .body import MAX_BODY, ServedBy, WholeBody, error_response, http_error_response
 from .parsing import BadSeed, parse_form_field, parse_seed
 from .seed_store import SeedStore, SeedStoreError
 
@@ -40,17 +40,9 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions["seed_store"] = (SeedStore.attach(shared, seed_file, app.logger) if shared
                                     else SeedStore.private(seed_file, app.logger))
     app.register_blueprint(bp)
-    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(HTTPException, http_error_response)
     app.wsgi_app = ServedBy(WholeBody(app.wsgi_app, app.config), str(app.config["INSTANCE_ID"]))
     return app
-
-
-def _http_error(err: HTTPException):
-    # 400/404/405/413 as JSON too, keeping the exception's headers (405's Allow).
-    response = err.get_response()
-    response.set_data(error_json(http_error_message(err)))
-    response.mimetype = "application/json"
-    return response
 
 
 def _store() -> SeedStore:

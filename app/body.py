@@ -32,8 +32,16 @@ def http_error_message(err: HTTPException) -> str:
     return f"{err.code} {err.name}: {err.description}"
 
 
+def http_error_response(err: HTTPException) -> Response:
+    # 400/404/405/413 as JSON too, keeping the exception's headers (405's Allow).
+    response = err.get_response()
+    response.set_data(error_json(http_error_message(err)))
+    response.mimetype = "application/json"
+    return response
+
+
 def _too_large() -> Response:
-    return error_response(http_error_message(RequestEntityTooLarge()), 413)
+    return http_error_response(RequestEntityTooLarge())
 
 
 def _drain(stream, budget: int = DRAIN) -> None:

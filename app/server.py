@@ -11,7 +11,7 @@ import sys
 import time
 
 from . import create_app
-from .body import DRAIN, SERVED_BY
+from .body import DRAIN, SERVED_BY, error_json
 
 _SPECIAL = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
 
@@ -46,8 +46,8 @@ class RSGIApp:
             try:  # whole: granian's chunk iterator hides a broken body
                 body = await asyncio.wait_for(protocol(), self.body_timeout)
             except TimeoutError:
-                data = (f'{{"error": "408 Request Timeout: the body did not arrive within '
-                        f'{self.body_timeout:g} s"}}').encode()
+                data = error_json(f"408 Request Timeout: the body did not arrive within "
+                                  f"{self.body_timeout:g} s")
                 return self._reply(scope, protocol, 408, [
                     ("Content-Type", "application/json"), ("Connection", "close"),
                     (SERVED_BY, self.served_by)], data)
