@@ -43,6 +43,15 @@ _ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
+def verdict(lines) -> str | None:
+    """The boot script's last word in `lines`: its "done" or "FAILED" line, or None."""
+    found = None
+    for line in lines:
+        if DONE in line or FAILED in line:
+            found = line[line.index(MARK):].strip()
+    return found
+
+
 def clean(text: str) -> str:
     """Console text as lines: terminal escapes and control characters removed, CR-LF and
     lone CRs as line ends."""
@@ -63,11 +72,7 @@ class BootLog:
     @property
     def verdict(self) -> str | None:
         """The boot script's last "done" or "FAILED" line on the console."""
-        found = None
-        for line in self.lines:
-            if DONE in line or FAILED in line:
-                found = line[line.index(MARK):].strip()
-        return found
+        return verdict(self.lines)
 
     @property
     def failed(self) -> bool:

@@ -24,6 +24,7 @@ from infra.aws.userdata import APP_SOURCE, REQUIREMENTS, app_files, render_user_
 from infra.errors import UserError
 from infra.local.faults.fault import Fault, wait_for
 from infra.local.faults.site import ROLES, FaultSite
+from infra.local.runtime import MACHINES
 
 GOOD, BROKEN = "flask==3.1.3", "flask==31.3"
 PIP_ERROR = f"No matching distribution found for {BROKEN}"
@@ -49,7 +50,7 @@ def broken_user_data(settings) -> str:
 
 def _require_booted(site: FaultSite) -> None:
     meta = site.bed.meta
-    if meta is None or meta.backend != "machines":
+    if meta is None or meta.backend != MACHINES:
         raise UserError("boot-script-fails needs a booted testbed: `make local-up "
                         "ARGS=--machines` (root, Linux; docs/testbed.md)")
 

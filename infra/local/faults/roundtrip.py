@@ -20,6 +20,7 @@ from infra.local.faults.commands import DoctorRun
 from infra.local.faults.fault import Fault
 from infra.local.faults.site import FaultSite
 from infra.local.processes import wait_until
+from infra.local.runtime import MACHINES
 
 SLACK = 10.0  # seconds on top of the health check window: a loaded 2-core machine
 BOOT_SECONDS = 60.0  # a machine's boot, on top of that, where a fault boots machines
@@ -43,7 +44,7 @@ def effect_window(testbed) -> float:
     """How long a fault may take to show: the health check window, a poll, and slack."""
     hc = testbed.read_stack().health
     # A booted testbed's faults may boot machines first (infra/local/machines).
-    boot = BOOT_SECONDS if getattr(testbed.meta, "backend", "") == "machines" else 0.0
+    boot = BOOT_SECONDS if getattr(testbed.meta, "backend", "") == MACHINES else 0.0
     if hc is None:
         return 20.0 + SLACK + boot
     return hc.interval * max(hc.healthy, hc.unhealthy) + hc.timeout + \

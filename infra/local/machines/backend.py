@@ -34,16 +34,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 from infra.aws.compute import security_group_ids
+from infra.aws.console_output import DONE, clean, verdict
 from infra.errors import UserError
 from infra.local import boot as boot_routes
 from infra.local.machines import image, imds, machine, network, wheelhouse
-from infra.local.processes import log_tail, wait_until
+from infra.local.processes import alive, log_tail, wait_until
+from infra.local.runtime import app_process_name, child_env
 
-MACHINES = "machines"
 BOOT_TIMEOUT = 240.0  # from start to the boot script's last line, on a loaded 2-core box
 RESTART_TIMEOUT = 30.0
-DONE = "seed-lb user data: done"
-FAILED = "seed-lb user data: FAILED"
 SG_FILE = "security-groups.nft"
 TOOLS = (("systemd-nspawn", "systemd-container"), ("debootstrap", "debootstrap"),
          ("nft", "nftables"), ("ip", "iproute2"), ("nsenter", "util-linux"),
@@ -103,10 +102,6 @@ def _boot_json(clients, instance_id: str, region: str, prepared: dict) -> dict:
     }
 
 
-def process_name(instance_id: str) -> str:
-    return f"app-{instance_id}"  # the testbed's name for an instance's process
-
-
 def start(testbed, instance_id: str, prepared: dict) -> None:
     """Start the instance's machine process (returns at once; `wait_booted` waits)."""
     meta = testbed.meta
@@ -117,9 +112,7 @@ def start(testbed, instance_id: str, prepared: dict) -> None:
     (directory / machine.BOOT_FILE).write_text(json.dumps(boot, indent=2))
     argv = [sys.executable, "-m", "infra.local.machines.machine", str(testbed.runtime_dir),
             instance_id]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    testbed.processes.start(process_name(instance_id), argv, env=env)
+    testbed.processes.start(app_process_name(instance_id), argv, env=child_env())
 
 
 def console_text(runtime_dir, instance_id: str) -> str:
@@ -132,11 +125,7 @@ def console_text(runtime_dir, instance_id: str) -> str:
 
 def boot_line(text: str) -> str | None:
     """The boot script's last word on the console: its "done" or "FAILED" line, or None."""
-    found = None
-    for line in text.replace("\r", "\n").splitlines():
-        if DONE in line or FAILED in line:
-            found = line[line.index("seed-lb user data:"):].strip()
-    return found
+    return verdict(text.replace("\r", "\n").splitlines())
 
 
 def address_of(runtime_dir, instance_id: str, port: int) -> str | None:
@@ -154,8 +143,8 @@ def wait_booted(testbed, instance_id: str, timeout: float = BOOT_TIMEOUT) -> tup
     record_of = testbed.processes.record
 
     def over() -> bool:
-        record = record_of(process_name(instance_id))
-        gone = record is None or not _alive(record.pid)
+        record = record_of(app_process_name(instance_id))
+        gone = record is None or not alive(record.pid)
         return gone or boot_line(console_text(runtime, instance_id)) is not None
 
     started = time.monotonic()
@@ -168,29 +157,17 @@ def wait_booted(testbed, instance_id: str, timeout: float = BOOT_TIMEOUT) -> tup
         seconds = round(time.time() - booted_at, 1)
         (directory / "ready.json").write_text(json.dumps({"seconds": seconds, "line": line}))
         return address, seconds
-    tail = "\n".join(_clean(console_text(runtime, instance_id)).splitlines()[-20:])
+    tail = "\n".join(clean(console_text(runtime, instance_id)).splitlines()[-20:])
     if line:
         why = f"its boot script failed: {line!r}"
     elif time.monotonic() - started >= timeout:
         why = f"its boot script did not finish within {timeout:.0f} s"
     else:
-        record = record_of(process_name(instance_id))
+        record = record_of(app_process_name(instance_id))
         why = f"its machine stopped; the machine's log ({record.log if record else '?'}):\n" \
               f"{log_tail(record.log) if record else ''}"
     raise UserError(f"instance {instance_id}: {why}\nthe last lines of its console "
                     f"({machine.console_path(runtime, instance_id)}):\n{tail}")
-
-
-def _alive(pid: int) -> bool:
-    from infra.local.processes import alive
-
-    return alive(pid)
-
-
-def _clean(text: str) -> str:
-    from infra.aws.console_output import clean
-
-    return clean(text)
 
 
 def boot_stack(testbed, meta, view, prepared: dict, say: Callable[[str], None]) -> None:
@@ -222,8 +199,8 @@ def boot_stack(testbed, meta, view, prepared: dict, say: Callable[[str], None]) 
 
 
 def _running(testbed, instance_id: str) -> bool:
-    record = testbed.processes.record(process_name(instance_id))
-    return bool(record and _alive(record.pid))
+    record = testbed.processes.record(app_process_name(instance_id))
+    return bool(record and alive(record.pid))
 
 
 def boot(testbed, instance_id: str) -> None:
