@@ -23,11 +23,12 @@ class Teardown:
     def run(self) -> dict:
         with self.interrupts.cleaning():
             meta = self.testbed.meta
-            groups = {r.pid for r in self.processes.records()}
+            records = self.processes.records()
+            groups = {r.pid for r in records}
             report: dict = {"stopped": [], "destroyed": False, "listening": [], "left": [],
                             "interrupted": False}
             # Everything but moto stops in parallel while the stack is destroyed: that needs moto.
-            others = [r.name for r in self.processes.records() if r.name != motoserver.NAME]
+            others = [r.name for r in records if r.name != motoserver.NAME]
             signalled = self.processes.signal_many(others)
             try:
                 with self.interrupts.cuttable():

@@ -7,13 +7,13 @@ test-boot` runs `logs` the same way (machines/testboot.py).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 from infra.aws.emulator import FAKE_CREDENTIALS
 from infra.errors import UserError
 from infra.local.processes import PROJECT_ROOT
+from infra.local.runtime import child_env
 
 DOCTOR_SECONDS = 60.0
 
@@ -22,10 +22,8 @@ def command_env(testbed) -> dict[str, str]:
     """The environment a user's command gets for the testbed: its moto server's endpoint and
     region, fake keys, and none of this process's own AWS settings."""
     meta = testbed.meta
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(FAKE_CREDENTIALS, AWS_ENDPOINT_URL=meta.endpoint, AWS_REGION=meta.region,
-               AWS_DEFAULT_REGION=meta.region)
-    return env
+    return child_env(**FAKE_CREDENTIALS, AWS_ENDPOINT_URL=meta.endpoint, AWS_REGION=meta.region,
+                     AWS_DEFAULT_REGION=meta.region)
 
 
 def infra_argv(*args: str) -> list[str]:

@@ -68,11 +68,7 @@ class AppCrashed(Fault):
                 and site.targets_are("healthy", None, ids={site.ids["app-1"]}))
 
     def broken(self, site: FaultSite) -> bool:
-        from infra.local.processes import is_ours
-        from infra.local.testbed import app_process_name
-
-        record = site.bed.processes.record(app_process_name(site.victim["InstanceId"]))
-        return record is None or not is_ours(record)
+        return not site.bed.apps.running(site.victim["InstanceId"])
 
 
 class PrivateSubnet(Fault):
