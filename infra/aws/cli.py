@@ -12,6 +12,7 @@ import functools
 
 from infra.aws import console_output, emulator, failures, preflight, pricing
 from infra.aws.clients import Clients, resolve_target
+from infra.aws.localstack import DEFAULT_PORT
 from infra.config import DEFAULT_STACK, STATE_DIR, Settings
 from infra.console import Progress
 from infra.errors import UserError
@@ -65,8 +66,8 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
         "10 s). See docs/aws.md, LocalStack.",
     )
     localstack.add_argument("action", choices=("up", "down"))
-    localstack.add_argument("--port", type=int, default=4566,
-                            help="the gateway's port on 127.0.0.1 (default: 4566, "
+    localstack.add_argument("--port", type=int, default=DEFAULT_PORT,
+                            help=f"the gateway's port on 127.0.0.1 (default: {DEFAULT_PORT}, "
                             "localstack-client's default)")
     localstack.add_argument("--dir", default=None, help=argparse.SUPPRESS)
     localstack.set_defaults(func=cmd_localstack)
@@ -198,7 +199,7 @@ def cmd_localstack(args: argparse.Namespace) -> int:
     process = LocalStack(port=args.port, state=Path(args.dir) if args.dir else STATE)
     if args.action == "up":
         process.up()
-        host = "" if args.port == 4566 else f"LOCALSTACK_HOST=127.0.0.1:{args.port} "
+        host = "" if args.port == DEFAULT_PORT else f"LOCALSTACK_HOST=127.0.0.1:{args.port} "
         print(f"next: {host}make deploy-localstack, and `make localstack-down` when done")
     else:
         process.down()

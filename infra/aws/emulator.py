@@ -139,8 +139,7 @@ def wait_until_answers(endpoint: str, wait: float = ANSWER_WAIT,
     """For an emulator endpoint on this machine: True once something accepts connections
     there, within `wait` seconds (STARTING_WAIT while an emulator process for that port is
     starting). False at once for an endpoint elsewhere or one that fails otherwise."""
-    url = urlparse(endpoint)
-    address = (url.hostname or "", url.port or (443 if url.scheme == "https" else 80))
+    address = Target(None, endpoint).endpoint_address
     if not is_loopback_host(address[0]):
         return False
     deadline = time.monotonic() + wait
