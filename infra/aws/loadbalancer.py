@@ -10,7 +10,7 @@ import functools
 from collections.abc import Callable
 
 from infra.aws.lb_lookup import all_load_balancers, all_target_groups, stack_tagged
-from infra.aws.waits import Waits, ignore_missing, retry_while
+from infra.aws.waits import Waits, delete_once_released, ignore_missing
 from infra.config import Settings, stack_tags
 
 _TG_IN_USE = (
@@ -216,12 +216,12 @@ class LoadBalancer:
     def delete_target_groups(self) -> list[str]:
         names = []
         for tg in self.find_target_groups():
-            delete = functools.partial(ignore_missing, "TargetGroupNotFound",
-                                       self.elbv2.delete_target_group,
+            delete = functools.partial(self.elbv2.delete_target_group,
                                        TargetGroupArn=tg["TargetGroupArn"])
-            retry_while(delete, ("ResourceInUse",), f"deleting target group "
-                        f"{tg['TargetGroupName']}", self.progress,
-                        delay=self.settings.dependency_retry_delay,
-                        budget=self.settings.dependency_retry_budget, explain=_TG_IN_USE)
+            delete_once_released(delete, f"deleting target group {tg['TargetGroupName']}",
+                                 self.progress, missing_code="TargetGroupNotFound",
+                                 busy=("ResourceInUse",), explain=_TG_IN_USE,
+                                 delay=self.settings.dependency_retry_delay,
+                                 budget=self.settings.dependency_retry_budget)
             names.append(tg["TargetGroupName"])
         return names

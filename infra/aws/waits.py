@@ -268,13 +268,14 @@ _HELD_BY_DELETED_LB = (
 
 def delete_once_released(action: Callable[[], object], what: str,
                          progress: Callable[[str], None], *, missing_code: str,
-                         delay: float, budget: float) -> None:
-    """A delete that AWS refuses with DependencyViolation while something (a deleted load
-    balancer's network interfaces) still holds the resource: retried within `budget`
-    seconds; `missing_code` (already gone) counts as done."""
+                         delay: float, budget: float, busy: tuple[str, ...] = (
+                             "DependencyViolation",), explain: str = _HELD_BY_DELETED_LB,
+                         ) -> None:
+    """A delete that AWS refuses with one of `busy` while something still holds the
+    resource (a deleted load balancer's network interfaces, a listener): retried within
+    `budget` seconds, `explain` saying why; `missing_code` (already gone) counts as done."""
     ignore_missing(missing_code, lambda: retry_while(
-        action, ("DependencyViolation",), what, progress,
-        delay=delay, budget=budget, explain=_HELD_BY_DELETED_LB))
+        action, busy, what, progress, delay=delay, budget=budget, explain=explain))
 
 
 class Waits:
