@@ -21,7 +21,6 @@ It never imports infra.local.testbed: the testbed is passed in.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -225,8 +224,7 @@ def _record_address(testbed, instance_id: str, address: str | None) -> None:
     lock (machines boot in parallel threads, and other processes write it too)."""
     if not address:
         return
-    with _meta_lock, open(testbed.runtime_dir / "meta.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _meta_lock, image.file_lock(testbed.runtime_dir / "meta.lock"):
         meta = testbed.meta
         if meta is not None and meta.instances.get(instance_id) != address:
             meta.instances[instance_id] = address

@@ -71,7 +71,8 @@ def stamp(root: Path | None = None) -> dict:
 
 
 @contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
+    """Held by one process (and thread) at a time: flock on `path`, made if need be."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -108,7 +109,7 @@ def ensure(say: Callable[[str], None] = print, root: Path | None = None) -> tupl
     final = rootfs(root)
     if cached(root):
         return final, 0.0
-    with _lock(image_dir(root).parent / ".lock"):
+    with file_lock(image_dir(root).parent / ".lock"):
         if cached(root):  # another builder finished while we waited
             return final, 0.0
         started = time.monotonic()

@@ -27,7 +27,6 @@ Inside the namespace, two nftables tables:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import ipaddress
 import os
 import re
@@ -98,12 +97,9 @@ def create() -> Link:
     """Claim the first free block, then build its namespace and veth pair. One at a time on
     this host: the first `ip netns add` makes /run/netns a mount point, and two at once can
     stack two mounts there, hiding the first namespace."""
-    from infra.local.machines.image import cache_root
+    from infra.local.machines.image import cache_root, file_lock
 
-    lock_path = cache_root() / "locks" / "netns.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock(cache_root() / "locks" / "netns.lock"):
         return _create()
 
 
