@@ -65,6 +65,16 @@ def name_tag(resource: dict) -> str | None:
     return None
 
 
+def success_codes_include(matcher: str, status: int) -> bool:
+    """Does a target group's success-code matcher ("200", "200,302", "200-299") include
+    `status`? (The doctor reads it; the testbed's health checks apply it.)"""
+    for part in str(matcher).replace(" ", "").split(","):
+        low, _, high = part.partition("-")
+        if low.isdigit() and (high or low).isdigit() and int(low) <= status <= int(high or low):
+            return True
+    return False
+
+
 # --- Provisioning settings (infra/aws/stack.py) ---------------------------------------------
 
 # Amazon Linux 2023's public SSM parameters: always the current AMI of the region, one per

@@ -5,7 +5,7 @@ an instance whose boot script failed."""
 from __future__ import annotations
 
 from infra.aws import console_output
-from infra.config import APP_PORT, HEALTH_CHECK_PATH, LISTENER_PORT
+from infra.config import APP_PORT, HEALTH_CHECK_PATH, LISTENER_PORT, success_codes_include
 from infra.doctor.case import Case, target_health
 from infra.doctor.findings import ERROR, INFO, WARNING
 from infra.doctor.target_reasons import SERVING_STATES, reason_for
@@ -64,7 +64,7 @@ def check_health_check_settings(case: Case, tg: dict) -> None:
                  f"{APP_PORT}",
                  "set the health check port to 'traffic port'")
     matcher = str(tg.get("Matcher", {}).get("HttpCode", "200"))
-    if not _code_matches(matcher, 200):
+    if not success_codes_include(matcher, 200):
         case.add(WARNING, "HEALTH_CHECK_MATCHER",
                  f"target group {name} expects health check codes {matcher}, but the "
                  "app's health check answers 200",
@@ -130,16 +130,3 @@ def check_boot_logs(case: Case, tg: dict, targets: list[dict]) -> None:
                  f"`make logs` shows its console (aws ec2 get-console-output --instance-id "
                  f"{iid}); fix what it names, then launch the instance again: user data "
                  "runs on the first boot only")
-
-
-def _code_matches(matcher: str, code: int) -> bool:
-    """Does an ALB success-code matcher ("200", "200,302", "200-299") include `code`?"""
-    for part in matcher.split(","):
-        part = part.strip()
-        if "-" in part:
-            low, _, high = part.partition("-")
-            if low.isdigit() and high.isdigit() and int(low) <= code <= int(high):
-                return True
-        elif part.isdigit() and int(part) == code:
-            return True
-    return False

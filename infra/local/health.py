@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import requests
 
+from infra.config import success_codes_include
 from infra.local.motohook import REGISTRATION
 
 USER_AGENT = "ELB-HealthChecker/2.0"  # what an ALB's health checks send
@@ -91,15 +92,6 @@ class Health:
             self.state, self.reason, self.description = INITIAL_CHECKING
 
 
-def matches(matcher: str, status: int) -> bool:
-    """Does an ALB success-code matcher ("200", "200,302", "200-299") include `status`?"""
-    for part in str(matcher).replace(" ", "").split(","):
-        low, _, high = part.partition("-")
-        if low.isdigit() and (high or low).isdigit() and int(low) <= status <= int(high or low):
-            return True
-    return False
-
-
 def check_once(probe: HealthCheckProbe) -> tuple[str, str] | None:
     """One health check: None when it passes, else (reason code, AWS's description)."""
     url = f"http://{probe.address}{probe.path if probe.path.startswith('/') else '/' + probe.path}"
@@ -111,7 +103,7 @@ def check_once(probe: HealthCheckProbe) -> tuple[str, str] | None:
         return TIMEOUT
     except requests.RequestException:
         return FAILED
-    if matches(probe.matcher, status):
+    if success_codes_include(probe.matcher, status):
         return None
     return "Target.ResponseCodeMismatch", f"Health checks failed with these codes: [{status}]"
 
