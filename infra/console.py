@@ -22,5 +22,9 @@ class Progress:
         print(f"[{self.elapsed:6.1f}s] {message}\n", end="", file=self.stream, flush=True)
 
 
+def quiet(_message: str) -> None:
+    """Progress that says nothing (the default where a caller may want the lines)."""
+
+
 def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra.console import quiet
 from infra.local.health import USER_AGENT
 from infra.local.processes import wait_until
 from infra.local.proxy import read_events, server_log
@@ -257,8 +258,6 @@ def _settled_count(count, expected: int, settle: float = 1.0) -> int:
     return count()
 
 
-def _quiet(_message: str) -> None:
-    pass
 
 
 def run_drill(testbed, progress: Callable[[str], None] | None = None,
@@ -267,7 +266,7 @@ def run_drill(testbed, progress: Callable[[str], None] | None = None,
     prepared = result.prepare(testbed, rng)
     if prepared is not None:
         address, seed = prepared
-        FailoverDrill(testbed, result, address, seed, progress or _quiet).run()
+        FailoverDrill(testbed, result, address, seed, progress or quiet).run()
     return result
 
 

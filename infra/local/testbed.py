@@ -21,6 +21,7 @@ from pathlib import Path
 from infra.aws.clients import Clients
 from infra.aws.emulator import emulator_clients
 from infra.config import STATE_DIR, Settings
+from infra.console import quiet
 from infra.errors import UserError
 from infra.local import proxy
 from infra.local.apps import AppProcesses
@@ -55,8 +56,6 @@ __all__ = ["DEFAULT_LB_PORT", "DEFAULT_REGION", "DEFAULT_TESTBED_STACK", "FIRST_
            "sigterm_as_interrupt"]
 
 
-def _quiet(_message: str) -> None:
-    pass
 
 
 class Testbed:
@@ -97,7 +96,7 @@ class Testbed:
         self.instance_port = instance_port
         self.caddy_path = caddy
         self.region = region
-        self.progress = progress or _quiet
+        self.progress = progress or quiet
         self.mode = mode
         self.app_env = dict(app_env or {})  # extra environment for the app (APP_WORKERS=...)
         # A moto server started by someone else (`local faults` shares one among its

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from infra.console import quiet
 from infra.errors import UserError
 from infra.local.interrupts import Interrupts
 from infra.local.processes import (
@@ -47,8 +48,6 @@ def run_root(stack: str) -> Path:
     return (Path(RUNTIME_ROOT) / f"{stack}-faults").resolve()
 
 
-def _quiet(_message: str) -> None:
-    pass
 
 
 class FaultsRun:
@@ -90,7 +89,7 @@ class FaultsRun:
 
     # --- owning it ---------------------------------------------------------------------
     @contextlib.contextmanager
-    def owned(self, say: Callable[[str], None] = _quiet) -> Iterator[ProcessGroup]:
+    def owned(self, say: Callable[[str], None] = quiet) -> Iterator[ProcessGroup]:
         """This process runs the drills of this stack: refused at once while another run
         does; a killed run's leftovers are stopped first; everything is stopped on the way
         out, whatever ends the run."""
@@ -123,7 +122,7 @@ class FaultsRun:
         tmp.replace(self.owner_path)
 
     # --- stopping it -------------------------------------------------------------------
-    def stop(self, say: Callable[[str], None] = _quiet) -> list[str]:
+    def stop(self, say: Callable[[str], None] = quiet) -> list[str]:
         """Lanes first (SIGTERM: each tears its testbed down, as on Ctrl-C), then whatever a
         lane left behind, then the moto server they share. Returns what was running."""
         lanes = [r.name for r in self.processes.records() if r.name.startswith(LANE_PREFIX)]
@@ -136,7 +135,7 @@ class FaultsRun:
         stopped += self.processes.stop_all()
         return stopped
 
-    def stop_from_outside(self, say: Callable[[str], None] = _quiet) -> list[str]:
+    def stop_from_outside(self, say: Callable[[str], None] = quiet) -> list[str]:
         """`local down`: a running owner is asked to stop (SIGTERM, its own Ctrl-C) and
         given the time to; then whatever is left, also of a killed run, is stopped here."""
         stopped = []

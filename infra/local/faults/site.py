@@ -14,6 +14,7 @@ from infra.aws.compute import Instances
 from infra.aws.loadbalancer import LoadBalancer
 from infra.aws.security_groups import SecurityGroups
 from infra.config import name_tag, stack_tags
+from infra.console import quiet
 from infra.errors import UserError
 from infra.local import proxy, supervisor
 from infra.state import read_state, write_state
@@ -23,8 +24,6 @@ INSTANCE_STATES = ["pending", "running", "stopping", "stopped"]
 ROLES = ("app-1", "app-2")
 
 
-def _quiet(_message: str) -> None:
-    pass
 
 
 class FaultSite:
@@ -32,14 +31,14 @@ class FaultSite:
 
     def __init__(self, testbed, progress: Callable[[str], None] | None = None):
         self.bed = testbed
-        self.say = progress or _quiet
+        self.say = progress or quiet
         self.stack = testbed.stack
         self.settings = testbed.settings()
         self.clients = testbed.clients()
         self.ec2, self.elbv2 = self.clients.ec2, self.clients.elbv2
-        self.security_groups = SecurityGroups(self.ec2, self.settings, _quiet)
-        self.lbs = LoadBalancer(self.elbv2, self.settings, _quiet)
-        self.compute = Instances(self.ec2, self.settings, _quiet)
+        self.security_groups = SecurityGroups(self.ec2, self.settings, quiet)
+        self.lbs = LoadBalancer(self.elbv2, self.settings, quiet)
+        self.compute = Instances(self.ec2, self.settings, quiet)
         # The stack's own instances, by role: their ids do not change while a drill runs.
         self.ids = {role: i["InstanceId"] for role in ROLES
                     if (i := self.instance(role)) is not None}
@@ -105,10 +104,12 @@ class FaultSite:
     def status(self) -> dict:
         return supervisor.read_status(self.bed.runtime_dir)
 
-    def health(self) -> list[dict]:
+    def health(self, status: dict | None = None) -> list[dict]:
         """DescribeTargetHealth of the group the listener forwards to (the supervisor's last
-        look says which: one call, not a re-read of the stack, while waiting)."""
-        tg_arn = self.status().get("target_group") or self.bed.read_stack().target_group_arn
+        look, `status` if already read, says which: one call, not a re-read of the stack,
+        while waiting)."""
+        status = self.status() if status is None else status
+        tg_arn = status.get("target_group") or self.bed.read_stack().target_group_arn
         return self.lbs.health(tg_arn) if tg_arn else []
 
     def targets_are(self, state: str, reason: str | None, *, ids: set[str] | None = None,
@@ -135,7 +136,7 @@ class FaultSite:
         if status.get("fail_open"):
             return "the load balancer still fails open"
         wanted = set(self.ids.values())
-        states = {t["id"]: t["state"] for t in self.health()}
+        states = {t["id"]: t["state"] for t in self.health(status)}
         if set(states) != wanted or set(states.values()) != {"healthy"}:
             return f"targets {states}, wanted {sorted(wanted)} healthy"
         apps = status.get("apps", {})

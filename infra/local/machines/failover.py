@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from infra.console import quiet
 from infra.local.machines import machine
 from infra.local.processes import wait_until
 from infra.local.stream import REQUEST_TIMEOUT, CrashOutcome, RequestStream, get_seed
@@ -59,13 +60,11 @@ def _unit(testbed, instance_id: str) -> tuple[int, str]:
     return int(state.get("NRestarts", "0") or 0), state.get("MainPID", "")
 
 
-def _quiet(_message: str) -> None:
-    pass
 
 
 def run_restart_drill(testbed, progress: Callable[[str], None] | None = None,
                       rng: random.Random | None = None) -> RestartResult:
-    say = progress or _quiet
+    say = progress or quiet
     result = RestartResult()
     prepared = result.prepare(testbed, rng)
     if prepared is None:
