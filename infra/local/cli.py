@@ -87,7 +87,8 @@ def cmd_down(args) -> int:
     progress = Progress()
     testbed = _testbed(args, progress=progress)
     drills = FaultsRun(run_root(args.stack), args.stack, interrupts=testbed.interrupts)
-    if drills.active():  # `local faults` with the same --stack, running or killed
+    had_drills = drills.active()  # `local faults` with the same --stack, running or killed
+    if had_drills:
         with sigterm_as_interrupt(testbed.interrupts):
             stopped = drills.stop_from_outside(progress)
         progress(f"local faults: stopped {', '.join(stopped) or 'nothing was running'}")
@@ -97,10 +98,9 @@ def cmd_down(args) -> int:
                             f"{', '.join(r.describe() for r in left)}. Run "
                             f"{testbed.commands.down()} again, or "
                             f"`kill -9 {' '.join(str(r.pid) for r in left)}`", exit_code=1)
-        if testbed.meta is None and not testbed.processes.records():
-            return 0
-    elif testbed.meta is None and not testbed.processes.records():
-        print(f"no local testbed for stack {args.stack}: nothing to stop")
+    if testbed.meta is None and not testbed.processes.records():
+        if not had_drills:
+            print(f"no local testbed for stack {args.stack}: nothing to stop")
         return 0
     with sigterm_as_interrupt(testbed.interrupts):
         report = testbed.down()
