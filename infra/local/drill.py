@@ -26,8 +26,8 @@ from infra.console import quiet
 from infra.local.health import USER_AGENT
 from infra.local.processes import wait_until
 from infra.local.proxy import read_events, server_log
+from infra.local.runtime import app_process_name
 from infra.local.stream import STREAM_PERIOD, CrashOutcome, RequestStream
-from infra.local.testbed import app_process_name
 
 WARMUP = 0.5  # seconds of stream before the crash: both instances must answer
 SLACK = 3.0  # seconds on top of the health check windows: process start, scheduling, polling

@@ -26,7 +26,7 @@ from infra.errors import UserError
 from infra.local import proxy
 from infra.local.apps import AppProcesses
 from infra.local.commands import TestbedCommands
-from infra.local.interrupts import Interrupts, sigterm_as_interrupt
+from infra.local.interrupts import Interrupts
 from infra.local.mirror import StackView, read_stack
 from infra.local.processes import ProcessGroup
 from infra.local.runtime import (
@@ -39,23 +39,12 @@ from infra.local.runtime import (
     PROCESSES,
     RUNTIME_ROOT,
     Meta,
-    StartRefused,
-    app_process_name,
     check_loopback,
-    child_env,
 )
 from infra.local.startup import Startup
 from infra.local.status import TestbedStatus, collect
 from infra.local.teardown import Teardown
 from infra.state import state_path
-
-# What other modules import from here: the testbed's names live in runtime.py, the signal
-# handling in interrupts.py.
-__all__ = ["DEFAULT_LB_PORT", "DEFAULT_REGION", "DEFAULT_TESTBED_STACK", "FIRST_ADDRESS",
-           "RUNTIME_ROOT", "Meta", "StartRefused", "Testbed", "app_process_name", "child_env",
-           "sigterm_as_interrupt"]
-
-
 
 
 class Testbed:

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from infra.cli import main
-from infra.local.testbed import DEFAULT_LB_PORT
+from infra.local.runtime import DEFAULT_LB_PORT
 
 LOCAL_LB = f"127.0.0.1:{DEFAULT_LB_PORT}"  # where `make local-up` serves the load balancer
 

@@ -43,7 +43,7 @@ def run_root(stack: str) -> Path:
     the testbeds' runtime directories, in the checkout it is run from, as theirs are. (A
     second checkout sharing this code, linked, has its own runs: its `local down` stops none
     of this one's.)"""
-    from infra.local.testbed import RUNTIME_ROOT
+    from infra.local.runtime import RUNTIME_ROOT
 
     return (Path(RUNTIME_ROOT) / f"{stack}-faults").resolve()
 

@@ -69,7 +69,7 @@ def run_all(names: list[str], *, stack: str, lanes_wanted: int, lb_port: int | N
 
     `root`: the runtime directory of it all (default .local/<stack>-faults). One run per
     root at a time (ownership.FaultsRun); `stop_hint` says how to stop the one running."""
-    from infra.local.testbed import child_env
+    from infra.local.runtime import child_env
 
     rng = random.Random()  # noqa: S311 - a loopback address, not a secret
     base = first_address or f"127.{rng.randint(100, 250)}.{rng.randint(1, 250)}.11"

@@ -34,10 +34,10 @@ from infra.local.faults.catalog import FAULTS
 from infra.local.faults.commands import command_env, infra_argv
 from infra.local.faults.roundtrip import effect_window
 from infra.local.faults.site import FaultSite
+from infra.local.interrupts import sigterm_as_interrupt
 from infra.local.machines import backend, cgroups, image, imds, machine, network
 from infra.local.phases import phase_table, run_phase
 from infra.local.processes import PROJECT_ROOT, wait_until
-from infra.local.testbed import sigterm_as_interrupt
 from infra.local.testrun import Phase, down_phase, grade_phase
 
 CONNECT_TIMEOUT = 3.0
