@@ -142,9 +142,8 @@ def wait_booted(testbed, instance_id: str, timeout: float = BOOT_TIMEOUT) -> tup
     record_of = testbed.processes.record
 
     def over() -> bool:
-        record = record_of(app_process_name(instance_id))
-        gone = record is None or not alive(record.pid)
-        return gone or boot_line(console_text(runtime, instance_id)) is not None
+        return (not _running(testbed, instance_id)
+                or boot_line(console_text(runtime, instance_id)) is not None)
 
     started = time.monotonic()
     wait_until(over, timeout, 0.2)
@@ -183,9 +182,7 @@ def boot_stack(testbed, meta, view, prepared: dict, say: Callable[[str], None]) 
     spawned = time.monotonic()
     for instance_id in booting:
         start(testbed, instance_id, prepared)
-    # Their addresses come with their links, a moment after start: then the security groups.
-    wait_until(lambda: all(address_of(testbed.runtime_dir, i, 1) for i in booting)
-               or any(not _running(testbed, i) for i in booting), 30.0, 0.1)
+    _wait_linked(testbed, booting)  # then the security groups
     port = testbed.settings().app_port
     meta.instances = {i: address_of(testbed.runtime_dir, i, port) or "" for i in ids}
     meta.save(testbed.meta_path)
@@ -197,6 +194,13 @@ def boot_stack(testbed, meta, view, prepared: dict, say: Callable[[str], None]) 
     meta.save(testbed.meta_path)
 
 
+def _wait_linked(testbed, ids: list[str]) -> None:
+    """Until each machine has its address (its link comes a moment after its start), or
+    one of them has stopped."""
+    wait_until(lambda: all(address_of(testbed.runtime_dir, i, 1) for i in ids)
+               or any(not _running(testbed, i) for i in ids), 30.0, 0.1)
+
+
 def _running(testbed, instance_id: str) -> bool:
     record = testbed.processes.record(app_process_name(instance_id))
     return bool(record and alive(record.pid))
@@ -206,8 +210,7 @@ def boot(testbed, instance_id: str) -> None:
     """Boot one instance (launched later, or started again) and wait for its boot script."""
     prepared = prepare(lambda _m: None)
     start(testbed, instance_id, prepared)
-    wait_until(lambda: address_of(testbed.runtime_dir, instance_id, 1)
-               or not _running(testbed, instance_id), 30.0, 0.1)
+    _wait_linked(testbed, [instance_id])
     address = address_of(testbed.runtime_dir, instance_id, testbed.settings().app_port)
     _record_address(testbed, instance_id, address)
     sync_security_groups(testbed)
