@@ -206,16 +206,13 @@ def _clients(args):
 def cmd_logs(args: argparse.Namespace) -> int:
     from infra.aws import failures
 
-    try:
+    step = "reading the instances' console output"
+    with failures.stepping(step):
         logs = stack_logs(_clients(args).ec2, args.stack)
-    except Exception as exc:
-        if not failures.is_aws_failure(exc):
-            raise
-        raise failures.as_user_error(exc, "reading the instances' console output") from None
     denied = next((log.failure for log in logs
                    if log.failure is not None and failures.is_denied(log.failure)), None)
     if denied is not None:  # the doctor reads on; asked for the logs, a denial is the answer
-        raise failures.as_user_error(denied, "reading the instances' console output")
+        raise failures.as_user_error(denied, step)
     print(render(logs, args.stack, args.lines))
     return 1 if any(log.failed for log in logs) else 0
 
