@@ -46,7 +46,7 @@ class SeedStore:
     @classmethod
     def private(cls, seed_file: File = None, logger: Log = None) -> SeedStore:
         """A map of this process's own, and of those forked from it (flask run, the tests)."""
-        store, _ = cls._new_map(seed_file, logger, beside=False)
+        store, _final = cls._new_map(seed_file, logger, beside=False)
         os.unlink(store.map_path)
         store.map_path = None
         return store
@@ -55,9 +55,9 @@ class SeedStore:
     def publish(cls, seed_file: File = None, logger: Log = None) -> SeedStore:
         """A map that workers attach to by name (`python -m app`): `.<seed file>.map`
         beside the seed file, else a temporary file that close() removes."""
-        store, beside = cls._new_map(seed_file, logger, beside=True)
-        if beside:  # replaced at once: a start never sees an old map
-            os.replace(store.map_path, final := store.map_path.rsplit(".map.", 1)[0] + ".map")
+        store, final = cls._new_map(seed_file, logger, beside=True)
+        if final:  # replaced at once: a start never sees an old map
+            os.replace(store.map_path, final)
             store.map_path = final
         else:
             store._unlink_map = True
@@ -69,8 +69,10 @@ class SeedStore:
         return cls(open(map_path, "r+b"), map_path, seed_file, logger)  # closed by close()
 
     @classmethod
-    def _new_map(cls, seed_file: File, logger: Log, beside: bool) -> tuple[SeedStore, bool]:
-        # The seed in a new map file: beside the seed file if asked and its folder allows.
+    def _new_map(cls, seed_file: File, logger: Log,
+                 beside: bool) -> tuple[SeedStore, str | None]:
+        # The seed in a new map file: beside the seed file if asked and its folder allows,
+        # then with the name it is to have there (else None).
         path = os.path.abspath(seed_file) if seed_file else None
         value = load_seed(path, logger or log)  # makes the directory: ask only now if writable
         where = path and os.path.dirname(path)
@@ -82,7 +84,8 @@ class SeedStore:
         backing.truncate(_SIZE)
         store = cls(backing, map_path, seed_file, logger)
         _write(store._memory, str(value))  # nobody else sees the map yet
-        return store, beside
+        return store, (os.path.join(where, f".{os.path.basename(path)}.map") if beside
+                       else None)
 
     @contextlib.contextmanager
     def _locked(self, byte: int, exclusive: bool):
