@@ -26,7 +26,7 @@ from botocore.exceptions import (
 from infra.aws import failures, lb_lookup
 from infra.aws.clients import Clients
 from infra.aws.preflight import emulator_answers
-from infra.config import APP_PORT, loopback_only
+from infra.config import APP_PORT, is_loopback_host, loopback_only
 from infra.doctor.examination import Examination, load_balancer_target_groups, target_health
 from infra.doctor.findings import Finding
 from infra.doctor.target_reasons import plain_words
@@ -84,6 +84,8 @@ def _emulator_must_answer(clients: Clients) -> None:
     if not clients.target.is_emulator:
         return
     emulator_answers(clients)  # one on this machine: "start it", within a second
+    if is_loopback_host(clients.target.endpoint_address[0]):
+        return  # it answers: emulator_answers just connected to it
     try:
         socket.create_connection(clients.target.endpoint_address, timeout=2).close()
     except OSError as exc:
