@@ -45,8 +45,10 @@ def is_loopback_host(host: str | None) -> bool:
         return False
 
 
-def stack_tags(stack: str) -> list[dict[str, str]]:
-    return [{"Key": TAG_PROJECT, "Value": PROJECT}, {"Key": TAG_STACK, "Value": stack}]
+def stack_tags(stack: str, name: str | None = None) -> list[dict[str, str]]:
+    """The tags that make a resource the stack's, and its Name tag when given."""
+    tags = [{"Key": TAG_PROJECT, "Value": PROJECT}, {"Key": TAG_STACK, "Value": stack}]
+    return [*tags, {"Key": "Name", "Value": name}] if name is not None else tags
 
 
 def stack_filters(stack: str) -> list[dict]:

@@ -19,7 +19,7 @@ def launch_params(settings: Settings, name: str, instance_type: str, image_id: s
                   burstable: bool) -> dict:
     """What RunInstances gets for every instance, less the network and user data: the
     preflight's dry run sends exactly this, so what it allows is what the launch sends."""
-    tags = [*stack_tags(settings.stack), {"Key": "Name", "Value": name}]
+    tags = stack_tags(settings.stack, name)
     params = {
         "ImageId": image_id,
         "InstanceType": instance_type,

@@ -27,7 +27,7 @@ class LoadBalancer:
         self.waits = Waits(elbv2, settings, progress)
 
     def _tags(self, name: str) -> list[dict]:
-        return [*stack_tags(self.settings.stack), {"Key": "Name", "Value": name}]
+        return stack_tags(self.settings.stack, name)
 
     # --- reading ------------------------------------------------------------------------
 

@@ -48,7 +48,7 @@ class Network:
         return self.settings.name(f"public-{index + 1}")
 
     def _tag_spec(self, resource_type: str, name: str) -> list[dict]:
-        tags = [*stack_tags(self.settings.stack), {"Key": "Name", "Value": name}]
+        tags = stack_tags(self.settings.stack, name)
         return [{"ResourceType": resource_type, "Tags": tags}]
 
     def _filters(self, *extra: dict) -> list[dict]:

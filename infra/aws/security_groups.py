@@ -83,7 +83,7 @@ class SecurityGroups:
             -> dict:
         if group is not None:
             return group
-        tags = [*stack_tags(self.settings.stack), {"Key": "Name", "Value": name}]
+        tags = stack_tags(self.settings.stack, name)
         group_id = self.ec2.create_security_group(
             GroupName=name, Description=description, VpcId=vpc_id,
             TagSpecifications=[{"ResourceType": "security-group", "Tags": tags}],

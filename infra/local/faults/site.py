@@ -89,7 +89,7 @@ class FaultSite:
         return found
 
     def tags(self, name: str) -> list[dict]:
-        return [*stack_tags(self.stack), {"Key": "Name", "Value": name}]
+        return stack_tags(self.stack, name)
 
     def refresh_state_file(self) -> None:
         """A load balancer made again has a new DNS name and ARN: keep the state file true."""
