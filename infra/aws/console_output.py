@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
 
-from infra.config import stack_filters
+from infra.config import name_tag, stack_filters
 
 MARK = "seed-lb user data:"
 FAILED = f"{MARK} FAILED"
@@ -131,7 +131,7 @@ def boot_log(ec2, instance: dict) -> BootLog:
     """An instance (as DescribeInstances gives it) and its console. A console that cannot
     be read (AccessDenied, say) is in `error`, not raised."""
     log = BootLog(instance["InstanceId"], instance.get("State", {}).get("Name", "?"),
-                  next((t["Value"] for t in instance.get("Tags", []) if t["Key"] == "Name"), ""))
+                  name_tag(instance) or "")
     try:
         text, log.timestamp = console_of(ec2, log.instance_id)
     except ClientError as exc:

@@ -106,18 +106,19 @@ def remove_tree(path: Path) -> None:
 def ensure(say: Callable[[str], None] = print, root: Path | None = None) -> tuple[Path, float]:
     """The image's root filesystem, built if missing. Returns (path, seconds spent building:
     0.0 when cached)."""
-    final = rootfs(root)
+    directory = image_dir(root)  # the recipe's digest: worked out once
+    final = directory / "rootfs"
     if cached(root):
         return final, 0.0
-    with file_lock(image_dir(root).parent / ".lock"):
+    with file_lock(directory.parent / ".lock"):
         if cached(root):  # another builder finished while we waited
             return final, 0.0
         started = time.monotonic()
-        work = image_dir(root).with_name(f".build-{image_dir(root).name}-{os.getpid()}")
+        work = directory.with_name(f".build-{directory.name}-{os.getpid()}")
         remove_tree(work)
         try:
             target = work / "rootfs"
-            say(f"image: debootstrap {SUITE} ({', '.join(PACKAGES)}) into {image_dir(root)}; "
+            say(f"image: debootstrap {SUITE} ({', '.join(PACKAGES)}) into {directory}; "
                 "once, then cached")
             _debootstrap(target, root or cache_root())
             _check_configured(target)
@@ -127,9 +128,9 @@ def ensure(say: Callable[[str], None] = print, root: Path | None = None) -> tupl
             (target / STAMP).write_text(json.dumps({**recipe(), "built": time.time(),
                                                      "seconds": round(seconds, 1)}))
             unmount_all(work)
-            remove_tree(image_dir(root))
-            image_dir(root).parent.mkdir(parents=True, exist_ok=True)
-            work.rename(image_dir(root))
+            remove_tree(directory)
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            work.rename(directory)
         finally:
             remove_tree(work)  # a failed or interrupted build leaves nothing
         say(f"image: built in {seconds:.0f}s: {final}")
