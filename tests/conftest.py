@@ -14,7 +14,8 @@ import socket
 import pytest
 import schedule
 from offmachine import guarded_connect, guarded_connect_ex, guarded_getaddrinfo
-from ports import held_port
+
+from infra.local.processes import held_port
 
 FAKE_AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",

@@ -1,38 +1,17 @@
 """Loopback ports for servers that a test starts, held until the test ends.
 
 Binding port 0, reading the port back and closing the socket leaves a gap in which another
-test (xdist runs several at once) can bind the same port. A held port stays bound, with
-SO_REUSEADDR and SO_REUSEPORT and without listening: any server that binds it with either
-option (granian, gunicorn, werkzeug, Caddy, http.server all do) can still take it, a port
-0 bind elsewhere never gets it, and a connection to it is refused until a server listens.
+test (xdist runs several at once) can bind the same port. A held port stays bound without
+listening (infra.local.processes.hold_port, which the testbed uses for its own ports too):
+a server can still take it, a port 0 bind or a connect() elsewhere never gets it, and a
+connection to it is refused until a server listens.
 """
 
 from __future__ import annotations
 
-import contextlib
 import socket
-from collections.abc import Iterator
 
-import pytest
-
-
-@contextlib.contextmanager
-def held_port(host: str = "127.0.0.1") -> Iterator[int]:
-    with hold(host) as sock:
-        yield sock.getsockname()[1]
-
-
-def hold(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
-    """A socket holding a free port on `host` (close it to let the port go)."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    try:
-        sock.bind((host, port))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+from infra.local.processes import hold_port as hold
 
 
 def hold_consecutive(count: int, host: str = "127.0.0.1") -> list[socket.socket]:
@@ -48,10 +27,3 @@ def hold_consecutive(count: int, host: str = "127.0.0.1") -> list[socket.socket]
             for sock in socks:
                 sock.close()
 
-
-@pytest.fixture
-def free_port() -> Iterator[int]:
-    """A loopback port held until the test ends (imported by the conftests that use it, in
-    place of tests/conftest.py's, which lets the port go at once)."""
-    with held_port() as port:
-        yield port

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -235,9 +235,51 @@ def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.05
 
 # --- ports -----------------------------------------------------------------------------------
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port free now. Another program can take it before it is used: prefer held_port."""
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+# A bound socket that does not listen keeps a port from everyone else's port-0 bind and
+# connect() (Linux skips ports with an explicit bind in both), yet any server that sets
+# SO_REUSEADDR (Caddy, werkzeug, granian, gunicorn, http.server) can still bind and listen
+# there. Without it, a port freed for a server may be an outgoing connection's local port
+# a moment later, and the server's bind fails. BSD and macOS only share a port between
+# sockets that both set SO_REUSEPORT, so elsewhere the port is only picked, not held.
+HOLDS_PORTS = sys.platform.startswith("linux")
+
+
+def bound_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """A TCP socket bound to host:port with SO_REUSEADDR (and SO_REUSEPORT if asked), not
+    listening. Raises OSError, with nothing left open, if the port is taken."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def hold_port(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A socket holding host:port (a free port if 0) until it is closed. Raises OSError if
+    the port is taken, by a listener or an outgoing connection."""
+    return bound_socket(host, port, reuse_port=True)
+
+
+@contextlib.contextmanager
+def held_port(host: str = "127.0.0.1") -> Iterator[int]:
+    """A free port on `host`, held (see HOLDS_PORTS) until the block ends: start the server
+    that binds it inside the block."""
+    if not HOLDS_PORTS:
+        yield free_port(host)
+        return
+    with hold_port(host) as sock:
+        yield sock.getsockname()[1]
 
 
 def port_in_use(host: str, port: int) -> bool:

@@ -23,7 +23,7 @@ import socket
 import threading
 import time
 
-from infra.local.processes import wait_until
+from infra.local.processes import HOLDS_PORTS, bound_socket, free_port, hold_port, wait_until
 
 HOST = "127.0.0.1"
 HOLD_MAX_SECONDS = 120.0  # a held connection nobody closes is dropped after this
@@ -132,22 +132,11 @@ def _bind_retrying(host: str, port: int, timeout: float) -> socket.socket:
 
     def bind_once() -> bool:
         with contextlib.suppress(OSError):
-            bound.append(_bind(host, port))
+            bound.append(bound_socket(host, port))
         return bool(bound)
 
     wait_until(bind_once, timeout, 0.05)
-    return bound[0] if bound else _bind(host, port)  # the last try raises its OSError
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
+    return bound[0] if bound else bound_socket(host, port)  # the last try raises its OSError
 
 
 class Sinks:
@@ -158,6 +147,23 @@ class Sinks:
         self._holds: dict[str, HoldSink] = {}
         self._refusers: dict[str, RefuseSink] = {}
         self.drop: DropSink | None = None
+        self._reserved: dict[str, socket.socket] = {}
+
+    def reserve(self, address: str) -> str:
+        """Hold `address` ("host:port"; port 0: a free one) from now on (processes.hold_port),
+        so that it is still free when Caddy or the drop sink moves there, and not some
+        connection's local port. A port a listener has now is held once the listener lets
+        go of it: call again then. Returns the address."""
+        host, port = address.rsplit(":", 1)
+        if address in self._reserved:
+            return address
+        if not HOLDS_PORTS:
+            return address if port != "0" else f"{host}:{free_port(host)}"
+        with contextlib.suppress(OSError):  # a listener has it: Caddy, still serving
+            sock = hold_port(host, int(port))
+            address = _address(sock)
+            self._reserved[address] = sock
+        return address
 
     def hold(self, key: str) -> str:
         if key not in self._holds:
@@ -190,3 +196,6 @@ class Sinks:
             sink.close()
         self._holds.clear()
         self._refusers.clear()
+        for sock in self._reserved.values():
+            sock.close()
+        self._reserved.clear()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 from app_servers import Server
-from ports import free_port  # noqa: F401 - a fixture: the port is held until the test ends
 
 from app import create_app
 

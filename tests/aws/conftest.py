@@ -9,12 +9,11 @@ import sys
 
 import pytest
 from moto import mock_aws
-from ports import free_port, held_port  # noqa: F401 - free_port: a fixture, held until the end
 from provision_helpers import REGION, STACK
 
 from infra.aws.clients import Clients, Target
 from infra.config import Settings
-from infra.local.processes import listening, log_tail, wait_until
+from infra.local.processes import held_port, listening, log_tail, wait_until
 
 
 @pytest.fixture

@@ -24,10 +24,10 @@ import time
 import boto3
 import pytest
 from fresh_shell import GUARD_SITE, Shell
-from ports import held_port
 from provision_helpers import ROOT
 
 from infra.aws.localstack import CLIENT_ENV, VENV
+from infra.local.processes import held_port
 
 pytestmark = [
     pytest.mark.integration, pytest.mark.long,

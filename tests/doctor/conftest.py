@@ -13,7 +13,6 @@ import boto3
 import pytest
 from doctor_seed import HEALTH_EVENT, HEALTH_HOOK_ID, REGION, any_ami, build_seed_stack
 from moto import mock_aws
-from ports import free_port  # noqa: F401 - a fixture: the port is held until the test ends
 
 from infra.aws.clients import Clients, Target
 

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from ports import free_port, hold  # noqa: F401 - free_port: a fixture, held until the end
+from ports import hold
 from werkzeug.serving import make_server
 
 from infra.grade.address import Endpoint

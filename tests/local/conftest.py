@@ -7,8 +7,8 @@ import contextlib
 import random
 
 import pytest
-from ports import held_port
 
+from infra.local.processes import held_port
 from infra.local.testbed import Testbed
 
 

@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 import pytest
-from ports import held_port
 
 from infra.local.machines import backend, cgroups, image, network, testboot
+from infra.local.processes import held_port
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pytest
 from hints_run import random_first_address
-from ports import held_port, hold_consecutive
+from ports import hold_consecutive
 from signals import sigint_default
 
 from infra.local.faults.ownership import run_root
-from infra.local.processes import PROJECT_ROOT, listening, same_process, wait_until
+from infra.local.processes import PROJECT_ROOT, held_port, listening, same_process, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
 
