@@ -15,7 +15,7 @@ import requests
 
 from infra.errors import UserError
 from infra.local.motohook import TABLE_ENV
-from infra.local.processes import ProcessGroup, free_port, log_tail, wait_until
+from infra.local.processes import ProcessGroup, held_port, log_tail, wait_until
 
 NAME = "moto"
 HOST = "127.0.0.1"
@@ -42,20 +42,33 @@ def responds(endpoint: str, timeout: float = 1.0) -> bool:
     return True
 
 
+def is_moto(endpoint: str, timeout: float = 1.0) -> bool:
+    """True if moto itself answers on `endpoint`, not some other server on its port."""
+    try:
+        answer = requests.get(f"{endpoint}/moto-api/", timeout=timeout)
+    except requests.RequestException:
+        return False
+    return answer.status_code == 200 and "<title>Moto" in answer.text
+
+
 def start(processes: ProcessGroup, env: dict[str, str], port: int | None = None,
           table: str | Path | None = None) -> str:
-    """Start moto on `port` (a free one if None), wait until it answers, return its endpoint.
+    """Start moto on `port` (a free one, held until moto binds it, if None), wait until it
+    answers, return its endpoint.
 
     `table`: where the hook reads target health (default: the runtime dir's table; a glob
     for a server shared by several testbeds)."""
-    port = port or free_port(HOST)
+    if port is None:
+        with held_port(HOST) as free:
+            return start(processes, env, free, table)
     argv = [sys.executable, "-m", "infra.local.motohook", "-H", HOST, "-p", str(port)]
     if table is None:
         table = health_table(processes.runtime_dir)
         table.unlink(missing_ok=True)  # a previous run's table: its ARNs went with its moto
     proc, record = processes.start(NAME, argv, env={**env, TABLE_ENV: str(table)})
     endpoint = endpoint_for(port)
-    ready = wait_until(lambda: proc.poll() is not None or responds(endpoint), READY_TIMEOUT, 0.1)
+    # Moto's own answer: a server already on the port answers too, while moto fails to bind.
+    ready = wait_until(lambda: proc.poll() is not None or is_moto(endpoint), READY_TIMEOUT, 0.1)
     if proc.poll() is not None or not ready:
         processes.stop(NAME)
         state = f"exited with code {proc.returncode}" if proc.poll() is not None else "not ready"

@@ -24,6 +24,7 @@ from infra.local.mirror import StackView
 from infra.local.processes import (
     ensure_port_free,
     free_port,
+    held_port,
     is_ours,
     log_tail,
     start_token,
@@ -149,15 +150,20 @@ class Startup:
         that builds the clients and warms moto's backends meanwhile."""
         bed = self.testbed
         self.progress("control plane: starting a moto server")
-        moto_port = None if bed.shared_endpoint else free_port(motoserver.HOST)
-        endpoint = bed.shared_endpoint or motoserver.endpoint_for(moto_port)
-        # boto3 builds its clients (seconds of model loading on a busy 2-core box) while moto
-        # starts; then moto builds each service's backend on its first call (EC2's takes
-        # seconds too) while this process loads the provisioning code.
-        warm = _Warmer(endpoint, bed.region)
-        warm.start()
-        meta.endpoint = endpoint if bed.shared_endpoint else motoserver.start(
-            bed.processes, child_env(**FAKE_CREDENTIALS), port=moto_port)
+        if bed.shared_endpoint:
+            warm = _Warmer(bed.shared_endpoint, bed.region)
+            warm.start()
+            meta.endpoint = bed.shared_endpoint
+        else:
+            with held_port(motoserver.HOST) as moto_port:  # until moto binds it
+                # boto3 builds its clients (seconds of model loading on a busy 2-core box)
+                # while moto starts; then moto builds each service's backend on its first
+                # call (EC2's takes seconds too) while this process loads the provisioning
+                # code.
+                warm = _Warmer(motoserver.endpoint_for(moto_port), bed.region)
+                warm.start()
+                meta.endpoint = motoserver.start(
+                    bed.processes, child_env(**FAKE_CREDENTIALS), port=moto_port)
         meta.save(bed.meta_path)
         return warm
 
@@ -168,16 +174,18 @@ class Startup:
 
     def _load_balancer(self, meta: Meta, view: StackView) -> None:
         bed = self.testbed
-        meta.admin = f"127.0.0.1:{free_port()}"
-        meta.lb = f"127.0.0.1:{bed.lb_port}"
-        meta.save(bed.meta_path)
-        config = bed.proxy_config(view, meta)
-        self.progress(
-            f"load balancer: Caddy on {meta.lb} (listener port {view.listener_port}), "
-            f"{len(proxy.upstreams_of(config))} targets, health check {view.health.path} "
-            f"every {view.health.interval}s"
-        )
-        proxy.Caddy(meta.admin, bed.runtime_dir).start(bed.processes, self.caddy_binary, config)
+        with held_port() as admin_port:  # until Caddy's admin API binds it
+            meta.admin = f"127.0.0.1:{admin_port}"
+            meta.lb = f"127.0.0.1:{bed.lb_port}"
+            meta.save(bed.meta_path)
+            config = bed.proxy_config(view, meta)
+            self.progress(
+                f"load balancer: Caddy on {meta.lb} (listener port {view.listener_port}), "
+                f"{len(proxy.upstreams_of(config))} targets, health check {view.health.path} "
+                f"every {view.health.interval}s"
+            )
+            proxy.Caddy(meta.admin, bed.runtime_dir).start(bed.processes, self.caddy_binary,
+                                                           config)
 
     def _start_supervisor(self, meta: Meta):
         bed = self.testbed

@@ -7,11 +7,14 @@ the hook answers over the API."""
 from __future__ import annotations
 
 import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from infra.aws.emulator import FAKE_CREDENTIALS, emulator_clients
+from infra.errors import UserError
 from infra.local import motohook, motoserver
 from infra.local.processes import ProcessGroup
 
@@ -148,3 +151,31 @@ def test_a_glob_reads_every_testbed_s_table(tmp_path):
         motohook.write_table(tmp_path / name / "t.json", {arn: {"i-1:5000": {"State": "x"}}})
     table = motohook._Table(str(tmp_path / "*" / "t.json"))
     assert set(table.groups()) == {"arn:1", "arn:2"}
+
+
+def test_a_server_already_on_moto_s_port_is_not_taken_for_moto(tmp_path):
+    """Another program's HTTP server (here one of the app's shape) on the chosen port: moto
+    cannot bind it and exits; start says so, instead of handing out the stranger's address
+    as the control plane (boto3 then parsed the app's JSON as AWS's XML)."""
+    class Stranger(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Stranger)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    processes = ProcessGroup(tmp_path)
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("AWS_")}
+    env.update(FAKE_CREDENTIALS)
+    try:
+        with pytest.raises(UserError, match=r"(?s)exited with code .*Address already in use"):
+            motoserver.start(processes, env, port=server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+        processes.stop_all()
+    assert processes.records() == []
