@@ -31,7 +31,6 @@ from infra.local import health, motohook, motoserver, netrules, proxy
 from infra.local.lifecycle import Lifecycle
 from infra.local.machines import backend as machines
 from infra.local.mirror import StackView, read_all
-from infra.local.processes import free_port
 from infra.local.runtime import MACHINES, SUPERVISOR_STATUS, read_json
 from infra.local.sinks import Sinks
 
@@ -56,7 +55,8 @@ class Supervisor:
         self.monitor = health.Monitor(on_change=self._health_changed)
         self.sinks = Sinks()
         self.lifecycle = Lifecycle(testbed, _log)
-        self.parking = f"127.0.0.1:{free_port()}"  # where Caddy listens while the front is shut
+        # Where Caddy listens while the front is shut, held for it.
+        self.parking = self.sinks.reserve("127.0.0.1:0")
         self.memo: dict = {}  # what read_all need not ask again
         self.managed: set[str] = set()  # target groups whose health this supervisor made
         self.pushed: dict | None = None
@@ -179,6 +179,8 @@ class Supervisor:
             self.sinks.open_drop(lb)
         elif front.state == netrules.REFUSE:
             self.sinks.close_drop()
+        # Held whenever Caddy lets go of it, so that it is still free when the front opens.
+        self.sinks.reserve(lb)
 
     # --- one sync ------------------------------------------------------------------------
     def sync(self, meta) -> None:

@@ -14,7 +14,7 @@ import pytest
 from infra.config import success_codes_include
 from infra.local import health
 from infra.local.processes import wait_until
-from infra.local.sinks import DropSink, HoldSink, RefuseSink
+from infra.local.sinks import DropSink, HoldSink, RefuseSink, Sinks
 
 PROBE = health.HealthCheckProbe("unused", "/health", timeout=0.5, interval=0.2, healthy=2,
                                 unhealthy=2)
@@ -178,3 +178,52 @@ def test_refuse_sink_refuses():
             socket.create_connection((host, int(port)), timeout=1.0)
     finally:
         sink.close()
+
+
+def _plain_bind(address: str) -> None:
+    host, port = address.rsplit(":", 1)
+    with socket.socket() as s:
+        s.bind((host, int(port)))
+
+
+def test_a_reserved_port_is_kept_for_caddy_and_refuses_meanwhile():
+    """The parking port and the shut front (infra/local/supervisor.py): nobody else gets
+    the port, a client is refused, and a server that sets SO_REUSEADDR, as Caddy does, can
+    still listen there."""
+    sinks = Sinks()
+    try:
+        address = sinks.reserve("127.0.0.1:0")
+        host, port = address.rsplit(":", 1)
+        with pytest.raises(OSError, match="in use"):
+            _plain_bind(address)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((host, int(port)), timeout=1.0)
+        with socket.socket() as server:
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            server.bind((host, int(port)))
+            server.listen()
+            socket.create_connection((host, int(port)), timeout=1.0).close()
+        with pytest.raises(OSError, match="in use"):  # still held after the server went
+            _plain_bind(address)
+    finally:
+        sinks.close()
+    _plain_bind(address)  # let go with the sinks
+
+
+def test_a_port_a_listener_has_is_reserved_once_it_lets_go():
+    sinks = Sinks()
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    address = f"127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        assert sinks.reserve(address) == address  # Caddy serves there: not held yet
+        listener.close()
+        _plain_bind(address)  # so the port was free for anyone
+        sinks.reserve(address)
+        with pytest.raises(OSError, match="in use"):
+            _plain_bind(address)
+    finally:
+        listener.close()
+        sinks.close()

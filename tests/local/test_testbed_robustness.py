@@ -177,3 +177,26 @@ def test_cli_status_and_down_without_a_testbed(tmp_path, new_testbed):
     assert done.returncode == 2
     assert "error: no local testbed" in done.stderr and "make local-up" in done.stderr
     assert not Path(tmp_path / ".state").exists()
+
+
+def test_a_shut_front_keeps_its_port_for_the_load_balancer(new_testbed):
+    """No listener: Caddy lets go of the load balancer's port (a client is refused, as on
+    AWS). Meanwhile the port must stay the testbed's: if it were free, another program, or
+    the local end of any outgoing connection, could take it, and the front would never open
+    again. The port here is not held by the test (tests/ports.py), as in `local faults`."""
+    from infra.local.processes import free_port
+
+    bed = new_testbed(lb_port=free_port())
+    bed.up()
+    elbv2 = bed.clients().elbv2
+    view = bed.read_stack()
+    listener = elbv2.describe_listeners(LoadBalancerArn=view.lb_arn)["Listeners"][0]
+    elbv2.delete_listener(ListenerArn=listener["ListenerArn"])
+    host, port = bed.lb_address.rsplit(":", 1)
+    assert wait_until(lambda: not listening(host, int(port)), 15, 0.2)
+    with socket.socket() as stranger, pytest.raises(OSError, match="in use"):
+        stranger.bind((host, int(port)))
+    elbv2.create_listener(LoadBalancerArn=view.lb_arn, Protocol="HTTP", Port=80,
+                          DefaultActions=[{"Type": "forward",
+                                           "TargetGroupArn": view.target_group_arn}])
+    assert wait_until(lambda: listening(host, int(port)), 15, 0.2)

@@ -91,11 +91,14 @@ class LaneMessage:
 def run_lane(spec: LaneSpec, say: Callable[[str], None],
              interrupts=None) -> tuple[float, list[RoundTrip]]:
     """Up, every fault of the lane in turn, down. Returns (up seconds, round trips)."""
-    from infra.local.processes import free_port
+    from infra.local.processes import held_port
     from infra.local.testbed import Testbed
 
+    if not spec.lb_port:
+        with held_port() as lb_port:  # until the lane is down: Caddy binds it
+            return run_lane(dataclasses.replace(spec, lb_port=lb_port), say, interrupts)
     # One worker per app: the drills need no more, and a lane starts quicker on 2 cores.
-    bed = Testbed(spec.stack, lb_port=spec.lb_port or free_port(), runtime_dir=spec.runtime_dir,
+    bed = Testbed(spec.stack, lb_port=spec.lb_port, runtime_dir=spec.runtime_dir,
                   first_address=spec.first_address, caddy=spec.caddy, region=spec.region,
                   progress=lambda _m: None, mode="test", app_env={"APP_WORKERS": "1"},
                   endpoint=spec.endpoint, machines=spec.machines, interrupts=interrupts,
