@@ -12,7 +12,7 @@ from pathlib import Path
 from fresh_shell import REPO, Shell
 from hints import Command, doc_blocks
 
-from infra.local.processes import free_port, listening, wait_until
+from infra.local.processes import hold_port, listening, wait_until
 
 # (pattern, why it is not run by the suite). Most need a real AWS account.
 ALLOWED: list[tuple[str, str]] = [
@@ -139,7 +139,8 @@ class Bed:
     def __init__(self, tmp_path: Path, stack: str = ""):
         self.shell = Shell(tmp_path)
         self.stack = stack or "seed-lb-local"
-        self.port = free_port()
+        self._port = hold_port()  # until the testbed is down (tests/ports.py)
+        self.port = self._port.getsockname()[1]
         self.first = random_first_address()
         self.up: subprocess.CompletedProcess | None = None
 
@@ -163,8 +164,11 @@ class Bed:
 
     def __exit__(self, *exc) -> None:
         stack = f" STACK={self.stack}" if self.stack != "seed-lb-local" else ""
-        self.shell.run(f"make local-down{stack}")
-        assert wait_until(lambda: not listening("127.0.0.1", self.port), 10)
+        try:
+            self.shell.run(f"make local-down{stack}")
+            assert wait_until(lambda: not listening("127.0.0.1", self.port), 10)
+        finally:
+            self._port.close()
 
     def target_states(self) -> list[str]:
         done = self.shell.run(f".venv/bin/python -m infra local status --json "

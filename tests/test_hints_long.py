@@ -14,7 +14,7 @@ from fresh_shell import Shell
 from hints import Command, doc_commands, source_hints
 from hints_run import Bed, classify, ran_ok, random_first_address
 
-from infra.local.processes import free_port, listening
+from infra.local.processes import listening
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
 
@@ -35,9 +35,9 @@ def test_every_long_command_is_run_here():
     assert set(TEXTS) <= known, set(TEXTS) - known
 
 
-def test_make_test_local_as_printed(tmp_path):
+def test_make_test_local_as_printed(tmp_path, free_port):
     shell = Shell(tmp_path)
-    port = free_port()
+    port = free_port
     done = shell.run(with_free_addresses("make test-local", port, random_first_address()),
                      timeout=300)
     assert done.returncode == 0 and "PASS  make test-local" in done.stdout, \

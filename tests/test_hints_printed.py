@@ -20,7 +20,7 @@ from fresh_shell import Shell
 from hints import Command, doc_blocks, hints_in, source_hints, strip_comment
 from hints_run import Bed, allowed, classify, ran_ok, sequence_blocks
 
-from infra.local.processes import free_port, listening, wait_until
+from infra.local.processes import listening, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
 
@@ -97,9 +97,9 @@ def test_what_status_prints_for_the_testbed_runs(probe):
     assert probe.shell.run(f"make -s grade LB={probe.lb}").returncode == 0
 
 
-def test_a_stopped_emulators_hint_starts_one_and_the_command_then_runs(tmp_path):
+def test_a_stopped_emulators_hint_starts_one_and_the_command_then_runs(tmp_path, free_port):
     shell = Shell(tmp_path)
-    port = free_port()
+    port = free_port
     state = shell.checkout / ".state"
     state.mkdir()
     (state / "seed-lb.json").write_text(
@@ -133,13 +133,13 @@ def test_a_missing_package_outside_the_venv_says_how_to_run_it_again(tmp_path):
     assert '"Resource": "*"' in done.stdout
 
 
-def test_caddy_missing_outside_the_venv_says_how_to_run_it_again(tmp_path):
+def test_caddy_missing_outside_the_venv_says_how_to_run_it_again(tmp_path, free_port):
     """The same Python with .venv's packages but not .venv's bin/ (the Caddy there): the
     hint keeps the user's flags."""
     shell = Shell(tmp_path)
     python = getattr(sys, "_base_executable", sys.executable)
     site = next(Path(sys.prefix).glob("lib/python3*/site-packages"))
-    flags = f"--lb-port {free_port()} --first-address 127.{free_port() % 200 + 20}.7.11"
+    flags = f"--lb-port {free_port} --first-address 127.{free_port % 200 + 20}.7.11"
     env = f"PYTHONPATH=$PYTHONPATH:{site} PATH=/usr/bin:/bin"
     failed = shell.run(f"{env} {shlex.quote(python)} -S -m infra local up {flags}")
     assert failed.returncode == 2, failed.stderr
@@ -157,9 +157,9 @@ MOTO_EXAMPLES = [c for c in source_hints() if classify(c) == "printed"
 
 
 @pytest.mark.parametrize("command", MOTO_EXAMPLES, ids=[c.where for c in MOTO_EXAMPLES])
-def test_a_moto_example_runs_with_the_moto_server_it_names(tmp_path, command):
+def test_a_moto_example_runs_with_the_moto_server_it_names(tmp_path, command, free_port):
     shell = Shell(tmp_path)
-    port = str(free_port())
+    port = str(free_port)
     env = command.text.split(" make ")[0]
     script = textwrap.dedent(f"""\
         .venv/bin/moto_server -H 127.0.0.1 -p 5001 > moto.log 2>&1 &
@@ -179,9 +179,10 @@ SEQUENCES = sequence_blocks()
 
 
 @pytest.mark.parametrize("block", list(SEQUENCES))
-def test_a_doc_block_whose_lines_depend_on_each_other_runs_as_one_script(tmp_path, block):
+def test_a_doc_block_whose_lines_depend_on_each_other_runs_as_one_script(tmp_path, block,
+                                                                          free_port):
     shell = Shell(tmp_path)
-    port = str(free_port())
+    port = str(free_port)
     lines = [c.text for c in SEQUENCES[block] if classify(c) == "sequence"]
     skipped = [c.text for c in SEQUENCES[block] if classify(c) != "sequence"]
     assert all(allowed(Command(t, block)) for t in skipped), skipped
@@ -191,11 +192,11 @@ def test_a_doc_block_whose_lines_depend_on_each_other_runs_as_one_script(tmp_pat
     assert wait_until(lambda: not listening("127.0.0.1", int(port)), 10)
 
 
-def test_the_app_and_the_transcript_in_docs_app_md(tmp_path):
+def test_the_app_and_the_transcript_in_docs_app_md(tmp_path, free_port):
     """`make run`, then each `$ curl` line of docs/app.md: its first output line is what
     the doc shows. The app's port is a free one (PORT=, as the doc says)."""
     shell = Shell(tmp_path)
-    port = free_port()
+    port = free_port
     transcript = next(cs for cs in doc_blocks().values()
                       if any(c.kind == "transcript" for c in cs))
     text = (Path(__file__).resolve().parents[1] / transcript[0].where.split(":")[0]).read_text()
@@ -217,9 +218,9 @@ def test_the_app_and_the_transcript_in_docs_app_md(tmp_path):
     assert wait_until(lambda: not listening("127.0.0.1", port), 10)
 
 
-def test_flask_development_server_as_docs_app_md_shows(tmp_path):
+def test_flask_development_server_as_docs_app_md_shows(tmp_path, free_port):
     shell = Shell(tmp_path)
-    port = free_port()
+    port = free_port
     line = next(c.text for cs in doc_blocks().values() for c in cs
                 if c.text.startswith(".venv/bin/flask "))
     done = shell.run(f"FLASK_RUN_PORT={port} {line} > flask.log 2>&1 &\n"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fresh_shell import Shell
 
-from infra.local.processes import free_port, listening, wait_until
+from infra.local.processes import listening, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -65,12 +65,12 @@ def test_the_recipe_without_an_account_has_a_grade_step():
 
 
 @pytest.mark.integration
-def test_the_recipe_without_an_account_ends_in_pass_on_loopback_only(tmp_path):
+def test_the_recipe_without_an_account_ends_in_pass_on_loopback_only(tmp_path, free_port):
     """The first block in a fresh shell, under the loopback guard: its grade step says PASS,
     and no process it started tried to reach anything off this machine. Only the load
     balancer's port and the instances' addresses change, to free ones."""
     shell = Shell(tmp_path)
-    port = free_port()
+    port = free_port
     first = f"127.{random.randint(100, 250)}.{random.randint(1, 250)}.11"
     script = "set -e\n" + recipes()[0].replace(
         "make local-up ", f"make local-up ARGS='--lb-port {port} --first-address {first}' "
@@ -86,11 +86,11 @@ def test_the_recipe_without_an_account_ends_in_pass_on_loopback_only(tmp_path):
 
 
 @pytest.mark.integration
-def test_the_recipe_with_a_bare_moto_server_runs_as_written(tmp_path):
+def test_the_recipe_with_a_bare_moto_server_runs_as_written(tmp_path, free_port):
     """The second block, in a fresh shell, under the loopback guard. Only the port changes,
     to a free one."""
     shell = Shell(tmp_path)
-    port = str(free_port())
+    port = str(free_port)
     done = shell.run("set -e\n" + recipes()[1].replace("5001", port))
     out = done.stdout + done.stderr
     assert done.returncode == 0, out
