@@ -332,3 +332,36 @@ def test_socket_guard_allows_only_our_own_machines():
 
     with socket.socket() as sock, pytest.raises(OffMachineTraffic):
         sock.connect(("10.213.250.2", 5000))  # block 16000: no such veth
+
+
+class _ConsoleEc2:
+    """GetConsoleOutput over a console file that the machine writes to around each call."""
+
+    def __init__(self, console: Path, writes_before: list[bytes], writes_after: list[bytes],
+                 answer=None):
+        self.console, self.answer = console, answer
+        self.before, self.after = writes_before, writes_after
+
+    def get_console_output(self, InstanceId, Latest):  # noqa: N803 - boto3's names
+        if self.before:
+            with self.console.open("ab") as f:
+                f.write(self.before.pop(0))
+        output = self.answer or self.console.read_bytes()[-64 * 1024:].decode()
+        if self.after:
+            with self.console.open("ab") as f:
+                f.write(self.after.pop(0))
+        return {"InstanceId": InstanceId, "Output": output}
+
+
+def test_console_check_allows_lines_written_during_the_call(tmp_path):
+    """CI saw cloud-init's last lines land between the file read and GetConsoleOutput."""
+    console = tmp_path / "console.log"
+    console.write_bytes(b"seed-lb user data: done\n")
+    always = [b"Cloud-init finished\n"] * 9
+    assert testboot._console_matches(_ConsoleEc2(console, list(always), []), "i-1", console)
+    assert testboot._console_matches(_ConsoleEc2(console, [], list(always)), "i-1", console)
+    assert testboot._console_matches(_ConsoleEc2(console, [], []), "i-1", console)
+    wrong = _ConsoleEc2(console, [], [], answer="another machine's console\n")
+    assert not testboot._console_matches(wrong, "i-1", console)
+    assert not testboot._console_matches(
+        _ConsoleEc2(console, list(always), [], answer="another\n"), "i-1", console)

@@ -81,10 +81,7 @@ def check_boot(testbed) -> tuple[bool, str]:
         dnf = (_read(upper / "var/log/seed-lb-dnf-shim.log") or b"").decode().splitlines()
         if len(dnf) != 1 or not dnf[0].endswith(f"dnf {machine.DNF_LINE}"):
             problems.append(f"{iid}: dnf shim log {dnf}")
-        console = machine.console_path(testbed.runtime_dir, iid).read_bytes()
-        # botocore decodes the base64 EC2 sends (tests/local/test_motohook.py checks the wire)
-        output = ec2.get_console_output(InstanceId=iid, Latest=True).get("Output", "")
-        if output != console[-64 * 1024:].decode("utf-8", "replace"):
+        if not _console_matches(ec2, iid, machine.console_path(testbed.runtime_dir, iid)):
             problems.append(f"{iid}: GetConsoleOutput is not the machine's console")
     notes.append(f"cloud-init (Ec2 datasource) ran the rendered user data, {len(expected)} "
                  "bytes, byte for byte; its IMDS calls carried tokens; console = "
@@ -99,6 +96,24 @@ def check_boot(testbed) -> tuple[bool, str]:
     else:
         notes.append("`make logs` shows each instance's \"done\" line")
     return not problems, "\n".join(problems or notes)
+
+
+def _console_matches(ec2, iid: str, console: Path, tries: int = 5) -> bool:
+    """GetConsoleOutput is the console file's last 64 KiB. The machine may still write to
+    it (systemd's lines after the script's "done"), so the file is read on both sides of
+    the call: the answer must be the file as it was at some moment in between."""
+    def tail(data: bytes) -> str:
+        return data[-64 * 1024:].decode("utf-8", "replace")
+
+    for _ in range(tries):
+        before = console.read_bytes()
+        # botocore decodes the base64 EC2 sends (tests/local/test_motohook.py checks the wire)
+        output = ec2.get_console_output(InstanceId=iid, Latest=True).get("Output", "")
+        after = console.read_bytes()
+        if before == after:
+            return output == tail(before)
+    return after.startswith(before) and any(
+        output == tail(after[:end]) for end in range(len(before), len(after) + 1))
 
 
 def _read(path: Path) -> bytes | None:
