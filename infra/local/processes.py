@@ -339,6 +339,16 @@ def _listeners(host: str, port: int) -> dict[str, int]:
     return {}
 
 
+def listened_by(host: str, port: int, groups: set[int]) -> bool:
+    """Something in one of the process groups `groups` listens on host:port, or something
+    that `ss` cannot name. A port let go may at once be another program's: that is not
+    theirs."""
+    if not listening(host, port):
+        return False
+    pids = listener_pids(host, port)
+    return not pids or any(in_groups(pid, groups) for pid in pids)
+
+
 def in_groups(pid: int, groups: set[int]) -> bool:
     """True if `pid` leads or belongs to one of the process groups `groups` (the testbed
     starts each child in a session of its own: its pid is the group's id, and a worker it

@@ -8,7 +8,7 @@ import contextlib
 from pathlib import Path
 
 from infra.local import motoserver
-from infra.local.processes import in_groups, is_ours, listener_pids, listening
+from infra.local.processes import is_ours, listened_by
 from infra.local.runtime import MACHINES, Meta, split_address
 
 
@@ -88,12 +88,4 @@ def _still_listening(meta: Meta | None, groups: set[int]) -> list[str]:
         return []
     addresses = [meta.lb, meta.admin, meta.endpoint.removeprefix("http://"),
                  *meta.instances.values()]
-    left = []
-    for address in filter(None, addresses):
-        host, port = split_address(address)
-        if not listening(host, port):
-            continue
-        pids = listener_pids(host, port)
-        if not pids or any(in_groups(pid, groups) for pid in pids):
-            left.append(address)
-    return left
+    return [a for a in filter(None, addresses) if listened_by(*split_address(a), groups)]

@@ -27,7 +27,13 @@ from ports import hold_consecutive
 from signals import sigint_default
 
 from infra.local.faults.ownership import run_root
-from infra.local.processes import PROJECT_ROOT, held_port, listening, same_process, wait_until
+from infra.local.processes import (
+    PROJECT_ROOT,
+    held_port,
+    listened_by,
+    same_process,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
 
@@ -83,15 +89,13 @@ class FaultsRun:
     def marked(self) -> list[str]:
         """Processes (not zombies) whose environment carries this run's marker."""
         found = []
-        needle = f"{MARK}={self.mark}".encode()
-        for environ in Path("/proc").glob("[0-9]*/environ"):
+        for proc in Path("/proc").glob("[0-9]*"):
             try:
-                if needle in environ.read_bytes().split(b"\0"):
-                    stat = (environ.parent / "stat").read_text()
+                if self._has_mark(int(proc.name)):
+                    stat = (proc / "stat").read_text()
                     if stat.rsplit(")", 1)[1].split()[0] != "Z":
-                        found.append(f"{environ.parent.name}: "
-                                     f"{(environ.parent / 'cmdline').read_bytes()[:120]!r}")
-            except OSError:
+                        found.append(f"{proc.name}: {(proc / 'cmdline').read_bytes()[:120]!r}")
+            except (OSError, ValueError):
                 continue
         return found
 
@@ -110,8 +114,18 @@ class FaultsRun:
         for record in self.seen.values():
             if record["name"] == "moto":
                 ports.append(("127.0.0.1", int(record["argv"][record["argv"].index("-p") + 1])))
-        left += [f"listening: {h}:{p}" for h, p in ports if listening(h, p)]
+        # Listened on by this run's processes: a port the run let go may at once be another
+        # test's (seen in CI: moto's, stopped by the Ctrl-C).
+        ours = set(self.seen) | {int(line.split(":")[0]) for line in self.marked()}
+        left += [f"listening: {h}:{p}" for h, p in ports if listened_by(h, p, ours)]
         return left
+
+    def _has_mark(self, pid: int) -> bool:
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            return False
+        return f"{MARK}={self.mark}".encode() in environ.split(b"\0")
 
     def kill(self) -> None:
         """A failed assertion: SIGKILL all of it, found by pid files and by the marker."""

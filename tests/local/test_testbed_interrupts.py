@@ -19,7 +19,7 @@ import pytest
 import requests
 from signals import sigint_default
 
-from infra.local.processes import PROJECT_ROOT, alive, is_ours, listening, wait_until
+from infra.local.processes import PROJECT_ROOT, alive, is_ours, listened_by, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -100,9 +100,9 @@ def addresses(meta) -> list[str]:
 def assert_all_stopped(bed, pids, used) -> None:
     for pid in pids:
         assert wait_until(lambda pid=pid: not alive(pid), 5), f"pid {pid} still runs"
-    for address in used:
+    for address in used:  # by these processes (a freed port may be another's)
         host, port = address.rsplit(":", 1)
-        assert not listening(host, int(port)), address
+        assert not listened_by(host, int(port), set(pids)), address
     assert bed.processes.records() == []
     assert bed.meta is None
 
