@@ -150,20 +150,17 @@ class Startup:
         that builds the clients and warms moto's backends meanwhile."""
         bed = self.testbed
         self.progress("control plane: starting a moto server")
-        if bed.shared_endpoint:
-            warm = _Warmer(bed.shared_endpoint, bed.region)
+        with contextlib.ExitStack() as held:  # moto's port, until moto binds it
+            port = None if bed.shared_endpoint else held.enter_context(
+                held_port(motoserver.HOST))
+            endpoint = bed.shared_endpoint or motoserver.endpoint_for(port)
+            # boto3 builds its clients (seconds of model loading on a busy 2-core box) while
+            # moto starts; then moto builds each service's backend on its first call (EC2's
+            # takes seconds too) while this process loads the provisioning code.
+            warm = _Warmer(endpoint, bed.region)
             warm.start()
-            meta.endpoint = bed.shared_endpoint
-        else:
-            with held_port(motoserver.HOST) as moto_port:  # until moto binds it
-                # boto3 builds its clients (seconds of model loading on a busy 2-core box)
-                # while moto starts; then moto builds each service's backend on its first
-                # call (EC2's takes seconds too) while this process loads the provisioning
-                # code.
-                warm = _Warmer(motoserver.endpoint_for(moto_port), bed.region)
-                warm.start()
-                meta.endpoint = motoserver.start(
-                    bed.processes, child_env(**FAKE_CREDENTIALS), port=moto_port)
+            meta.endpoint = endpoint if bed.shared_endpoint else motoserver.start(
+                bed.processes, child_env(**FAKE_CREDENTIALS), port=port)
         meta.save(bed.meta_path)
         return warm
 
