@@ -186,8 +186,10 @@ class Sinks:
         self.drop = DropSink(host, int(port))
 
     def close_drop(self) -> None:
+        """Close the drop sink and hold its address at once: Caddy is about to listen there."""
         if self.drop is not None:
             self.drop.close()
+            self.reserve(self.drop.address)
             self.drop = None
 
     def close(self) -> None:

@@ -175,12 +175,13 @@ class Supervisor:
                 _log(f"targets {before} -> {proxy.upstreams_of(desired)} ({mode}listening on "
                      f"{proxy.listen_of(desired)}, front {front.state}): config pushed")
             self.pushed = desired
+        # Held whenever Caddy or the drop sink lets go of it (close_drop holds it too), so
+        # that it is still free for whichever takes it next.
+        self.sinks.reserve(lb)
         if front.state == netrules.DROP:
             self.sinks.open_drop(lb)
         elif front.state == netrules.REFUSE:
             self.sinks.close_drop()
-        # Held whenever Caddy lets go of it, so that it is still free when the front opens.
-        self.sinks.reserve(lb)
 
     # --- one sync ------------------------------------------------------------------------
     def sync(self, meta) -> None:

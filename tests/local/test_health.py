@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from infra.config import success_codes_include
-from infra.local import health
+from infra.local import health, processes
 from infra.local.processes import wait_until
 from infra.local.sinks import DropSink, HoldSink, RefuseSink, Sinks
 
@@ -227,3 +227,25 @@ def test_a_port_a_listener_has_is_reserved_once_it_lets_go():
     finally:
         listener.close()
         sinks.close()
+
+
+def test_the_drop_sink_holds_the_front_s_address_when_it_lets_go():
+    """lb-sg-no-80 fixed: the drop sink closes and Caddy listens there again; in between,
+    the address is no one else's."""
+    sinks = Sinks()
+    address = f"127.0.0.1:{processes.free_port()}"  # not held: as Caddy leaves it
+    try:
+        sinks.open_drop(address)
+        host, port = address.rsplit(":", 1)
+        with socket.socket() as client:
+            client.settimeout(1.0)
+            with pytest.raises(TimeoutError):
+                client.connect((host, int(port)))
+        sinks.close_drop()
+        with pytest.raises(OSError, match="in use"):
+            _plain_bind(address)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((host, int(port)), timeout=1.0)
+    finally:
+        sinks.close()
+    _plain_bind(address)
