@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import socket
 
-from infra.local.processes import hold_port as hold
+from infra.local.processes import hold_port
 
 
 def hold_consecutive(count: int, host: str = "127.0.0.1") -> list[socket.socket]:
     """Sockets holding `count` consecutive free ports on `host`, the lowest first: for a
     command that takes a port and the next ones (`local faults --lb-port P`: P, P+1, ...)."""
     while True:
-        socks = [hold(host)]
+        socks = [hold_port(host)]
         first = socks[0].getsockname()[1]
         try:
-            socks += [hold(host, first + i) for i in range(1, count)]
+            socks += [hold_port(host, first + i) for i in range(1, count)]
             return socks
         except (OSError, OverflowError):  # one of the next ones is taken: try elsewhere
             for sock in socks:

@@ -11,11 +11,10 @@ import threading
 from pathlib import Path
 
 import pytest
-from ports import hold
 from werkzeug.serving import make_server
 
 from infra.grade.address import Endpoint
-from infra.local.processes import listening, wait_until
+from infra.local.processes import hold_port, listening, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CADDY = ROOT / ".venv" / "bin" / "caddy"
@@ -96,7 +95,7 @@ def caddy(tmp_path):
     procs = []
 
     def start(upstreams: list[Endpoint], policy: str | dict = "round_robin") -> Endpoint:
-        held = hold()  # until the test ends: Caddy binds it with SO_REUSEADDR
+        held = hold_port()  # until the test ends: Caddy binds it with SO_REUSEADDR
         port = held.getsockname()[1]
         config = {
             "admin": {"disabled": True, "config": {"persist": False}},
@@ -164,7 +163,7 @@ def real_app(tmp_path):
     procs = []
 
     def start(name: str) -> Endpoint:
-        held = hold()  # until the test ends: granian binds it with SO_REUSEPORT
+        held = hold_port()  # until the test ends: granian binds it with SO_REUSEPORT
         port = held.getsockname()[1]
         env = dict(os.environ, INSTANCE_ID=name, PYTHONPATH=str(ROOT))
         env.pop("SEED_FILE", None)

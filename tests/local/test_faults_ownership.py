@@ -86,16 +86,19 @@ class FaultsRun:
             self._watcher.join()
         return self.proc.returncode
 
-    def marked(self) -> list[str]:
-        """Processes (not zombies) whose environment carries this run's marker."""
-        found = []
-        for proc in Path("/proc").glob("[0-9]*"):
+    def marked(self) -> dict[int, str]:
+        """{pid: command line} of the processes (not zombies) whose environment carries this
+        run's marker."""
+        found = {}
+        needle = f"{MARK}={self.mark}".encode()
+        for environ in Path("/proc").glob("[0-9]*/environ"):
             try:
-                if self._has_mark(int(proc.name)):
-                    stat = (proc / "stat").read_text()
+                if needle in environ.read_bytes().split(b"\0"):
+                    stat = (environ.parent / "stat").read_text()
                     if stat.rsplit(")", 1)[1].split()[0] != "Z":
-                        found.append(f"{proc.name}: {(proc / 'cmdline').read_bytes()[:120]!r}")
-            except (OSError, ValueError):
+                        found[int(environ.parent.name)] = \
+                            repr((environ.parent / "cmdline").read_bytes()[:120])
+            except OSError:
                 continue
         return found
 
@@ -103,7 +106,8 @@ class FaultsRun:
         """Whatever the run left: processes, pid files, listening ports."""
         left = [f"running: {r['name']} (pid {pid})" for pid, r in self.seen.items()
                 if same_process(pid, r.get("started", ""))]
-        left += [f"unrecorded: {p}" for p in self.marked()]
+        marked = self.marked()
+        left += [f"unrecorded: {pid}: {command}" for pid, command in marked.items()]
         left += [f"pid file: {p}" for p in self.root.glob("**/pids/*.json")]
         ports = [("127.0.0.1", self.lb_port + i) for i in range(len(FAULTS))]
         base = [int(x) for x in self.first.split(".")]
@@ -116,16 +120,9 @@ class FaultsRun:
                 ports.append(("127.0.0.1", int(record["argv"][record["argv"].index("-p") + 1])))
         # Listened on by this run's processes: a port the run let go may at once be another
         # test's (seen in CI: moto's, stopped by the Ctrl-C).
-        ours = set(self.seen) | {int(line.split(":")[0]) for line in self.marked()}
-        left += [f"listening: {h}:{p}" for h, p in ports if listened_by(h, p, ours)]
+        left += [f"listening: {h}:{p}" for h, p in ports
+                 if listened_by(h, p, set(self.seen) | set(marked))]
         return left
-
-    def _has_mark(self, pid: int) -> bool:
-        try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes()
-        except OSError:
-            return False
-        return f"{MARK}={self.mark}".encode() in environ.split(b"\0")
 
     def kill(self) -> None:
         """A failed assertion: SIGKILL all of it, found by pid files and by the marker."""
@@ -135,9 +132,9 @@ class FaultsRun:
             if same_process(pid, record.get("started", "")):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
-        for line in self.marked():
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(line.split(":")[0]), signal.SIGKILL)
+        for pid in self.marked():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.root, ignore_errors=True)  # its logs, in the checkout's .local/
         for sock in self.ports:
             sock.close()
